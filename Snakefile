@@ -1,0 +1,30 @@
+# unet-pipeline: the whole chain from a raw EM stack to report.html.
+# Thin by design: rules live in workflow/rules/, logic in the unet_pipeline package.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+
+
+rule all:
+    input:
+        result("report.html"),
+        result("metrics.json"),
+
+
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/weights.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/segment.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"

@@ -1,0 +1,125 @@
+"""`unet-pipeline <stage>`: one subcommand per pipeline stage.
+
+Each stage takes its input and output paths as arguments and its settings as
+one JSON object (`--settings`), whose keys are the stage function's keyword
+arguments; the Snakemake rules build it from the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+
+
+def _stages() -> dict[str, tuple[Callable[..., Any], tuple[str, ...]]]:
+    """stage -> (function, its path arguments in order). Imported lazily: torch is slow to load."""
+    from .evaluate import evaluate
+    from .ingest import ingest
+    from .predict import predict
+    from .preprocess import preprocess
+    from .report import report
+    from .segment import segment
+    from .train import train
+    from .weights import weights
+
+    return {
+        "ingest": (ingest, ("kind", "source", "output")),
+        "preprocess": (preprocess, ("raw_path", "output")),
+        "weights": (weights, ("labels_path", "output")),
+        "train": (train, ("norm_path", "labels_path", "weights_path", "checkpoint_path", "log_path")),
+        "predict": (predict, ("image_path", "checkpoint", "output")),
+        "segment": (segment, ("probabilities_path", "output")),
+        "evaluate": (evaluate, ("probabilities_path", "segmentation_path", "labels_path", "raw_path", "output")),
+        "report": (report, ("raw_path", "probabilities_path", "segmentation_path", "labels_path", "metrics_path",
+                            "train_log", "output")),
+    }
+
+
+def setting_names(function: Callable[..., Any], paths: Sequence[str]) -> list[str]:
+    """The keys a stage's --settings object must have: its keyword arguments beyond the paths."""
+    return [name for name in inspect.signature(function).parameters if name not in paths]
+
+
+def _parse_settings(text: str, stage: str, expected: list[str]) -> dict[str, Any]:
+    try:
+        settings = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--settings for {stage} is not valid JSON: {err}") from err
+    if not isinstance(settings, dict):
+        raise ValueError(f"--settings for {stage} must be a JSON object")
+    missing, unknown = set(expected) - set(settings), set(settings) - set(expected)
+    if missing or unknown:
+        raise ValueError(f"--settings for {stage}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}; "
+                         f"expected exactly {expected}")
+    return settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unet-pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="stage", required=True)
+    synth = sub.add_parser("synth", help="write a synthetic EM-like volume (raw + labels) as OME-Zarr")
+    synth.add_argument("output", help="folder that receives raw.ome.zarr and labels.ome.zarr")
+    synth.add_argument("--shape", default="16,256,256", help="Z,Y,X (default %(default)s)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--chunks", default="1,256,256", help="Z,Y,X chunk shape (default %(default)s)")
+    synth.add_argument("--voxel-size", default="50,4,4", help="Z,Y,X in nanometres (default %(default)s)")
+    for stage, (function, paths) in _stages().items():
+        names = setting_names(function, paths)
+        doc = (function.__doc__ or "").strip().splitlines()[0]
+        command = sub.add_parser(stage, help=doc, description=f"{doc}\n\n--settings keys: {', '.join(names)}")
+        for path in paths:
+            command.add_argument(path, **({"choices": ["raw", "labels"]} if path == "kind" else {}))
+        command.add_argument("--settings", required=True, help=f"JSON object with keys: {', '.join(names)}")
+    return parser
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from . import io
+    from .synth import synthetic_volume
+
+    shape, chunks, voxel = (tuple(_numbers(text, kind)) for text, kind in
+                            ((args.shape, int), (args.chunks, int), (args.voxel_size, float)))
+    raw, labels = synthetic_volume(shape, args.seed)
+    compression = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
+    for name, volume in (("raw", raw), ("labels", labels)):
+        with io.atomic_output(Path(args.output) / f"{name}.ome.zarr") as partial:
+            io.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name)[:] = volume
+            io.set_attrs(partial, synthetic={"shape": list(shape), "seed": args.seed, "version": __version__})
+
+
+def _numbers(text: str, kind: type) -> list[Any]:
+    try:
+        values = [kind(part) for part in text.split(",")]
+    except ValueError as err:
+        raise ValueError(f"expected three comma-separated numbers like 16,256,256, got {text!r}") from err
+    if len(values) != 3 or min(values) <= 0:
+        raise ValueError(f"expected three positive numbers Z,Y,X, got {text!r}")
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .io import InputError
+
+    try:
+        if args.stage == "synth":
+            _synth(args)
+        else:
+            function, paths = _stages()[args.stage]
+            settings = _parse_settings(args.settings, args.stage, setting_names(function, paths))
+            function(*(getattr(args, path) for path in paths), **settings)
+    except (InputError, ValueError, FileNotFoundError) as err:
+        print(f"unet-pipeline {args.stage}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

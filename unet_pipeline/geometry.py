@@ -1,0 +1,154 @@
+"""Block and halo arithmetic: valid U-Net sizes, boxes and overlap-tile plans.
+
+Everything here is pure integer arithmetic on tuples, testable on its own.
+Axis order is always the array's (z, y, x); a 2D model works on the last two
+axes and treats z like a batch axis (no halo, no size constraint).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Box:
+    """A half-open box [start, stop) in voxel coordinates; may reach outside a volume."""
+
+    start: Shape
+    stop: Shape
+
+    def __post_init__(self) -> None:
+        if len(self.start) != len(self.stop):
+            raise ValueError(f"box start {self.start} and stop {self.stop} differ in rank")
+        if any(b < a for a, b in zip(self.start, self.stop)):
+            raise ValueError(f"box stop {self.stop} lies before start {self.start}")
+
+    @property
+    def shape(self) -> Shape:
+        return tuple(b - a for a, b in zip(self.start, self.stop))
+
+    def grow(self, before: Shape, after: Shape) -> "Box":
+        """The box extended by `before` voxels below start and `after` above stop."""
+        return Box(
+            tuple(a - g for a, g in zip(self.start, before)),
+            tuple(b + g for b, g in zip(self.stop, after)),
+        )
+
+    def slices(self) -> tuple[slice, ...]:
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop))
+
+
+@dataclass(frozen=True)
+class UNetGeometry:
+    """Sizes of a U-Net with valid 3x3 convolutions (two per level) and 2x2 pooling.
+
+    `depth` is the number of pooling steps; the model convolves the last
+    `ndim` axes of a volume.
+    """
+
+    depth: int
+    ndim: int = 2
+
+    @property
+    def stride(self) -> int:
+        """Translation period of the network: tile origins must be multiples of it."""
+        return 2**self.depth
+
+    def output_size(self, input_size: int) -> int:
+        """Output length for an input length, or ValueError if that input is not valid."""
+        n = input_size
+        for level in range(self.depth):
+            n -= 4
+            if n <= 0 or n % 2:
+                raise ValueError(
+                    f"input size {input_size} is not valid for a depth-{self.depth} U-Net: "
+                    f"level {level} would pool an odd or empty size {n}"
+                )
+            n //= 2
+        n -= 4
+        for _ in range(self.depth):
+            n = 2 * n - 4
+        if n < 4:
+            raise ValueError(f"input size {input_size} is too small for a depth-{self.depth} U-Net")
+        return n
+
+    def smallest_output_at_least(self, size: int) -> int:
+        """The smallest valid output length that covers `size` voxels.
+
+        Valid outputs are stride * m + 4 (m >= 0): the bottom level must keep at least 4 voxels.
+        """
+        return self.stride * max(0, math.ceil((size - 4) / self.stride)) + 4
+
+    def input_size(self, output_size: int) -> int:
+        """Input length that yields exactly `output_size` (which must be valid)."""
+        if output_size < 4 or (output_size - 4) % self.stride:
+            raise ValueError(
+                f"output size {output_size} is not valid for a depth-{self.depth} U-Net "
+                f"(it must be {self.stride} * m + 4)"
+            )
+        n = (output_size - 4) // self.stride + 8  # bottom level, before its two convolutions
+        for _ in range(self.depth):
+            n = 2 * n + 4
+        return n
+
+    @property
+    def halo(self) -> int:
+        """Context each output voxel needs on each side (the same for every valid size)."""
+        out = self.smallest_output_at_least(1)
+        return (self.input_size(out) - out) // 2
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One task: the output region it writes and the input region it reads."""
+
+    output: Box
+    input: Box
+    network_output: Shape  # the model's output shape, cropped to `output` on write
+
+
+def tile_shape(geometry: UNetGeometry, chunks: Shape, requested: Shape) -> Shape:
+    """The largest tile no bigger than `requested` (per axis) that is a multiple of
+    the chunk shape and, on model axes, of the network's stride."""
+    spatial0 = len(chunks) - geometry.ndim
+    shape = []
+    for axis, (chunk, want) in enumerate(zip(chunks, requested)):
+        step = chunk if axis < spatial0 else math.lcm(chunk, geometry.stride)
+        shape.append(max(step, want // step * step))
+    return tuple(shape)
+
+
+def plan_tiles(geometry: UNetGeometry, volume: Shape, tile: Shape) -> list[Tile]:
+    """Cover `volume` with non-overlapping output tiles of shape `tile` (clipped at the end).
+
+    Each tile's input region is its output region grown by the halo on model
+    axes, plus the extra the network needs to reach a valid output size; it may
+    reach outside the volume, where the reader mirrors.
+    """
+    if len(volume) != len(tile):
+        raise ValueError(f"volume {volume} and tile {tile} differ in rank")
+    spatial0 = len(volume) - geometry.ndim
+    if spatial0 < 0:
+        raise ValueError(f"a {geometry.ndim}D model needs at least {geometry.ndim} axes, got volume {volume}")
+    network_output = tuple(
+        t if axis < spatial0 else geometry.smallest_output_at_least(t) for axis, t in enumerate(tile)
+    )
+    halo = tuple(0 if axis < spatial0 else geometry.halo for axis in range(len(volume)))
+    tiles = []
+    for start in itertools.product(*(range(0, n, t) for n, t in zip(volume, tile))):
+        output = Box(start, tuple(min(s + t, n) for s, t, n in zip(start, tile, volume)))
+        network_box = Box(start, tuple(s + o for s, o in zip(start, network_output)))
+        tiles.append(Tile(output, network_box.grow(halo, halo), network_output))
+    return tiles
+
+
+def chunk_indices(box: Box, chunks: Shape) -> Iterator[Shape]:
+    """Grid indices of the chunks a box touches."""
+    return itertools.product(
+        *(range(a // c, -(-b // c)) for a, b, c in zip(box.start, box.stop, chunks))
+    )

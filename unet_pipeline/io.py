@@ -1,0 +1,128 @@
+"""OME-Zarr images on disk: create, open, metadata, provenance and atomic outputs.
+
+Every array we write is an OME-NGFF 0.4 image (Zarr format 2, '/' chunk
+keys): the version that napari-ome-zarr, neuroglancer, tensorstore and
+ome-zarr-py all open today. Level 0 lives at `<image>/0`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numcodecs
+import zarr
+from ome_zarr.format import FormatV04
+from ome_zarr.writer import write_multiscales_metadata
+
+from .geometry import Shape
+
+LEVEL0 = "0"
+_SHUFFLE = {"none": numcodecs.Blosc.NOSHUFFLE, "byte": numcodecs.Blosc.SHUFFLE, "bit": numcodecs.Blosc.BITSHUFFLE}
+
+
+class InputError(ValueError):
+    """Bad input: the message names the file or array and what was expected."""
+
+
+def make_compressor(settings: dict[str, Any]) -> numcodecs.abc.Codec:
+    """A numcodecs compressor from the config's `storage.compression` block."""
+    codec = settings["codec"]
+    if codec == "blosc":
+        return numcodecs.Blosc(cname=settings["cname"], clevel=settings["level"], shuffle=_SHUFFLE[settings["shuffle"]])
+    if codec == "zstd":
+        return numcodecs.Zstd(level=settings["level"])
+    raise ValueError(f"unknown codec {codec!r}: expected 'blosc' or 'zstd'")
+
+
+def create_image(
+    path: str | os.PathLike,
+    shape: Shape,
+    dtype: Any,
+    chunks: Shape,
+    compression: dict[str, Any],
+    voxel_size: Sequence[float],
+    unit: str,
+    name: str,
+    channels: int | None = None,
+) -> zarr.Array:
+    """Create an empty OME-Zarr image (axes zyx, or czyx with `channels`) and return level 0."""
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    spatial = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
+    axes = spatial if channels is None else [{"name": "c", "type": "channel"}, *spatial]
+    scale = list(map(float, voxel_size)) if channels is None else [1.0, *map(float, voxel_size)]
+    full_shape = tuple(shape) if channels is None else (channels, *shape)
+    full_chunks = tuple(min(c, n) for c, n in zip(chunks, shape))
+    if channels is not None:
+        full_chunks = (channels, *full_chunks)
+    array = group.create_array(
+        LEVEL0,
+        shape=full_shape,
+        chunks=full_chunks,
+        dtype=dtype,
+        compressors=make_compressor(compression),
+        fill_value=0,
+        chunk_key_encoding={"name": "v2", "separator": "/"},
+    )
+    write_multiscales_metadata(
+        group,
+        [{"path": LEVEL0, "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+        fmt=FormatV04(),
+        axes=axes,
+        name=name,
+    )
+    return array
+
+
+def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:
+    """Level 0 of an OME-Zarr image, with a clear error when it is missing or not an image."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such OME-Zarr image")
+    try:
+        return zarr.open_array(str(path / LEVEL0), mode=mode)
+    except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as err:
+        raise InputError(f"{path}: not an OME-Zarr image (no array at level {LEVEL0!r})") from err
+
+
+def image_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """The attributes of an OME-Zarr image's group (multiscales, provenance, ...)."""
+    return dict(zarr.open_group(str(path), mode="r").attrs)
+
+
+def voxel_size(path: str | os.PathLike) -> tuple[list[float], str]:
+    """The (z, y, x) voxel size and unit of an image, from its NGFF metadata."""
+    multiscale = image_attrs(path)["multiscales"][0]
+    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
+    spatial = [i for i, axis in enumerate(multiscale["axes"]) if axis["type"] == "space"]
+    return [scale[i] for i in spatial], multiscale["axes"][spatial[0]].get("unit", "")
+
+
+def set_attrs(path: str | os.PathLike, **attrs: Any) -> None:
+    """Add attributes (e.g. provenance) to an image's group."""
+    zarr.open_group(str(path), mode="a").attrs.update(attrs)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Write an output at a temporary sibling path and move it into place on success.
+
+    A crash leaves `<path>.partial`, never a `path` that looks complete.
+    """
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    _remove(partial)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    yield partial
+    _remove(path)
+    os.replace(partial, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

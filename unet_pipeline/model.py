@@ -1,0 +1,132 @@
+"""The U-Net of Ronneberger et al. (2015): valid 3x3 convolutions, 2x2 max-pooling,
+up-convolutions and cropped skip connections, in 2D or 3D.
+
+A checkpoint stores the model's own config (`ModelConfig`), so predict can
+rebuild the network from the file alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .geometry import UNetGeometry
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    ndim: int = 2
+    depth: int = 3
+    base_features: int = 16
+    growth: int = 2
+    classes: int = 2
+    dropout: float = 0.0
+
+    @property
+    def geometry(self) -> UNetGeometry:
+        return UNetGeometry(depth=self.depth, ndim=self.ndim)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown model keys {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**values)
+
+
+def _layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
+    if ndim == 2:
+        return nn.Conv2d, nn.MaxPool2d, nn.ConvTranspose2d
+    if ndim == 3:
+        return nn.Conv3d, nn.MaxPool3d, nn.ConvTranspose3d
+    raise ValueError(f"model.ndim must be 2 or 3, got {ndim}")
+
+
+class _DoubleConv(nn.Sequential):
+    def __init__(self, conv: type[nn.Module], channels_in: int, channels_out: int) -> None:
+        super().__init__(
+            conv(channels_in, channels_out, kernel_size=3),
+            nn.ReLU(inplace=True),
+            conv(channels_out, channels_out, kernel_size=3),
+            nn.ReLU(inplace=True),
+        )
+
+
+def center_crop(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Crop the spatial axes of `tensor` (N, C, ...) to `shape`, centred."""
+    slices = [slice(None), slice(None)]
+    for have, want in zip(tensor.shape[2:], shape):
+        offset = (have - want) // 2
+        slices.append(slice(offset, offset + want))
+    return tensor[tuple(slices)]
+
+
+class UNet(nn.Module):
+    """Input (N, 1, *spatial) -> logits (N, classes, *spatial - 2 * halo)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        conv, pool, upconv = _layers(config.ndim)
+        widths = [config.base_features * config.growth**level for level in range(config.depth + 1)]
+        self.down = nn.ModuleList()
+        channels = 1
+        for width in widths[:-1]:
+            self.down.append(_DoubleConv(conv, channels, width))
+            channels = width
+        self.pool = pool(kernel_size=2)
+        self.bottom = _DoubleConv(conv, channels, widths[-1])
+        self.dropout = nn.Dropout(config.dropout)
+        self.up = nn.ModuleList()
+        self.up_convs = nn.ModuleList()
+        for width_below, width in zip(widths[:0:-1], widths[-2::-1]):
+            self.up.append(upconv(width_below, width, kernel_size=2, stride=2))
+            self.up_convs.append(_DoubleConv(conv, 2 * width, width))
+        self.head = conv(widths[0], config.classes, kernel_size=1)
+        self.apply(_he_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.dropout(self.bottom(x))
+        for up, block, skip in zip(self.up, self.up_convs, reversed(skips)):
+            x = up(x)
+            x = block(torch.cat([center_crop(skip, x.shape[2:]), x], dim=1))
+        return self.head(x)
+
+
+def _he_init(module: nn.Module) -> None:
+    """Gaussian weights with std sqrt(2 / N), N = incoming connections per unit (the paper's choice)."""
+    if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        nn.init.zeros_(module.bias)
+
+
+def save_checkpoint(path: str | os.PathLike, model: UNet, **extra: Any) -> None:
+    torch.save({"model_config": dataclasses.asdict(model.config), "state_dict": model.state_dict(), **extra}, path)
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> UNet:
+    """Rebuild a model from a checkpoint alone, in eval mode on `device`."""
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    model = UNet(ModelConfig.from_dict(checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()
+
+
+def select_device(preferred: str = "auto") -> torch.device:
+    """CUDA when asked for or available ('auto'), else CPU."""
+    if preferred == "cuda" or (preferred == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")

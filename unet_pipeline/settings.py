@@ -1,0 +1,29 @@
+"""Map the validated pipeline config onto each stage's settings (the keyword arguments
+of the stage function). Snakemake rules pass these as JSON to `unet-pipeline <stage>`;
+a stage's rule reruns exactly when its settings change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+STAGES = ("ingest", "preprocess", "weights", "train", "predict", "segment", "evaluate", "report")
+
+
+def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
+    """The settings of `stage` from a config that the schema has validated and filled with defaults."""
+    compression = config["storage"]["compression"]
+    if stage == "ingest":
+        data = config["data"]
+        return {"chunks": config["storage"]["chunks"], "compression": compression,
+                "voxel_size": data["voxel_size"], "unit": data["unit"]}
+    if stage in ("preprocess", "weights", "segment"):
+        return {**config[stage], "compression": compression}
+    if stage == "train":
+        return {**config["train"], "model": config["model"]}
+    if stage == "predict":
+        return {**config["predict"], "compression": compression, "cluster_settings": config["cluster"]}
+    if stage == "evaluate":
+        return {"sections": config["evaluate"]["sections"], "threshold": config["segment"]["threshold"]}
+    if stage == "report":
+        return dict(config["report"])
+    raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")

@@ -1,0 +1,27 @@
+# Shared helpers for the rule files: output paths, data sources and stage settings.
+import json
+
+from unet_pipeline.settings import stage_settings
+
+RESULTS = f"{config['results_dir']}/{config['name']}"
+ENV = "../../environment.yml"
+
+
+def result(name):
+    """Path of an output under results/<name>/."""
+    return f"{RESULTS}/{name}"
+
+
+def log_file(rule_name):
+    return f"{RESULTS}/logs/{rule_name}.log"
+
+
+def source(kind):
+    """Where ingest reads `kind` ('raw' or 'labels'): the user's file or the synthetic volume."""
+    given = config["data"][kind]
+    return given if given is not None else result(f"synthetic/{kind}.ome.zarr")
+
+
+def settings(stage):
+    """The stage's settings as JSON: a rule's params, so a change reruns exactly that rule."""
+    return json.dumps(stage_settings(config, stage), sort_keys=True)

@@ -1,0 +1,34 @@
+rule synth:
+    output:
+        raw=directory(result("synthetic/raw.ome.zarr")),
+        labels=directory(result("synthetic/labels.ome.zarr")),
+    params:
+        folder=result("synthetic"),
+        shape=",".join(map(str, config["data"]["synthetic"]["shape"])),
+        seed=config["data"]["synthetic"]["seed"],
+        chunks=",".join(map(str, config["storage"]["chunks"])),
+        voxel_size=",".join(map(str, config["data"]["voxel_size"])),
+    log:
+        log_file("synth"),
+    conda:
+        ENV
+    shell:
+        "unet-pipeline synth {params.folder:q} --shape {params.shape} --seed {params.seed}"
+        " --chunks {params.chunks} --voxel-size {params.voxel_size} 2> {log:q}"
+
+
+rule ingest:
+    input:
+        lambda wildcards: source(wildcards.kind),
+    output:
+        directory(result("{kind}.ome.zarr")),
+    wildcard_constraints:
+        kind="raw|labels",
+    params:
+        settings=settings("ingest"),
+    log:
+        log_file("ingest_{kind}"),
+    conda:
+        ENV
+    shell:
+        "unet-pipeline ingest {wildcards.kind} {input:q} {output:q} --settings {params.settings:q} 2> {log:q}"

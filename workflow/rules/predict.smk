@@ -1,0 +1,16 @@
+rule predict:
+    input:
+        image=result("norm.ome.zarr"),
+        checkpoint=result("model/checkpoint.pt"),
+    output:
+        directory(result("probabilities.ome.zarr")),
+    params:
+        settings=settings("predict"),
+    threads: config["cluster"]["workers"] * config["cluster"]["threads_per_worker"] * config["predict"]["torch_threads"]
+    log:
+        log_file("predict"),
+    conda:
+        ENV
+    shell:
+        "unet-pipeline predict {input.image:q} {input.checkpoint:q} {output:q}"
+        " --settings {params.settings:q} 2> {log:q}"

@@ -1,0 +1,13 @@
+rule preprocess:
+    input:
+        result("raw.ome.zarr"),
+    output:
+        directory(result("norm.ome.zarr")),
+    params:
+        settings=settings("preprocess"),
+    log:
+        log_file("preprocess"),
+    conda:
+        ENV
+    shell:
+        "unet-pipeline preprocess {input:q} {output:q} --settings {params.settings:q} 2> {log:q}"

@@ -1,0 +1,19 @@
+rule report:
+    input:
+        raw=result("raw.ome.zarr"),
+        probabilities=result("probabilities.ome.zarr"),
+        segmentation=result("segmentation.ome.zarr"),
+        labels=result("labels.ome.zarr"),
+        metrics=result("metrics.json"),
+        train_log=result("model/train_log.csv"),
+    output:
+        result("report.html"),
+    params:
+        settings=settings("report"),
+    log:
+        log_file("report"),
+    conda:
+        ENV
+    shell:
+        "unet-pipeline report {input.raw:q} {input.probabilities:q} {input.segmentation:q} {input.labels:q}"
+        " {input.metrics:q} {input.train_log:q} {output:q} --settings {params.settings:q} 2> {log:q}"

@@ -1,0 +1,13 @@
+rule segment:
+    input:
+        result("probabilities.ome.zarr"),
+    output:
+        directory(result("segmentation.ome.zarr")),
+    params:
+        settings=settings("segment"),
+    log:
+        log_file("segment"),
+    conda:
+        ENV
+    shell:
+        "unet-pipeline segment {input:q} {output:q} --settings {params.settings:q} 2> {log:q}"

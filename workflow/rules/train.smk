@@ -1,0 +1,18 @@
+rule train:
+    input:
+        norm=result("norm.ome.zarr"),
+        labels=result("labels.ome.zarr"),
+        weights=result("weights.ome.zarr"),
+    output:
+        checkpoint=result("model/checkpoint.pt"),
+        log=result("model/train_log.csv"),
+    params:
+        settings=settings("train"),
+    threads: config["train"]["threads"]
+    log:
+        log_file("train"),
+    conda:
+        ENV
+    shell:
+        "unet-pipeline train {input.norm:q} {input.labels:q} {input.weights:q} {output.checkpoint:q}"
+        " {output.log:q} --settings {params.settings:q} 2> {log:q}"

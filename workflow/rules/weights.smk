@@ -1,0 +1,13 @@
+rule weights:
+    input:
+        result("labels.ome.zarr"),
+    output:
+        directory(result("weights.ome.zarr")),
+    params:
+        settings=settings("weights"),
+    log:
+        log_file("weights"),
+    conda:
+        ENV
+    shell:
+        "unet-pipeline weights {input:q} {output:q} --settings {params.settings:q} 2> {log:q}"
