@@ -1,5 +1,5 @@
 # unet-pipeline: the whole chain from a raw EM stack to report.html.
-# Thin by design: rules live in workflow/rules/, logic in the unet_pipeline package.
+# Thin by design: stages live in workflow/rules/, all logic in the unet_pipeline package.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 
 
 rule all:
+    default_target: True
     input:
         result("report.html"),
         result("metrics.json"),

@@ -1,5 +1,6 @@
-# Shared helpers for the rule files: output paths, data sources and stage settings.
+# Shared helpers of the workflow: output paths, data sources and stage settings.
 import json
+import os
 
 from unet_pipeline.settings import stage_settings
 
@@ -23,5 +24,5 @@ def source(kind):
 
 
 def settings(stage):
-    """The stage's settings as JSON: a rule's params, so a change reruns exactly that rule."""
+    """The stage settings as JSON, passed as params so that a change reruns exactly that stage."""
     return json.dumps(stage_settings(config, stage), sort_keys=True)

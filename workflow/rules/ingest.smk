@@ -3,7 +3,7 @@ rule synth:
         raw=directory(result("synthetic/raw.ome.zarr")),
         labels=directory(result("synthetic/labels.ome.zarr")),
     params:
-        folder=result("synthetic"),
+        folder=lambda wildcards, output: os.path.dirname(output.raw),
         shape=",".join(map(str, config["data"]["synthetic"]["shape"])),
         seed=config["data"]["synthetic"]["seed"],
         chunks=",".join(map(str, config["storage"]["chunks"])),
