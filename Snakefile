@@ -1,11 +1,13 @@
 # unet-pipeline: the whole chain from a raw EM stack to report.html.
 # Thin by design: stages live in workflow/rules/, all logic in the unet_pipeline package.
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

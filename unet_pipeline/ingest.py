@@ -50,8 +50,9 @@ class _Sectioned:
         self.dtype = array.dtype
         self.ndim = 3
 
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        return self.array[key[1:]][np.newaxis]
+    def __getitem__(self, key: slice) -> np.ndarray:
+        """Sections along z (a slice of the single section 0)."""
+        return np.asarray(self.array[...])[np.newaxis][key]
 
 
 def check_source(path: str | os.PathLike, array: Any, kind: str) -> None:

@@ -1,0 +1,89 @@
+"""The config schema, the stage settings it feeds, and the CLI's handling of bad settings."""
+
+import copy
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from conftest import REPO
+from unet_pipeline import cli
+from unet_pipeline.settings import STAGES, stage_settings
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def default_config() -> dict:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(config, str(SCHEMA))
+    return config
+
+
+def test_every_stage_gets_exactly_its_function_arguments():
+    config = default_config()
+    stages = cli._stages()
+    assert set(stages) == set(STAGES)
+    for stage, (function, positionals) in stages.items():
+        assert sorted(stage_settings(config, stage)) == sorted(cli.setting_names(function, positionals)), stage
+
+
+def test_schema_fills_defaults_for_a_minimal_config():
+    config = {"name": "x", "data": {}}
+    validate(config, str(SCHEMA))
+    assert config["train"]["iterations"] == 300 and config["storage"]["chunks"] == [1, 128, 128]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda c: c["train"].update(iterations=0), "iterations"),
+        (lambda c: c["model"].update(depthh=3), "depthh"),
+        (lambda c: c["storage"].update(chunks=[1, 2]), "chunks"),
+        (lambda c: c["data"].update(raw="x.tif"), "labels"),
+    ],
+)
+def test_bad_config_is_rejected_naming_the_key(change, message):
+    config = copy.deepcopy(default_config())
+    change(config)
+    with pytest.raises(Exception, match=message):
+        validate(config, str(SCHEMA))
+
+
+def test_readme_documents_every_config_key():
+    readme = (REPO / "config" / "README.md").read_text()
+    schema = yaml.safe_load(SCHEMA.read_text())
+
+    def keys(node, prefix=""):
+        for name, sub in node.get("properties", {}).items():
+            yield prefix + name
+            yield from keys(sub, prefix + name + ".")
+
+    missing = [key for key in keys(schema) if f"`{key}`" not in readme]
+    assert not missing, f"config/README.md does not explain {missing}"
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "unet_pipeline.cli", *args], capture_output=True, text=True)
+
+
+def test_cli_rejects_settings_with_unknown_or_missing_keys(tmp_path):
+    result = run_cli("segment", "a", "b", "--settings", json.dumps({"threshold": 0.5, "colour": 1}))
+    assert result.returncode == 2
+    assert "unknown keys ['colour']" in result.stderr and "missing keys ['compression']" in result.stderr
+
+
+def test_cli_names_a_missing_input(tmp_path):
+    settings = {"threshold": 0.5, "compression": {"codec": "zstd", "level": 3}}
+    result = run_cli("segment", str(tmp_path / "nope.ome.zarr"), str(tmp_path / "out"), "--settings",
+                     json.dumps(settings))
+    assert result.returncode == 2
+    assert "nope.ome.zarr: no such OME-Zarr image" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_schema_itself_is_valid():
+    jsonschema.Draft202012Validator.check_schema(yaml.safe_load(SCHEMA.read_text()))

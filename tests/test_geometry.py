@@ -1,0 +1,68 @@
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unet_pipeline.geometry import Box, UNetGeometry, chunk_indices, plan_tiles, tile_shape
+
+
+def test_paper_sizes():
+    geometry = UNetGeometry(depth=4)
+    assert geometry.output_size(572) == 388
+    assert geometry.input_size(388) == 572
+    assert geometry.halo == 92
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
+def test_valid_sizes_round_trip(depth):
+    geometry = UNetGeometry(depth=depth)
+    for size in range(1, 300):
+        out = geometry.smallest_output_at_least(size)
+        assert out >= size and out - geometry.stride < max(size, 4)
+        assert geometry.output_size(geometry.input_size(out)) == out
+        assert (geometry.input_size(out) - out) == 2 * geometry.halo
+
+
+def test_invalid_input_size_is_rejected_with_reason():
+    with pytest.raises(ValueError, match="odd"):
+        UNetGeometry(depth=4).output_size(571)
+    with pytest.raises(ValueError, match="not valid"):
+        UNetGeometry(depth=4).input_size(387)
+
+
+def test_tile_shape_is_multiple_of_chunk_and_stride():
+    geometry = UNetGeometry(depth=3)
+    assert tile_shape(geometry, (1, 12, 20), (3, 100, 100)) == (3, 96, 80)
+    assert tile_shape(geometry, (2, 12, 20), (1, 10, 10)) == (2, 24, 40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    volume=st.tuples(st.integers(1, 6), st.integers(1, 90), st.integers(1, 90)),
+    chunks=st.tuples(st.integers(1, 4), st.integers(1, 40), st.integers(1, 40)),
+    requested=st.tuples(st.integers(1, 8), st.integers(1, 120), st.integers(1, 120)),
+    depth=st.integers(1, 4),
+)
+def test_plan_covers_volume_once_and_tasks_own_their_chunks(volume, chunks, requested, depth):
+    geometry = UNetGeometry(depth=depth)
+    tiles = plan_tiles(geometry, volume, tile_shape(geometry, chunks, requested))
+    covered = {}
+    owner = {}
+    for index, tile in enumerate(tiles):
+        for voxel in itertools.product(*(range(a, b) for a, b in zip(tile.output.start, tile.output.stop))):
+            assert voxel not in covered, f"voxel {voxel} written twice"
+            covered[voxel] = index
+        for chunk in chunk_indices(tile.output, chunks):
+            assert owner.setdefault(chunk, index) == index, f"chunk {chunk} written by two tasks"
+        # the output starts on the network's translation grid and its input holds the halo
+        assert all(s % geometry.stride == 0 for s in tile.output.start[1:])
+        assert tile.input.start[1:] == tuple(s - geometry.halo for s in tile.output.start[1:])
+        assert tile.input.shape[1:] == tuple(geometry.input_size(o) for o in tile.network_output[1:])
+        assert all(o >= s for o, s in zip(tile.network_output, tile.output.shape))
+    assert len(covered) == volume[0] * volume[1] * volume[2]
+
+
+def test_box_rejects_inverted_bounds():
+    with pytest.raises(ValueError):
+        Box((0, 5), (1, 4))

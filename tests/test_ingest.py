@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import tifffile
+
+from conftest import COMPRESSION, ISBI, write_image
+from unet_pipeline import io
+from unet_pipeline.ingest import ingest
+
+
+def settings(chunks=(2, 16, 16)):
+    return dict(chunks=chunks, compression=COMPRESSION, voxel_size=(30.0, 5.0, 5.0), unit="nanometer")
+
+
+def test_tiff_stack_round_trips_with_metadata(tmp_path):
+    volume = np.random.default_rng(0).integers(0, 65535, size=(5, 40, 33)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", volume)
+    out = tmp_path / "raw.ome.zarr"
+    ingest("raw", tmp_path / "stack.tif", out, **settings())
+    array = io.open_image(out)
+    assert np.array_equal(array[:], volume) and array.chunks == (2, 16, 16)
+    assert io.voxel_size(out) == ([30.0, 5.0, 5.0], "nanometer")
+    assert io.image_attrs(out)["provenance"]["inputs"]["source"].endswith("stack.tif")
+
+
+def test_ome_zarr_source_and_single_section(tmp_path):
+    labels = np.random.default_rng(1).integers(0, 9, size=(1, 20, 20)).astype(np.int32)
+    source = write_image(tmp_path / "in.ome.zarr", labels, (1, 20, 20))
+    ingest("labels", source, tmp_path / "labels.ome.zarr", **settings())
+    result = io.open_image(tmp_path / "labels.ome.zarr")
+    assert result.dtype == np.uint32 and np.array_equal(result[:], labels)
+    tifffile.imwrite(tmp_path / "one.tif", labels[0].astype(np.uint8))
+    ingest("raw", tmp_path / "one.tif", tmp_path / "one.ome.zarr", **settings())
+    assert io.open_image(tmp_path / "one.ome.zarr").shape == (1, 20, 20)
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_bytes(b"not a tiff"), "cannot read"),
+        (lambda p: tifffile.imwrite(p, np.zeros((2, 3, 4, 5), np.uint8)), "expected a \\(z, y, x\\) volume"),
+        (lambda p: tifffile.imwrite(p, np.zeros((2, 4, 4), np.float32)), "raw must be uint8 or uint16"),
+    ],
+)
+def test_bad_sources_name_the_file_and_leave_no_output(tmp_path, make, message):
+    path = tmp_path / "bad.tif"
+    make(path)
+    with pytest.raises(io.InputError, match=message) as error:
+        ingest("raw", path, tmp_path / "raw.ome.zarr", **settings())
+    assert "bad.tif" in str(error.value)
+    assert not (tmp_path / "raw.ome.zarr").exists()
+
+
+@pytest.mark.skipif(not (ISBI / "train-labels.tif").exists(), reason=f"ISBI 2012 data not found at {ISBI}")
+def test_isbi_labels_ingest_exactly(tmp_path):
+    ingest("labels", ISBI / "train-labels.tif", tmp_path / "labels.ome.zarr", **settings((1, 256, 256)))
+    ingested = io.open_image(tmp_path / "labels.ome.zarr")
+    original = tifffile.imread(ISBI / "train-labels.tif")
+    assert ingested.shape == (20, 512, 512) and np.array_equal(ingested[:], original)
+    assert set(np.unique(original)) == {0, 255}

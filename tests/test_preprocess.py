@@ -1,0 +1,26 @@
+import numpy as np
+
+from conftest import COMPRESSION, write_image
+from unet_pipeline import io
+from unet_pipeline.preprocess import histogram_percentiles, preprocess
+
+
+def test_percentiles_are_whole_volume_and_chunking_independent(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, size=(4, 30, 40)).astype(np.uint8)
+    raw[3] = 255  # one bright section changes the whole-volume statistics
+    outputs = []
+    for chunks in ((1, 30, 40), (2, 7, 9)):
+        source = write_image(tmp_path / f"raw{chunks[1]}.ome.zarr", raw, chunks)
+        out = tmp_path / f"norm{chunks[1]}.ome.zarr"
+        preprocess(source, out, 1.0, 99.0, COMPRESSION)
+        outputs.append(io.open_image(out)[:])
+        low, high = io.image_attrs(out)["provenance"]["intensity_range"]
+        assert (low, high) == tuple(float(v) for v in np.percentile(raw, [1, 99], method="inverted_cdf"))
+    assert np.array_equal(outputs[0], outputs[1])
+    assert outputs[0].dtype == np.float32 and outputs[0].min() == 0.0 and outputs[0].max() == 1.0
+
+
+def test_histogram_percentiles_of_a_known_histogram():
+    histogram = np.array([10, 0, 80, 10])
+    assert histogram_percentiles(histogram, (5, 50)) == (0.0, 2.0)

@@ -1,0 +1,132 @@
+"""Real Snakemake runs of the whole chain on a tiny synthetic config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from unet_pipeline import io
+
+TINY = {
+    "name": "tiny",
+    "data": {"synthetic": {"shape": [4, 64, 64], "seed": 1}},
+    "storage": {"chunks": [1, 32, 32]},
+    "model": {"depth": 2, "base_features": 4},
+    "train": {"iterations": 5, "tile": 36, "batch_size": 1, "sections": [0, 3], "threads": 1},
+    "predict": {"tile": [1, 64, 64]},
+    "cluster": {"workers": 1},
+    "evaluate": {"sections": [3, 4]},
+    "report": {"sections": 1},
+}
+
+
+def environment() -> dict[str, str]:
+    """This interpreter's bin folder first on PATH, as in an activated environment: rules call `unet-pipeline`."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(workdir: Path, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(config or workdir / "config.yaml"), "--cores", "2", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=1200, env=environment())
+
+
+def planned_jobs(workdir: Path) -> set[str]:
+    """Rules a dry run would execute (from its 'Job stats' table)."""
+    result = snakemake(workdir, "--dry-run", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr
+    lines = (result.stdout + result.stderr).splitlines()
+    header = [i for i, line in enumerate(lines) if line.startswith("job ")]
+    if not header:
+        assert "Nothing to be done" in result.stdout + result.stderr, result.stdout + result.stderr
+        return set()
+    rules = set()
+    for line in lines[header[0] + 2 :]:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        rules.add(parts[0])
+    return rules
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(TINY))
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir, workdir / "results" / "tiny"
+
+
+def test_chain_writes_every_output(tiny_run):
+    _, out = tiny_run
+    raw, labels = io.open_image(out / "raw.ome.zarr"), io.open_image(out / "labels.ome.zarr")
+    assert raw.shape == labels.shape == (4, 64, 64) and raw.dtype == np.uint8
+    assert raw.chunks == (1, 32, 32)
+    norm = io.open_image(out / "norm.ome.zarr")[:]
+    assert norm.dtype == np.float32 and 0 <= norm.min() and norm.max() <= 1
+    weights = io.open_image(out / "weights.ome.zarr")[:]
+    assert weights.shape == (4, 64, 64) and weights.min() > 0
+    probs = io.open_image(out / "probabilities.ome.zarr")[:]
+    assert probs.shape == (2, 4, 64, 64) and probs.dtype == np.float16
+    assert np.allclose(probs.astype(np.float32).sum(axis=0), 1, atol=2e-3)
+    seg = io.open_image(out / "segmentation.ome.zarr")[:]
+    assert seg.dtype == np.uint32 and seg.shape == (4, 64, 64)
+    checkpoint = torch.load(out / "model" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["model_config"]["depth"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    for scores in (metrics["model"], metrics["baseline_raw_threshold"]):
+        assert 0 <= scores["pixel_error"] <= 1 and 0 <= scores["rand_error"] <= 1
+    assert metrics["sections"] == [3, 4]
+    html = (out / "report.html").read_text()
+    assert "pixel_error" in html and html.count("data:image/png;base64,") == 1
+    assert io.voxel_size(out / "segmentation.ome.zarr") == ([50.0, 4.0, 4.0], "nanometer")
+    assert io.image_attrs(out / "probabilities.ome.zarr")["provenance"]["stage"] == "predict"
+    assert not list(out.rglob("*.partial"))
+
+
+def test_rerun_does_nothing_and_a_changed_value_reruns_only_its_stage_onwards(tiny_run):
+    workdir, _ = tiny_run
+    assert planned_jobs(workdir) == set()
+    changed = {**TINY, "segment": {"threshold": 0.4}}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(changed))
+    try:
+        assert planned_jobs(workdir) == {"segment", "evaluate", "report", "all"}
+        changed = {**TINY, "weights": {"w0": 5.0}}
+        (workdir / "config.yaml").write_text(yaml.safe_dump(changed))
+        assert planned_jobs(workdir) == {"weights", "train", "predict", "segment", "evaluate", "report", "all"}
+    finally:
+        (workdir / "config.yaml").write_text(yaml.safe_dump(TINY))
+
+
+def test_dry_run_of_the_default_config_plans_the_whole_chain(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "2",
+                             "--directory", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                            env=environment())
+    assert result.returncode == 0, result.stderr
+    for rule in ("synth", "ingest", "preprocess", "weights", "train", "predict", "segment", "evaluate", "report"):
+        assert f"rule {rule}:" in result.stdout
+
+
+def test_lint_is_clean():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr, result.stdout
+
+
+@pytest.mark.slow
+def test_default_config_beats_the_raw_threshold_baseline(tmp_path):
+    """README command 1's chain: the trained U-Net must beat the best global threshold of the raw."""
+    result = snakemake(tmp_path, config=REPO / "config" / "config.yaml")
+    assert result.returncode == 0, result.stderr[-5000:]
+    metrics = json.loads((tmp_path / "results" / "demo" / "metrics.json").read_text())
+    assert metrics["model"]["pixel_error"] < metrics["baseline_raw_threshold"]["pixel_error"]
+    assert metrics["model"]["rand_error"] < metrics["baseline_raw_threshold"]["rand_error"]
