@@ -38,8 +38,8 @@ def test_ome_zarr_source_and_single_section(tmp_path):
     [
         (lambda p: None, "no such file"),
         (lambda p: p.write_bytes(b"not a tiff"), "cannot read"),
-        (lambda p: tifffile.imwrite(p, np.zeros((2, 3, 4, 5), np.uint8)), "expected a \\(z, y, x\\) volume"),
-        (lambda p: tifffile.imwrite(p, np.zeros((2, 4, 4), np.float32)), "raw must be uint8 or uint16"),
+        (lambda p: tifffile.imwrite(p, np.zeros((2, 3, 4, 5), np.uint8), photometric="minisblack"), "expected a \\(z, y, x\\) volume"),
+        (lambda p: tifffile.imwrite(p, np.zeros((2, 4, 4), np.float32), photometric="minisblack"), "raw must be uint8 or uint16"),
     ],
 )
 def test_bad_sources_name_the_file_and_leave_no_output(tmp_path, make, message):
