@@ -26,10 +26,10 @@ def write_image(path: Path, volume: np.ndarray, chunks: tuple[int, ...]) -> Path
 def random_checkpoint(tmp_path: Path):
     """Factory: a checkpoint of a randomly initialised U-Net of the given depth and width."""
 
-    def make(depth: int = 2, base_features: int = 4, seed: int = 0) -> Path:
+    def make(seed: int = 0, base_features: int = 4, **config) -> Path:
         torch.manual_seed(seed)
-        path = tmp_path / f"model-d{depth}-f{base_features}-s{seed}.pt"
-        save_checkpoint(path, UNet(ModelConfig(depth=depth, base_features=base_features)))
+        path = tmp_path / f"model-{seed}-{base_features}-{'-'.join(f'{k}{v}' for k, v in sorted(config.items()))}.pt"
+        save_checkpoint(path, UNet(ModelConfig(base_features=base_features, **config)))
         return path
 
     return make

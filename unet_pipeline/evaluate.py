@@ -15,7 +15,7 @@ import numpy as np
 from . import io, progress, provenance
 from .cells import separate_cells
 from .metrics import RandSums, rand_scores, rand_sums, threshold_errors
-from .segment import CELL_CHANNEL, label_sections
+from .segment import CELL_CHANNEL, as_probability, label_sections
 
 
 def evaluate(probabilities_path: str | os.PathLike, segmentation_path: str | os.PathLike,
@@ -40,7 +40,7 @@ def evaluate(probabilities_path: str | os.PathLike, segmentation_path: str | os.
         truth = np.asarray(labels[z])
         true_cell = truth > 0
         truth_cells[z] = separate_cells(truth)
-        predicted_cell = np.asarray(probs[CELL_CHANNEL, z]) > threshold
+        predicted_cell = as_probability(probs[CELL_CHANNEL, z]) > threshold
         mismatched += np.count_nonzero(predicted_cell != true_cell)
         pixels += truth.size
         model_sums += rand_sums(np.asarray(segmentation[z]), truth_cells[z])

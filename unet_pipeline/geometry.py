@@ -45,22 +45,48 @@ class Box:
 
 @dataclass(frozen=True)
 class UNetGeometry:
-    """Sizes of a U-Net with valid 3x3 convolutions (two per level) and 2x2 pooling.
+    """Sizes of a U-Net with 3x3 convolutions (two per level) and 2x2 pooling.
 
     `depth` is the number of pooling steps; the model convolves the last
-    `ndim` axes of a volume.
+    `ndim` axes of a volume. With `padding="valid"` (the paper's) the network
+    output shrinks by the halo on each side. With `padding="same"` the network
+    keeps the size, but only the centre, at least a receptive-field radius away
+    from the tile border, is exact. That radius is the valid halo plus
+    stride - 1 (the pooling windows sit differently); the same-padded halo is
+    it rounded up to the stride, and predict crops it off. Either way tiled
+    inference equals whole-volume inference.
     """
 
     depth: int
     ndim: int = 2
+    padding: str = "valid"
+
+    def __post_init__(self) -> None:
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
+        if self.depth < 0 or self.ndim not in (2, 3):
+            raise ValueError(f"need depth >= 0 and ndim 2 or 3, got depth {self.depth}, ndim {self.ndim}")
 
     @property
     def stride(self) -> int:
         """Translation period of the network: tile origins must be multiples of it."""
         return 2**self.depth
 
+    @property
+    def halo(self) -> int:
+        """Context each output voxel needs on each side (the same for every valid size)."""
+        valid_halo = 3 * 2 ** (self.depth + 1) - 4
+        if self.padding == "valid":
+            return valid_halo
+        return math.ceil((valid_halo + self.stride - 1) / self.stride) * self.stride
+
     def output_size(self, input_size: int) -> int:
-        """Output length for an input length, or ValueError if that input is not valid."""
+        """Exact output length for an input length, or ValueError if that input is not valid."""
+        if self.padding == "same":
+            if input_size % self.stride or input_size <= 2 * self.halo:
+                raise ValueError(f"input size {input_size} is not valid for a same-padded depth-{self.depth} "
+                                 f"U-Net: it must be a multiple of {self.stride} above {2 * self.halo}")
+            return input_size - 2 * self.halo
         n = input_size
         for level in range(self.depth):
             n -= 4
@@ -80,27 +106,21 @@ class UNetGeometry:
     def smallest_output_at_least(self, size: int) -> int:
         """The smallest valid output length that covers `size` voxels.
 
-        Valid outputs are stride * m + 4 (m >= 0): the bottom level must keep at least 4 voxels.
+        Valid outputs are stride * m + 4 (m >= 0; the bottom level keeps at least
+        4 voxels), or stride * m (m >= 1) with same padding.
         """
+        if self.padding == "same":
+            return self.stride * max(1, math.ceil(size / self.stride))
         return self.stride * max(0, math.ceil((size - 4) / self.stride)) + 4
 
     def input_size(self, output_size: int) -> int:
         """Input length that yields exactly `output_size` (which must be valid)."""
-        if output_size < 4 or (output_size - 4) % self.stride:
+        if output_size != self.smallest_output_at_least(output_size):
             raise ValueError(
-                f"output size {output_size} is not valid for a depth-{self.depth} U-Net "
-                f"(it must be {self.stride} * m + 4)"
+                f"output size {output_size} is not valid for a {self.padding}-padded depth-{self.depth} U-Net "
+                f"(nearest valid: {self.smallest_output_at_least(output_size)})"
             )
-        n = (output_size - 4) // self.stride + 8  # bottom level, before its two convolutions
-        for _ in range(self.depth):
-            n = 2 * n + 4
-        return n
-
-    @property
-    def halo(self) -> int:
-        """Context each output voxel needs on each side (the same for every valid size)."""
-        out = self.smallest_output_at_least(1)
-        return (self.input_size(out) - out) // 2
+        return output_size + 2 * self.halo
 
 
 @dataclass(frozen=True)

@@ -112,16 +112,27 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 
     A crash leaves `<path>.partial`, never a `path` that looks complete.
     """
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    _remove(partial)
+    partial = partial_path(path)
+    remove(partial)
     partial.parent.mkdir(parents=True, exist_ok=True)
     yield partial
-    _remove(path)
+    commit(partial, path)
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where an output is written before it is complete."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def commit(partial: Path, path: str | os.PathLike) -> None:
+    """Move a finished output into place, replacing an older one."""
+    remove(Path(path))
     os.replace(partial, path)
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Delete a file or folder if it exists."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():

@@ -8,6 +8,7 @@ rebuild the network from the file alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +27,19 @@ class ModelConfig:
     growth: int = 2
     classes: int = 2
     dropout: float = 0.0
+    padding: str = "valid"
+
+    def __post_init__(self) -> None:
+        self.geometry  # noqa: B018 -- constructing it validates depth, ndim and padding
 
     @property
     def geometry(self) -> UNetGeometry:
-        return UNetGeometry(depth=self.depth, ndim=self.ndim)
+        return UNetGeometry(depth=self.depth, ndim=self.ndim, padding=self.padding)
+
+    @property
+    def widths(self) -> list[int]:
+        """Feature maps per level, top to bottom."""
+        return [self.base_features * self.growth**level for level in range(self.depth + 1)]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
@@ -49,11 +59,11 @@ def _layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module
 
 
 class _DoubleConv(nn.Sequential):
-    def __init__(self, conv: type[nn.Module], channels_in: int, channels_out: int) -> None:
+    def __init__(self, conv: type[nn.Module], channels_in: int, channels_out: int, padding: int) -> None:
         super().__init__(
-            conv(channels_in, channels_out, kernel_size=3),
+            conv(channels_in, channels_out, kernel_size=3, padding=padding),
             nn.ReLU(inplace=True),
-            conv(channels_out, channels_out, kernel_size=3),
+            conv(channels_out, channels_out, kernel_size=3, padding=padding),
             nn.ReLU(inplace=True),
         )
 
@@ -74,20 +84,21 @@ class UNet(nn.Module):
         super().__init__()
         self.config = config
         conv, pool, upconv = _layers(config.ndim)
-        widths = [config.base_features * config.growth**level for level in range(config.depth + 1)]
+        widths = config.widths
+        padding = 1 if config.padding == "same" else 0
         self.down = nn.ModuleList()
         channels = 1
         for width in widths[:-1]:
-            self.down.append(_DoubleConv(conv, channels, width))
+            self.down.append(_DoubleConv(conv, channels, width, padding))
             channels = width
         self.pool = pool(kernel_size=2)
-        self.bottom = _DoubleConv(conv, channels, widths[-1])
+        self.bottom = _DoubleConv(conv, channels, widths[-1], padding)
         self.dropout = nn.Dropout(config.dropout)
         self.up = nn.ModuleList()
         self.up_convs = nn.ModuleList()
         for width_below, width in zip(widths[:0:-1], widths[-2::-1]):
             self.up.append(upconv(width_below, width, kernel_size=2, stride=2))
-            self.up_convs.append(_DoubleConv(conv, 2 * width, width))
+            self.up_convs.append(_DoubleConv(conv, 2 * width, width, padding))
         self.head = conv(widths[0], config.classes, kernel_size=1)
         self.apply(_he_init)
 
@@ -102,6 +113,20 @@ class UNet(nn.Module):
             x = up(x)
             x = block(torch.cat([center_crop(skip, x.shape[2:]), x], dim=1))
         return self.head(x)
+
+
+def activation_bytes(config: ModelConfig, input_shape: tuple[int, ...], batch: int = 1, itemsize: int = 4) -> int:
+    """Estimated peak memory of one inference forward pass on `batch` inputs of `input_shape` (spatial).
+
+    Counts the skip connections kept for the expanding path plus the two
+    largest live feature maps at each level; an estimate for choosing tiles,
+    not an exact figure.
+    """
+    voxels = math.prod(input_shape)
+    scale = 2**config.ndim
+    skips = sum(width * voxels / scale**level for level, width in enumerate(config.widths[:-1]))
+    working = max(3 * width * voxels / scale**level for level, width in enumerate(config.widths))
+    return int(batch * itemsize * (skips + working))
 
 
 def _he_init(module: nn.Module) -> None:

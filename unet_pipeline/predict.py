@@ -1,26 +1,46 @@
-"""Overlap-tile inference over Zarr, one Dask task per output tile.
+"""Overlap-tile inference over Zarr, scheduled on a Dask cluster.
 
 Output tiles are multiples of the output chunk shape (and of the network's
-stride), so each task writes whole chunks no other task touches: no locks, no
-read-modify-write, nothing gathered on the client. Each task reads its input
-region plus halo, mirrored at the volume border, so the tiled result equals
-the network run once on the whole mirror-padded volume.
+stride), so each task writes whole chunks that no other task touches: no
+locks, no read-modify-write, nothing gathered on the client. Each task reads
+its input region plus halo, mirrored at the volume border, so the tiled
+result equals the network run once on the whole mirror-padded volume.
+Finished tiles are recorded, so a killed run resumes (see `resume`).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from distributed import Client, as_completed
+import zarr
+from distributed import Client, Future, wait
 
-from . import cluster, io, progress, provenance
-from .geometry import Tile, plan_tiles, tile_shape
+from . import cluster, io, progress, provenance, resume
+from .geometry import Shape, Tile, UNetGeometry, plan_tiles, tile_shape
+from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
-from .model import UNet, load_model, select_device
+from .model import ModelConfig, UNet, activation_bytes, load_model, select_device
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every task of one predict run shares."""
+
+    image: str
+    output: str
+    checkpoint: str
+    checksum: str
+    device: str
+    amp: str
+    tta: bool
+    dtype: str
+    torch_threads: int
 
 
 @functools.lru_cache(maxsize=4)
@@ -29,52 +49,123 @@ def _worker_model(checkpoint: str, checksum: str, device: str) -> UNet:
     return load_model(checkpoint, select_device(device))
 
 
-def probabilities(model: UNet, block: np.ndarray) -> np.ndarray:
-    """Softmax class probabilities (C, z, y, x) of a 2D model run on each section of a (z, y, x) block."""
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))[:, None].to(device))
-        return torch.softmax(logits.float(), dim=1).transpose(0, 1).cpu().numpy()
+@functools.lru_cache(maxsize=16)
+def _worker_array(path: str, mode: str) -> zarr.Array:
+    return io.open_image(path, mode=mode)
 
 
-def run_tile(tile: Tile, image_path: str, output_path: str, checkpoint: str, checksum: str, device: str,
-             torch_threads: int) -> Tile:
-    """Worker task: read the tile's input, run the model, write its whole output chunks."""
-    torch.set_num_threads(torch_threads)
-    model = _worker_model(checkpoint, checksum, device)
-    block = read_mirrored(io.open_image(image_path), tile.input)
-    probs = probabilities(model, block)
-    output = io.open_image(output_path, mode="r+")
-    output[(slice(None), *tile.output.slices())] = probs[(slice(None), *(slice(0, n) for n in tile.output.shape))]
-    return tile
+def run_tiles(tiles: list[Tile], job: Job) -> int:
+    """Worker task: read the tiles' inputs, run one batched forward pass, write whole chunks, record them."""
+    torch.set_num_threads(job.torch_threads)
+    model = _worker_model(job.checkpoint, job.checksum, job.device)
+    image = _worker_array(job.image, "r")
+    ndim = model.config.ndim
+    batch = np.concatenate([_as_batch(read_mirrored(image, tile.input), ndim) for tile in tiles])
+    probabilities = forward_probabilities(model, batch, tiles[0].network_output[-ndim:], job.amp, job.tta)
+    output = _worker_array(job.output, "r+")
+    for tile, probs in zip(tiles, np.split(probabilities, len(tiles))):
+        probs = probs[0] if ndim == 3 else probs.transpose(1, 0, 2, 3)  # -> (C, z, y, x)
+        crop = (slice(None), *(slice(0, n) for n in tile.output.shape))
+        output[(slice(None), *tile.output.slices())] = to_storage(probs[crop], job.dtype)
+        resume.record_tile(job.output, tile)
+    return len(tiles)
+
+
+def _as_batch(block: np.ndarray, ndim: int) -> np.ndarray:
+    """A (z, y, x) input block as model inputs: its sections for a 2D model, one volume for a 3D model."""
+    return block if ndim == 2 else block[np.newaxis]
+
+
+def auto_tile(config: ModelConfig, chunks: Shape, volume: Shape, budget_bytes: int, batch_tiles: int) -> Shape:
+    """The largest tile (chunk- and stride-aligned) whose forward pass fits the memory budget estimate.
+
+    Grows every model axis by one step at a time (axes already spanning the volume stay).
+    """
+    geometry = config.geometry
+    step = tile_shape(geometry, chunks, chunks)
+    spatial0 = len(volume) - config.ndim
+    cap = tuple(s if axis < spatial0 else _round_up(n, s) for axis, (s, n) in enumerate(zip(step, volume)))
+    best = step
+    while best != cap:
+        grown = tuple(min(b + s, c) if axis >= spatial0 else b for axis, (b, s, c) in enumerate(zip(best, step, cap)))
+        if _tile_bytes(config, geometry, grown, batch_tiles) > budget_bytes:
+            break
+        best = grown
+    return best
+
+
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+def _tile_bytes(config: ModelConfig, geometry: UNetGeometry, tile: Shape, batch_tiles: int) -> int:
+    spatial = tile[-config.ndim:]
+    sections = 1 if config.ndim == 3 else tile[0]
+    inputs = tuple(geometry.input_size(geometry.smallest_output_at_least(t)) for t in spatial)
+    return activation_bytes(config, inputs, batch=sections * batch_tiles)
 
 
 def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output: str | os.PathLike,
-            tile: list[int], dtype: str, device: str, torch_threads: int, compression: dict[str, Any],
-            cluster_settings: dict[str, Any]) -> None:
-    """Write class probabilities (c, z, y, x) of the model over the whole image at `output`."""
+            tile: list[int] | str, batch_tiles: int, memory_budget_mb: int, dtype: str, amp: str, tta: bool,
+            device: str, torch_threads: int, stall_timeout_s: float, compression: dict[str, Any],
+            cluster_settings: dict[str, Any]) -> dict[str, int]:
+    """Write class probabilities (c, z, y, x) of the model over the whole image at `output`.
+
+    Returns how many tiles there are, how many were computed and how many were
+    kept from an interrupted earlier run.
+    """
     started = provenance.now()
     checksum = provenance.file_sha256(checkpoint)
-    model = load_model(checkpoint)
-    geometry = model.config.geometry
+    config = load_model(checkpoint).config
     image = io.open_image(image_path)
+    if image.ndim != 3:
+        raise io.InputError(f"{image_path}: expected a (z, y, x) image, got shape {image.shape}")
     voxel, unit = io.voxel_size(image_path)
-    with io.atomic_output(output) as partial:
-        target = io.create_image(partial, image.shape, dtype, image.chunks, compression, voxel, unit,
-                                 "probabilities", channels=model.config.classes)
-        shape = tile_shape(geometry, target.chunks[1:], tuple(tile))
-        tiles = plan_tiles(geometry, image.shape, shape)
-        with cluster.connect(**cluster_settings) as client:
-            _run(client, tiles, str(image_path), str(partial), str(checkpoint), checksum, device, torch_threads)
-        settings = {"tile": list(shape), "dtype": dtype, "device": device}
-        io.set_attrs(partial, provenance=provenance.record(
-            "predict", settings, {"image": str(image_path), "checkpoint": str(checkpoint)}, started,
-            checkpoint_sha256=checksum))
+    chunks = image.chunks
+    if tile == "auto":
+        shape = auto_tile(config, chunks, image.shape, memory_budget_mb << 20, batch_tiles)
+    else:
+        shape = tile_shape(config.geometry, chunks, tuple(tile))
+    tiles = plan_tiles(config.geometry, image.shape, shape)
+    key = resume.run_key(checkpoint=checksum, image=resume.input_fingerprint(image_path), tile=shape,
+                         chunks=chunks, dtype=dtype, amp=amp, tta=tta, compression=compression)
+    partial = io.partial_path(output)
+    if not resume.open_partial(partial, key):
+        io.create_image(partial, image.shape, dtype, chunks, compression, voxel, unit, "probabilities",
+                        channels=config.classes)
+        resume.seal(partial, key)
+    done = resume.finished_tiles(partial)
+    todo = [t for t in tiles if resume.tile_name(t) not in done]
+    print(f"predict: {len(tiles)} tiles of {shape}, {len(tiles) - len(todo)} already done", flush=True)
+    job = Job(str(image_path), str(partial), str(checkpoint), checksum, device, amp, tta, dtype, torch_threads)
+    with cluster.connect(**cluster_settings, device=device) as client:
+        _run(client, [todo[i : i + batch_tiles] for i in range(0, len(todo), batch_tiles)], job, stall_timeout_s)
+    stats = {"tiles": len(tiles), "computed": len(todo), "resumed": len(tiles) - len(todo)}
+    settings = {"tile": list(shape), "batch_tiles": batch_tiles, "dtype": dtype, "amp": amp, "tta": tta,
+                "device": device}
+    resume.clear(partial)
+    io.set_attrs(partial, provenance=provenance.record(
+        "predict", settings, {"image": str(image_path), "checkpoint": str(checkpoint)}, started,
+        checkpoint_sha256=checksum, model=asdict(config), tiles=stats))
+    io.commit(partial, output)
+    return stats
 
 
-def _run(client: Client, tiles: list[Tile], *args: Any) -> None:
-    futures = client.map(run_tile, tiles, *[[a] * len(tiles) for a in args], retries=2, pure=False)
-    for future in progress.track(as_completed(futures), "predict tiles", total=len(futures)):
-        if future.status == "error":
-            failed = tiles[futures.index(future)]
-            raise RuntimeError(f"tile {failed.output} failed after retries: {future.exception()!r}")
+def _run(client: Client, batches: list[list[Tile]], job: Job, stall_timeout_s: float) -> None:
+    """Run every batch; stop naming the tile when one fails after its retries or nothing finishes for too long."""
+    resources = {cluster.GPU: 1} if cluster.gpu_workers(client) else None
+    futures = client.map(run_tiles, batches, job=job, retries=2, pure=False, resources=resources)
+    batch_of = {future.key: batch for future, batch in zip(futures, batches)}
+    pending: set[Future] = set(futures)
+    meter = progress.Meter("predict tiles", sum(map(len, batches)))
+    while pending:
+        try:
+            finished, pending = wait(pending, timeout=stall_timeout_s, return_when="FIRST_COMPLETED")
+        except TimeoutError as err:
+            raise TimeoutError(f"no tile finished within {stall_timeout_s} s ({len(pending)} batches pending, "
+                               f"{len(client.scheduler_info()['workers'])} workers): is the cluster alive?") from err
+        for future in finished:
+            if future.status != "finished":
+                tiles = ", ".join(str(t.output) for t in batch_of[future.key])
+                raise RuntimeError(f"tile {tiles} failed after retries: {future.exception()!r}")
+            meter.advance(future.result())

@@ -1,4 +1,4 @@
-"""Progress lines for long loops, on stderr (Snakemake puts them in the rule's log)."""
+"""Progress lines for long work, on stderr (Snakemake puts them in the rule's log)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,26 @@ from typing import Iterable, Iterator, Sized, TypeVar
 T = TypeVar("T")
 
 
-def track(items: Iterable[T], label: str, every_s: float = 5.0, total: int | None = None) -> Iterator[T]:
-    """Yield from `items`, printing `label: done/total` at most every `every_s` seconds and at the end."""
-    if total is None and isinstance(items, Sized):
-        total = len(items)
-    start = last = time.monotonic()
-    done = 0
+class Meter:
+    """Counts finished items; prints `label: done/total (elapsed)` at most every `every_s` seconds and at the end."""
+
+    def __init__(self, label: str, total: int | None = None, every_s: float = 5.0) -> None:
+        self.label, self.total, self.every_s = label, total, every_s
+        self.done = 0
+        self.start = self.last = time.monotonic()
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.last >= self.every_s or self.done == self.total:
+            of = f"/{self.total}" if self.total else ""
+            print(f"{self.label}: {self.done}{of} ({now - self.start:.1f} s)", file=sys.stderr, flush=True)
+            self.last = now
+
+
+def track(items: Iterable[T], label: str, every_s: float = 5.0) -> Iterator[T]:
+    """Yield from `items`, reporting progress through a Meter."""
+    meter = Meter(label, len(items) if isinstance(items, Sized) else None, every_s)
     for item in items:
         yield item
-        done += 1
-        now = time.monotonic()
-        if now - last >= every_s or done == total:
-            report(label, done, total, now - start)
-            last = now
-
-
-def report(label: str, done: int, total: int | None, elapsed: float) -> None:
-    of = f"/{total}" if total else ""
-    print(f"{label}: {done}{of} ({elapsed:.1f} s)", file=sys.stderr, flush=True)
+        meter.advance()

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from . import io
-from .segment import CELL_CHANNEL
+from .segment import CELL_CHANNEL, as_probability
 
 
 def section_panels(raw: np.ndarray, cell_probability: np.ndarray, segmentation: np.ndarray,
@@ -93,7 +93,7 @@ def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
     first, last = metrics["sections"]
     shown = sorted(set(np.linspace(first, last - 1, num=min(sections, last - first)).round().astype(int)))
     figures = "".join(
-        f'<figure><img src="{png_data_uri(section_panels(raw[z], probs[CELL_CHANNEL, z], segmentation[z], labels[z]))}"'
+        f'<figure><img src="{png_data_uri(section_panels(raw[z], as_probability(probs[CELL_CHANNEL, z]), segmentation[z], labels[z]))}"'
         f' alt="section {z}"/><figcaption>section {z}: raw | cell probability | segment borders | errors '
         f"(red: false cell, blue: false membrane)</figcaption></figure>"
         for z in shown

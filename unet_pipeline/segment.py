@@ -13,6 +13,12 @@ from . import io, progress, provenance
 CELL_CHANNEL = 1
 
 
+def as_probability(values: np.ndarray) -> np.ndarray:
+    """Stored probabilities as float32 in [0, 1] (uint8 storage is scaled by 255)."""
+    values = np.asarray(values)
+    return values.astype(np.float32) / 255 if values.dtype == np.uint8 else values.astype(np.float32)
+
+
 def label_sections(cell_probability: np.ndarray, threshold: float, first_id: int = 1) -> np.ndarray:
     """Connected components (4-connected) of p > threshold in each (y, x) section of a (z, y, x) block.
 
@@ -38,7 +44,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, th
         target = io.create_image(partial, shape, np.uint32, chunks, compression, voxel, unit, "segmentation")
         next_id = 1
         for z in progress.track(range(0, shape[0], chunks[0]), "segment sections"):
-            block = label_sections(np.asarray(probs[CELL_CHANNEL, z : z + chunks[0]]), threshold, next_id)
+            block = label_sections(as_probability(probs[CELL_CHANNEL, z : z + chunks[0]]), threshold, next_id)
             target[z : z + chunks[0]] = block
             next_id = max(next_id, int(block.max()) + 1)
         io.set_attrs(partial, provenance=provenance.record(

@@ -1,0 +1,97 @@
+"""Killed predict runs resume: only missing tiles are computed, and the result is identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psutil
+
+from conftest import COMPRESSION, write_image
+from test_predict import run_predict
+from unet_pipeline import io, resume
+
+
+def settings(workers: int = 2) -> dict:
+    return dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=False,
+                device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION,
+                cluster_settings={"kind": "local", "workers": workers, "threads_per_worker": 1, "address": None})
+
+
+def records(output) -> int:
+    folder = io.partial_path(output) / resume.RECORDS
+    return len(resume.finished_tiles(io.partial_path(output))) if folder.exists() else 0
+
+
+def start_and_kill(image, checkpoint, output, after_tiles: int) -> int:
+    """Run predict in a real process (with its Dask workers), SIGKILL the lot once some tiles are done."""
+    command = [sys.executable, "-m", "unet_pipeline.cli", "predict", str(image), str(checkpoint), str(output),
+               "--settings", json.dumps(settings())]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while records(output) < after_tiles:
+        assert process.poll() is None, "predict finished before it could be killed: make the test volume larger"
+        assert time.monotonic() < deadline, "predict made no progress"
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return records(output)
+
+
+def test_sigkill_then_rerun_computes_only_missing_tiles(tmp_path, random_checkpoint):
+    volume = np.random.default_rng(0).random((16, 128, 128)).astype(np.float32)
+    image = write_image(tmp_path / "norm.ome.zarr", volume, (1, 32, 32))
+    checkpoint = random_checkpoint(depth=2, base_features=8)
+    reference = tmp_path / "reference.ome.zarr"
+    run_predict(image, checkpoint, reference, workers=2, tile=[1, 32, 32])
+
+    output = tmp_path / "killed.ome.zarr"
+    done_before = start_and_kill(image, checkpoint, output, after_tiles=10)
+    assert not output.exists() and 10 <= done_before < 256
+    stats = run_predict(image, checkpoint, output, workers=2, tile=[1, 32, 32])
+    assert stats == {"tiles": 256, "computed": 256 - done_before, "resumed": done_before}
+    assert np.array_equal(io.open_image(output)[:], io.open_image(reference)[:])
+
+
+def test_records_of_another_model_are_not_trusted(tmp_path, random_checkpoint):
+    volume = np.random.default_rng(1).random((16, 128, 128)).astype(np.float32)
+    image = write_image(tmp_path / "norm.ome.zarr", volume, (1, 32, 32))
+    old, new = random_checkpoint(depth=2, base_features=8, seed=1), random_checkpoint(depth=2, base_features=8, seed=2)
+    output = tmp_path / "p.ome.zarr"
+    assert start_and_kill(image, old, output, after_tiles=10) >= 10
+    stats = run_predict(image, new, output, workers=2, tile=[1, 32, 32])
+    assert stats["computed"] == 256 and stats["resumed"] == 0
+    reference = tmp_path / "reference.ome.zarr"
+    run_predict(image, new, reference, workers=1, tile=[1, 32, 32])
+    assert np.array_equal(io.open_image(output)[:], io.open_image(reference)[:])
+
+
+def test_a_killed_worker_has_its_tiles_rescheduled(tmp_path, random_checkpoint):
+    volume = np.random.default_rng(2).random((16, 128, 128)).astype(np.float32)
+    image = write_image(tmp_path / "norm.ome.zarr", volume, (1, 32, 32))
+    checkpoint = random_checkpoint(depth=2, base_features=8)
+    reference = tmp_path / "reference.ome.zarr"
+    run_predict(image, checkpoint, reference, workers=1, tile=[1, 32, 32])
+    output = tmp_path / "p.ome.zarr"
+    killed = []
+
+    def kill_one_worker():
+        while records(output) < 20:
+            time.sleep(0.02)
+        workers = [p for p in psutil.Process().children(recursive=True) if "python" in p.name()]
+        workers[0].send_signal(signal.SIGKILL)
+        killed.append(workers[0].pid)
+
+    killer = threading.Thread(target=kill_one_worker, daemon=True)
+    killer.start()
+    stats = run_predict(image, checkpoint, output, workers=2, tile=[1, 32, 32])
+    killer.join(timeout=10)
+    assert killed, "no worker was killed"
+    assert stats["tiles"] == 256
+    assert np.array_equal(io.open_image(output)[:], io.open_image(reference)[:])
