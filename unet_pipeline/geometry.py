@@ -42,6 +42,15 @@ class Box:
     def slices(self) -> tuple[slice, ...]:
         return tuple(slice(a, b) for a, b in zip(self.start, self.stop))
 
+    def relative_to(self, outer: "Box") -> tuple[slice, ...]:
+        """Slices that cut this box out of an array holding `outer`."""
+        return tuple(slice(a - o, b - o) for a, b, o in zip(self.start, self.stop, outer.start))
+
+    @staticmethod
+    def union(boxes: "list[Box]") -> "Box":
+        """The smallest box holding all `boxes`."""
+        return Box(tuple(map(min, zip(*(b.start for b in boxes)))), tuple(map(max, zip(*(b.stop for b in boxes)))))
+
 
 @dataclass(frozen=True)
 class UNetGeometry:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 import zarr
-from distributed import Client, Future, wait
+from distributed import Client, as_completed
 
 from . import cluster, io, progress, provenance, resume
-from .geometry import Shape, Tile, UNetGeometry, plan_tiles, tile_shape
+from .geometry import Box, Shape, Tile, UNetGeometry, plan_tiles, tile_shape
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
 from .model import ModelConfig, UNet, activation_bytes, load_model, select_device
@@ -60,7 +61,9 @@ def run_tiles(tiles: list[Tile], job: Job) -> int:
     model = _worker_model(job.checkpoint, job.checksum, job.device)
     image = _worker_array(job.image, "r")
     ndim = model.config.ndim
-    batch = np.concatenate([_as_batch(read_mirrored(image, tile.input), ndim) for tile in tiles])
+    region = Box.union([tile.input for tile in tiles])  # neighbours share their halos: one read for the batch
+    block = read_mirrored(image, region)
+    batch = np.concatenate([_as_batch(block[tile.input.relative_to(region)], ndim) for tile in tiles])
     probabilities = forward_probabilities(model, batch, tiles[0].network_output[-ndim:], job.amp, job.tta)
     output = _worker_array(job.output, "r+")
     for tile, probs in zip(tiles, np.split(probabilities, len(tiles))):
@@ -138,7 +141,7 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     todo = [t for t in tiles if resume.tile_name(t) not in done]
     print(f"predict: {len(tiles)} tiles of {shape}, {len(tiles) - len(todo)} already done", flush=True)
     job = Job(str(image_path), str(partial), str(checkpoint), checksum, device, amp, tta, dtype, torch_threads)
-    with cluster.connect(**cluster_settings, device=device) as client:
+    with cluster.connect(**cluster_settings, device=device, torch_threads=torch_threads) as client:
         _run(client, [todo[i : i + batch_tiles] for i in range(0, len(todo), batch_tiles)], job, stall_timeout_s)
     stats = {"tiles": len(tiles), "computed": len(todo), "resumed": len(tiles) - len(todo)}
     settings = {"tile": list(shape), "batch_tiles": batch_tiles, "dtype": dtype, "amp": amp, "tta": tta,
@@ -156,15 +159,19 @@ def _run(client: Client, batches: list[list[Tile]], job: Job, stall_timeout_s: f
     resources = {cluster.GPU: 1} if cluster.gpu_workers(client) else None
     futures = client.map(run_tiles, batches, job=job, retries=2, pure=False, resources=resources)
     batch_of = {future.key: batch for future, batch in zip(futures, batches)}
-    pending: set[Future] = set(futures)
     meter = progress.Meter("predict tiles", sum(map(len, batches)))
-    while pending:
-        try:
-            finished, pending = wait(pending, timeout=stall_timeout_s, return_when="FIRST_COMPLETED")
-        except TimeoutError as err:
-            raise TimeoutError(f"no tile finished within {stall_timeout_s} s ({len(pending)} batches pending, "
-                               f"{len(client.scheduler_info()['workers'])} workers): is the cluster alive?") from err
-        for future in finished:
+    finished = as_completed(futures)
+    last_progress = time.monotonic()
+    while not finished.is_empty():
+        ready = finished.next_batch(block=False)
+        if not ready:
+            if time.monotonic() - last_progress > stall_timeout_s:
+                raise TimeoutError(f"no tile finished within {stall_timeout_s} s ({finished.count()} batches pending, "
+                                   f"{len(client.scheduler_info()['workers'])} workers): is the cluster alive?")
+            time.sleep(0.2)
+            continue
+        last_progress = time.monotonic()
+        for future in ready:
             if future.status != "finished":
                 tiles = ", ".join(str(t.output) for t in batch_of[future.key])
                 raise RuntimeError(f"tile {tiles} failed after retries: {future.exception()!r}")
