@@ -1,38 +1,71 @@
 import numpy as np
 import pytest
+import tifffile
+from scipy import ndimage
 
-from conftest import write_image
+from conftest import COMPRESSION, ISBI, write_image
 from unet_pipeline import io
 from unet_pipeline.cells import separate_cells
-from unet_pipeline.weights import border_term, class_weights, weights
+from unet_pipeline.synth import synthetic_volume
+from unet_pipeline.weights import border_term, class_weights, weight_map, weights
+from weights_reference import naive_border_term
+
+W0, SIGMA = 10.0, 5.0
 
 
-def brute_force_border_term(cells: np.ndarray, w0: float, sigma: float) -> np.ndarray:
-    """The formula evaluated literally: for each background pixel, distances to every cell pixel."""
-    term = np.zeros(cells.shape)
-    ids = [i for i in np.unique(cells) if i > 0]
-    coords = {i: np.argwhere(cells == i) for i in ids}
-    for y, x in np.argwhere(cells == 0):
-        d = sorted(np.sqrt(((coords[i] - (y, x)) ** 2).sum(axis=1)).min() for i in ids)
-        if len(d) >= 2:
-            term[y, x] = w0 * np.exp(-((d[0] + d[1]) ** 2) / (2 * sigma**2))
-    return term
+def random_cells(shape, seed, sigma=3.0, level=0.55):
+    """Blobs of random size and shape (and some touching instances) as cell ids."""
+    rng = np.random.default_rng(seed)
+    blobs = ndimage.gaussian_filter(rng.random(shape), sigma) > np.quantile(ndimage.gaussian_filter(rng.random(shape), sigma), level)
+    labels, _ = ndimage.label(blobs)
+    return separate_cells(labels)
 
 
-def test_border_term_matches_brute_force():
-    rng = np.random.default_rng(0)
-    cells = np.zeros((24, 30), dtype=np.int32)
-    for cell, (y, x) in enumerate(rng.integers(2, 22, size=(5, 2)), start=1):
-        cells[y - 2 : y + 2, x - 2 : x + 3] = cell
-    cells = separate_cells(cells)
-    assert np.allclose(border_term(cells, 10.0, 5.0), brute_force_border_term(cells, 10.0, 5.0), atol=1e-5)
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_border_term_matches_naive_in_2d(seed):
+    cells = random_cells((60 + 7 * seed, 80), seed)
+    assert cells.max() >= 2
+    difference = np.abs(border_term(cells, W0, SIGMA) - naive_border_term(cells, W0, SIGMA)).max()
+    assert difference <= 1e-3 * W0
 
 
-def test_fewer_than_two_cells_gives_no_border_term():
-    cells = np.zeros((10, 10), dtype=np.int32)
-    assert not border_term(cells, 10, 5).any()
-    cells[2:5, 2:5] = 1
-    assert not border_term(cells, 10, 5).any()
+@pytest.mark.parametrize("seed,spacing", [(0, (1.0, 1.0, 1.0)), (1, (3.0, 1.0, 1.0)), (2, (12.5, 1.0, 1.0)),
+                                          (3, (2.0, 1.0, 1.5))])
+def test_fast_border_term_matches_naive_in_3d_with_spacing(seed, spacing):
+    cells = random_cells((12, 40, 36), seed, sigma=2.0)
+    fast = border_term(cells, W0, SIGMA, spacing)
+    assert np.abs(fast - naive_border_term(cells, W0, SIGMA, spacing)).max() <= 1e-3 * W0
+
+
+def test_synthetic_instances_match_naive():
+    _, labels = synthetic_volume((2, 96, 96), seed=4)
+    for section in labels:
+        cells = separate_cells(section)
+        assert np.abs(border_term(cells, W0, SIGMA) - naive_border_term(cells, W0, SIGMA)).max() <= 1e-3 * W0
+
+
+@pytest.mark.skipif(not (ISBI / "train-labels.tif").exists(), reason=f"ISBI 2012 data not found at {ISBI}")
+def test_isbi_labels_match_naive():
+    labels = tifffile.imread(ISBI / "train-labels.tif")
+    for z in (0, 13):
+        cells = separate_cells(labels[z])
+        assert cells.max() > 50
+        assert np.abs(border_term(cells, W0, SIGMA) - naive_border_term(cells, W0, SIGMA)).max() <= 1e-3 * W0
+
+
+def test_edge_cases():
+    empty = np.zeros((10, 10), dtype=np.int32)
+    assert not border_term(empty, W0, SIGMA).any()  # all membrane
+    single = empty.copy()
+    single[2:5, 2:5] = 1
+    assert not border_term(single, W0, SIGMA).any()  # no second-nearest cell
+    edge = empty.copy()
+    edge[:, :3], edge[:, 5:] = 1, 2  # cells touching the volume border
+    term = border_term(edge, W0, SIGMA)
+    assert np.allclose(term[:, 3:5], W0 * np.exp(-((1 + 2) ** 2) / (2 * SIGMA**2)))
+    assert (term[:, :3] == 0).all()
+    balance = (0.7, 1.3)
+    assert (weight_map(empty[None], W0, SIGMA, balance, (1, 1, 1), 1e-3, True) == 0.7).all()
 
 
 def test_touching_instances_are_split_by_background():
@@ -51,15 +84,20 @@ def test_class_weights_balance_the_classes():
         class_weights(1.0, "balanced")
 
 
-def test_weights_stage_uses_whole_volume_class_frequencies(tmp_path):
-    labels = np.zeros((2, 20, 20), dtype=np.uint32)
-    labels[0, 2:9, 2:9], labels[0, 11:18, 11:18] = 1, 2  # section 0: two cells
-    labels[1, 1:19, 1:19] = 3  # section 1: one big cell
-    source = write_image(tmp_path / "labels.ome.zarr", labels, (1, 8, 8))
+@pytest.mark.parametrize("mode", ["2d", "3d"])
+def test_chunked_stage_equals_whole_volume(tmp_path, mode):
+    _, labels = synthetic_volume((9, 72, 64), seed=2, cell_diameter=24)
+    source = write_image(tmp_path / "labels.ome.zarr", labels, (2, 16, 24))
     out = tmp_path / "weights.ome.zarr"
-    weights(source, out, w0=10.0, sigma=5.0, class_balance="balanced", compression={"codec": "zstd", "level": 3})
-    result = io.open_image(out)[:]
+    weights(source, out, w0=W0, sigma=SIGMA, class_balance="balanced", mode=mode, tolerance=1e-3,
+            compression=COMPRESSION)
+    chunked = io.open_image(out)[:]
     fraction = (labels > 0).mean()
-    assert result[1, 10, 10] == pytest.approx(0.5 / fraction)
-    assert result[1, 0, 0] == pytest.approx(0.5 / (1 - fraction))  # one cell: no border term
-    assert result[0, 10, 10] > result[0, 0, 0]  # the gap between the two cells is weighted up
+    balance = (0.5 / (1 - fraction), 0.5 / fraction)
+    spacing = (50 / 4, 1.0, 1.0)  # conftest's voxel size, in x pixels
+    if mode == "2d":
+        whole = np.stack([weight_map(separate_cells(s), W0, SIGMA, balance, spacing[1:], 1e-3, False) for s in labels])
+    else:
+        whole = weight_map(separate_cells(labels), W0, SIGMA, balance, spacing, 1e-3, False)
+    assert np.allclose(chunked, whole, atol=1e-6)
+    assert io.image_attrs(out)["provenance"]["settings"]["mode"] == mode

@@ -88,7 +88,7 @@ def test_chain_writes_every_output(tiny_run):
         assert 0 <= scores["pixel_error"] <= 1 and 0 <= scores["rand_error"] <= 1
     assert metrics["sections"] == [3, 4]
     html = (out / "report.html").read_text()
-    assert "pixel_error" in html and html.count("data:image/png;base64,") == 1
+    assert "pixel_error" in html and html.count("data:image/png;base64,") == 2  # one section, one weight map
     assert io.voxel_size(out / "segmentation.ome.zarr") == ([50.0, 4.0, 4.0], "nanometer")
     assert io.image_attrs(out / "probabilities.ome.zarr")["provenance"]["stage"] == "predict"
     assert not list(out.rglob("*.partial"))

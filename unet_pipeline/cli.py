@@ -36,8 +36,8 @@ def _stages() -> dict[str, tuple[Callable[..., Any], tuple[str, ...]]]:
         "predict": (predict, ("image_path", "checkpoint", "output")),
         "segment": (segment, ("probabilities_path", "output")),
         "evaluate": (evaluate, ("probabilities_path", "segmentation_path", "labels_path", "raw_path", "output")),
-        "report": (report, ("raw_path", "probabilities_path", "segmentation_path", "labels_path", "metrics_path",
-                            "train_log", "output")),
+        "report": (report, ("raw_path", "probabilities_path", "segmentation_path", "labels_path", "weights_path",
+                            "metrics_path", "train_log", "output")),
     }
 
 

@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from . import io, progress, provenance
-from .cells import separate_cells
+from .cells import cell_mask, separate_cells
 from .metrics import RandSums, rand_scores, rand_sums, threshold_errors
 from .segment import CELL_CHANNEL, as_probability, label_sections
 
@@ -38,7 +38,7 @@ def evaluate(probabilities_path: str | os.PathLike, segmentation_path: str | os.
     truth_cells = {}
     for z in progress.track(range(first, last), "evaluate sections"):
         truth = np.asarray(labels[z])
-        true_cell = truth > 0
+        true_cell = cell_mask(truth)
         truth_cells[z] = separate_cells(truth)
         predicted_cell = as_probability(probs[CELL_CHANNEL, z]) > threshold
         mismatched += np.count_nonzero(predicted_cell != true_cell)

@@ -32,6 +32,15 @@ def section_panels(raw: np.ndarray, cell_probability: np.ndarray, segmentation: 
     return np.concatenate([gray, prob, borders, errors], axis=1)
 
 
+def weight_panels(raw: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One RGB strip: raw | cells (white) and membrane (black) | weight map (dark = 0, bright = max)."""
+    gray = _to_uint8(raw)
+    cells = np.where(labels > 0, 255, 0).astype(np.uint8)
+    heat = (np.clip(weights / max(float(weights.max()), 1e-6), 0, 1) * 255).astype(np.uint8)
+    strip = np.concatenate([gray, cells, heat], axis=1)
+    return np.repeat(strip[..., None], 3, axis=-1)
+
+
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     low, high = np.percentile(image, (0.5, 99.5))
     return (np.clip((image - low) / max(high - low, 1e-6), 0, 1) * 255).astype(np.uint8)
@@ -81,7 +90,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
-           segmentation_path: str | os.PathLike, labels_path: str | os.PathLike,
+           segmentation_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,
            metrics_path: str | os.PathLike, train_log: str | os.PathLike, output: str | os.PathLike,
            sections: int) -> None:
     """Write the self-contained HTML report."""
@@ -98,6 +107,11 @@ def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
         f"(red: false cell, blue: false membrane)</figcaption></figure>"
         for z in shown
     )
+    weights = io.open_image(weights_path)
+    z = shown[0]
+    weight_figure = (f'<figure><img src="{png_data_uri(weight_panels(raw[z], labels[z], weights[z]))}" '
+                     f'alt="weight map of section {z}"/><figcaption>section {z}: raw | labels | weight map '
+                     f"(max {float(weights[z].max()):.2f})</figcaption></figure>")
     curve = loss_curve_svg([int(r["iteration"]) for r in log], [float(r["loss"]) for r in log])
     provenance = html.escape(json.dumps(metrics.get("provenance", {}), indent=2))
     page = f"""<!DOCTYPE html>
@@ -107,6 +121,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:10
 <body><h1>unet-pipeline report</h1>
 <h2>Metrics on sections {first}..{last - 1}</h2>{_metrics_table(metrics)}
 <h2>Training loss</h2>{curve}
+<h2>Weight map</h2>{weight_figure}
 <h2>Sections</h2>{figures}
 <h2>Provenance</h2><pre>{provenance}</pre>
 </body></html>

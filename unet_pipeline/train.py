@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import augment, io, progress, provenance
+from .cells import cell_mask
 from .geometry import Box
 from .mirror import read_mirrored
 from .model import ModelConfig, UNet, save_checkpoint, select_device
@@ -47,9 +48,14 @@ class TileSampler:
         output = Box((z, *starts), (z + 1, *(s + self.output_size for s in starts)))
         tile_input = output.grow((0, self.halo, self.halo), (0, self.halo, self.halo))
         image = read_mirrored(self.image, tile_input)[0]
-        target = (read_mirrored(self.labels, output)[0] > 0).astype(np.int64)
+        target = _cell_target(read_mirrored(self.labels, output.grow((0, 1, 1), (0, 1, 1)))[0])
         weight = read_mirrored(self.weights, output)[0]
         return tuple(augment.random_dihedral([image, target, weight], self.rng))
+
+
+def _cell_target(labels: np.ndarray) -> np.ndarray:
+    """Class 1 where a cell is, 0 on membrane and where instances touch; the 1-pixel rim is context only."""
+    return cell_mask(labels)[1:-1, 1:-1].astype(np.int64)
 
 
 def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,

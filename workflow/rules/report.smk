@@ -4,6 +4,7 @@ rule report:
         probabilities=result("probabilities.ome.zarr"),
         segmentation=result("segmentation.ome.zarr"),
         labels=result("labels.ome.zarr"),
+        weights=result("weights.ome.zarr"),
         metrics=result("metrics.json"),
         train_log=result("model/train_log.csv"),
     output:
@@ -16,4 +17,4 @@ rule report:
         ENV
     shell:
         "unet-pipeline report {input.raw:q} {input.probabilities:q} {input.segmentation:q} {input.labels:q}"
-        " {input.metrics:q} {input.train_log:q} {output:q} --settings {params.settings:q} 2> {log:q}"
+        " {input.weights:q} {input.metrics:q} {input.train_log:q} {output:q} --settings {params.settings:q} 2> {log:q}"
