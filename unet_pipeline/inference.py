@@ -14,6 +14,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .geometry import plan_tiles, tile_shape
+from .mirror import read_mirrored
 from .model import UNet, center_crop
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -77,3 +79,23 @@ def to_storage(probabilities: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "uint8":
         return np.round(probabilities * 255).astype(np.uint8)
     return probabilities.astype(dtype)
+
+
+def predict_in_memory(model: UNet, volume: np.ndarray, tile: int) -> np.ndarray:
+    """Class probabilities (C, z, y, x) of a (z, y, x) volume held in memory, by overlap tiles.
+
+    Used for validation during training; the same tiling and mirroring as the
+    Dask predict stage.
+    """
+    geometry = model.config.geometry
+    ndim = model.config.ndim
+    requested = tuple(volume.shape[0] if axis < 3 - ndim else tile for axis in range(3))
+    chunks = tuple(volume.shape[0] if axis < 3 - ndim else geometry.stride for axis in range(3))
+    out = np.empty((model.config.classes, *volume.shape), dtype=np.float32)
+    for piece in plan_tiles(geometry, volume.shape, tile_shape(geometry, chunks, requested)):
+        block = read_mirrored(volume, piece.input)
+        batch = block if ndim == 2 else block[np.newaxis]
+        probs = forward_probabilities(model, batch, piece.network_output[-ndim:])
+        probs = probs.transpose(1, 0, 2, 3) if ndim == 2 else probs[0]
+        out[(slice(None), *piece.output.slices())] = probs[(slice(None), *(slice(0, n) for n in piece.output.shape))]
+    return out

@@ -28,6 +28,7 @@ class ModelConfig:
     classes: int = 2
     dropout: float = 0.0
     padding: str = "valid"
+    norm: str = "none"
 
     def __post_init__(self) -> None:
         self.geometry  # noqa: B018 -- constructing it validates depth, ndim and padding
@@ -50,6 +51,16 @@ class ModelConfig:
         return cls(**values)
 
 
+def _norm(kind: str, ndim: int, channels: int) -> nn.Module:
+    if kind == "none":
+        return nn.Identity()
+    if kind == "batch":
+        return (nn.BatchNorm2d if ndim == 2 else nn.BatchNorm3d)(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(8, channels), channels)
+    raise ValueError(f"model.norm must be 'none', 'batch' or 'group', got {kind!r}")
+
+
 def _layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
     if ndim == 2:
         return nn.Conv2d, nn.MaxPool2d, nn.ConvTranspose2d
@@ -59,11 +70,15 @@ def _layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module
 
 
 class _DoubleConv(nn.Sequential):
-    def __init__(self, conv: type[nn.Module], channels_in: int, channels_out: int, padding: int) -> None:
+    def __init__(self, config: ModelConfig, channels_in: int, channels_out: int) -> None:
+        conv = _layers(config.ndim)[0]
+        padding = 1 if config.padding == "same" else 0
         super().__init__(
             conv(channels_in, channels_out, kernel_size=3, padding=padding),
+            _norm(config.norm, config.ndim, channels_out),
             nn.ReLU(inplace=True),
             conv(channels_out, channels_out, kernel_size=3, padding=padding),
+            _norm(config.norm, config.ndim, channels_out),
             nn.ReLU(inplace=True),
         )
 
@@ -85,20 +100,19 @@ class UNet(nn.Module):
         self.config = config
         conv, pool, upconv = _layers(config.ndim)
         widths = config.widths
-        padding = 1 if config.padding == "same" else 0
         self.down = nn.ModuleList()
         channels = 1
         for width in widths[:-1]:
-            self.down.append(_DoubleConv(conv, channels, width, padding))
+            self.down.append(_DoubleConv(config, channels, width))
             channels = width
         self.pool = pool(kernel_size=2)
-        self.bottom = _DoubleConv(conv, channels, widths[-1], padding)
+        self.bottom = _DoubleConv(config, channels, widths[-1])
         self.dropout = nn.Dropout(config.dropout)
         self.up = nn.ModuleList()
         self.up_convs = nn.ModuleList()
         for width_below, width in zip(widths[:0:-1], widths[-2::-1]):
             self.up.append(upconv(width_below, width, kernel_size=2, stride=2))
-            self.up_convs.append(_DoubleConv(conv, 2 * width, width, padding))
+            self.up_convs.append(_DoubleConv(config, 2 * width, width))
         self.head = conv(widths[0], config.classes, kernel_size=1)
         self.apply(_he_init)
 
@@ -108,7 +122,7 @@ class UNet(nn.Module):
             x = block(x)
             skips.append(x)
             x = self.pool(x)
-        x = self.dropout(self.bottom(x))
+        x = self.bottom(self.dropout(x))  # dropout at the end of the contracting path, as in the paper
         for up, block, skip in zip(self.up, self.up_convs, reversed(skips)):
             x = up(x)
             x = block(torch.cat([center_crop(skip, x.shape[2:]), x], dim=1))

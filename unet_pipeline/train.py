@@ -1,13 +1,22 @@
-"""Training: random valid-size tiles from the Zarr arrays, weighted cross-entropy, checkpoint.
+"""Training: the paper's recipe with checkpoints, validation and exact resume.
 
-Labels are binary for the network: class 0 = membrane/background, class 1 = cell.
+Weighted pixel-wise cross-entropy (plus an optional soft Dice term), SGD with
+momentum 0.99 or Adam, a learning-rate schedule, random valid-size tiles
+augmented in DataLoader workers. The training state (model, optimiser,
+schedule, RNG, iteration, log) is saved every `checkpoint_every` iterations
+to `<checkpoint folder>/state/`; a rerun with the same settings and inputs
+continues from there and ends with the same weights as an uninterrupted run.
+Class 0 = membrane/background, class 1 = cell.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import math
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +24,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import augment, io, progress, provenance
-from .cells import cell_mask
-from .geometry import Box
-from .mirror import read_mirrored
+from . import io, metrics, progress, provenance, resume
+from .augment import AugmentSettings
+from .cells import cell_mask, separate_cells
+from .inference import predict_in_memory
 from .model import ModelConfig, UNet, save_checkpoint, select_device
+from .segment import label_sections
+from .train_data import TileSource, batches, check_source
+
+LOG_FIELDS = ["iteration", "loss", "learning_rate", "seconds", "val_loss", "val_pixel_error", "val_rand_error"]
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -27,88 +40,151 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: t
     return (F.cross_entropy(logits, target, reduction="none") * weight).mean()
 
 
-class TileSampler:
-    """Random (input, target, weight) tiles of a 2D model from sections [first, last)."""
-
-    def __init__(self, image: Any, labels: Any, weights: Any, sections: tuple[int, int], output_size: int,
-                 halo: int, rng: np.random.Generator) -> None:
-        depth = image.shape[0]
-        first, last = sections
-        if not 0 <= first < last <= depth:
-            raise ValueError(f"training sections [{first}, {last}) do not fit a volume of {depth} sections")
-        for name, array in (("labels", labels), ("weights", weights)):
-            if array.shape != image.shape:
-                raise io.InputError(f"{name} shape {array.shape} differs from the image's {image.shape}")
-        self.image, self.labels, self.weights = image, labels, weights
-        self.sections, self.output_size, self.halo, self.rng = (first, last), output_size, halo, rng
-
-    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        z = int(self.rng.integers(*self.sections))
-        starts = [int(self.rng.integers(0, max(1, n - self.output_size + 1))) for n in self.image.shape[1:]]
-        output = Box((z, *starts), (z + 1, *(s + self.output_size for s in starts)))
-        tile_input = output.grow((0, self.halo, self.halo), (0, self.halo, self.halo))
-        image = read_mirrored(self.image, tile_input)[0]
-        target = _cell_target(read_mirrored(self.labels, output.grow((0, 1, 1), (0, 1, 1)))[0])
-        weight = read_mirrored(self.weights, output)[0]
-        return tuple(augment.random_dihedral([image, target, weight], self.rng))
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice of the cell class."""
+    cell = torch.softmax(logits, dim=1)[:, 1]
+    truth = target.float()
+    return 1 - (2 * (cell * truth).sum() + 1) / (cell.sum() + truth.sum() + 1)
 
 
-def _cell_target(labels: np.ndarray) -> np.ndarray:
-    """Class 1 where a cell is, 0 on membrane and where instances touch; the 1-pixel rim is context only."""
-    return cell_mask(labels)[1:-1, 1:-1].astype(np.int64)
+def schedule_factor(kind: str, iteration: int, iterations: int, step_size: int, gamma: float) -> float:
+    """Learning-rate multiplier at `iteration` (0-based)."""
+    if kind == "constant":
+        return 1.0
+    if kind == "step":
+        return gamma ** (iteration // step_size)
+    if kind == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * iteration / iterations))
+    raise ValueError(f"unknown train.schedule {kind!r}: expected constant, step or cosine")
+
+
+def validate(network: UNet, image: Any, labels: Any, weights: Any, sections: list[int], tile: int) -> dict:
+    """Loss, pixel error and foreground-restricted Rand error on held-out sections."""
+    first, last = sections
+    volume = np.asarray(image[first:last], dtype=np.float32)
+    network.eval()
+    probabilities = predict_in_memory(network, volume, tile)
+    network.train()
+    truth = np.asarray(labels[first:last])
+    weight = np.asarray(weights[first:last])
+    true_cell = np.stack([cell_mask(s) for s in truth])
+    picked = np.where(true_cell, probabilities[1], probabilities[0])
+    loss = float(np.mean(-np.log(np.clip(picked, 1e-7, 1)) * weight))
+    segmentation = label_sections(probabilities[1], 0.5)
+    sums = metrics.RandSums()
+    for proposal, section in zip(segmentation, truth):
+        sums += metrics.rand_sums(proposal, separate_cells(section))
+    pixel_error = float(np.mean((probabilities[1] > 0.5) != true_cell))
+    return {"val_loss": loss, "val_pixel_error": pixel_error, "val_rand_error": metrics.rand_scores(sums)["rand_error"]}
 
 
 def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,
           checkpoint_path: str | os.PathLike, log_path: str | os.PathLike, model: dict[str, Any],
           iterations: int, tile: int, batch_size: int, optimizer: str, learning_rate: float, momentum: float,
-          sections: list[int], seed: int, threads: int, device: str) -> None:
-    """Train a 2D U-Net and write its checkpoint and a CSV log of the loss."""
+          weight_decay: float, schedule: str, step_size: int, gamma: float, dice_weight: float,
+          foreground_bias: float, augment: dict[str, Any], sections: list[int],
+          validation_sections: list[int] | None, validate_every: int, checkpoint_every: int, loader_workers: int,
+          seed: int, threads: int, device: str, amp: str) -> None:
+    """Train a U-Net; write the best (by validation Rand error, else the last) checkpoint and the log."""
     started = provenance.now()
+    settings = {key: value for key, value in locals().items() if key not in
+                ("norm_path", "labels_path", "weights_path", "checkpoint_path", "log_path", "started")}
     config = ModelConfig.from_dict(model)
-    if config.ndim != 2:
-        raise ValueError(f"training supports 2D models for now (model.ndim = {config.ndim})")
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    rng = np.random.default_rng(seed)
-    target_device = select_device(device)
-    network = UNet(config).to(target_device)
     geometry = config.geometry
     output_size = geometry.smallest_output_at_least(tile)
-    sampler = TileSampler(io.open_image(norm_path), io.open_image(labels_path), io.open_image(weights_path),
-                          tuple(sections), output_size, geometry.halo, rng)
-    opt = _optimizer(network, optimizer, learning_rate, momentum)
-    rows = []
-    clock = time.monotonic()
-    for iteration in progress.track(range(1, iterations + 1), "train iterations"):
-        batch = [sampler.sample() for _ in range(batch_size)]
-        image, target, weight = (torch.from_numpy(np.stack(parts)).to(target_device) for parts in zip(*batch))
-        logits = network(image[:, None])
-        loss = weighted_cross_entropy(logits, target, weight)
+    source = TileSource(str(norm_path), str(labels_path), str(weights_path), tuple(sections), geometry, output_size,
+                        batch_size, foreground_bias, AugmentSettings(**augment), seed)
+    shape = check_source(source)
+    if validation_sections and not 0 <= validation_sections[0] < validation_sections[1] <= shape[0]:
+        raise ValueError(f"train.validation_sections {validation_sections} do not fit {shape[0]} sections")
+    torch.set_num_threads(threads)
+    target_device = select_device(device)
+    torch.manual_seed(seed)
+    network = UNet(config).to(target_device)
+    opt = (torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
+           if optimizer == "sgd" else
+           torch.optim.Adam(network.parameters(), lr=learning_rate, weight_decay=weight_decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: schedule_factor(schedule, i, iterations, step_size, gamma))
+    scaler = torch.amp.GradScaler(target_device.type, enabled=amp == "fp16" and target_device.type == "cuda")
+    state_dir = Path(checkpoint_path).parent / "state"
+    key = resume.run_key(settings=settings, norm=resume.input_fingerprint(norm_path),
+                         labels=resume.input_fingerprint(labels_path), weights=resume.input_fingerprint(weights_path))
+    state = _load_state(state_dir, key)
+    rows: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"val_rand_error": math.inf, "iteration": 0}
+    start = 0
+    if state:
+        network.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        rows, best, start = state["rows"], state["best"], state["iteration"]
+        print(f"train: resuming at iteration {start} from {state_dir}", flush=True)
+    arrays = [io.open_image(p) for p in (norm_path, labels_path, weights_path)]
+    autocast = (torch.autocast(target_device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+                if amp != "none" and target_device.type == "cuda" else contextlib.nullcontext())
+    clock = time.monotonic() - (rows[-1]["seconds"] if rows else 0.0)
+    meter = progress.Meter("train iterations", iterations)
+    meter.done = start
+    network.train()
+    for iteration, (image, target, weight) in enumerate(batches(source, start, iterations, loader_workers),
+                                                         start=start + 1):
+        image, target, weight = image.to(target_device), target.to(target_device), weight.to(target_device)
+        with autocast:
+            logits = network(image).float()
+            loss = weighted_cross_entropy(logits, target, weight)
+            if dice_weight:
+                loss = loss + dice_weight * soft_dice_loss(logits, target)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        rows.append({"iteration": iteration, "loss": float(loss), "seconds": round(time.monotonic() - clock, 3)})
-    Path(checkpoint_path).parent.mkdir(parents=True, exist_ok=True)
-    _write_log(log_path, rows)
-    settings = {"model": model, "iterations": iterations, "tile": tile, "batch_size": batch_size,
-                "optimizer": optimizer, "learning_rate": learning_rate, "momentum": momentum,
-                "sections": sections, "seed": seed}
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        row = {"iteration": iteration, "loss": float(loss), "learning_rate": scheduler.get_last_lr()[0],
+               "seconds": round(time.monotonic() - clock, 3)}
+        scheduler.step()
+        if validation_sections and (iteration % validate_every == 0 or iteration == iterations):
+            row.update(validate(network, *arrays, validation_sections, max(tile, 128)))
+            if row["val_rand_error"] < best["val_rand_error"]:
+                best = {"val_rand_error": row["val_rand_error"], "iteration": iteration}
+                _save(state_dir / "best.pt", network, iteration=iteration)
+            print(f"train: iteration {iteration} validation {row}", flush=True)
+        rows.append(row)
+        meter.advance()
+        if iteration % checkpoint_every == 0 or iteration == iterations:
+            _save(state_dir / "last.pt", network, run_key=key, iteration=iteration, optimizer=opt.state_dict(),
+                  scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), torch_rng=torch.get_rng_state(),
+                  rows=rows, best=best)
+    final = state_dir / ("best.pt" if validation_sections and best["iteration"] else "last.pt")
     record = provenance.record("train", settings, {"norm": str(norm_path), "labels": str(labels_path),
-                                                   "weights": str(weights_path)}, started)
+                                                   "weights": str(weights_path)}, started, best=best)
+    network.load_state_dict(torch.load(final, map_location=target_device, weights_only=True)["state_dict"])
+    _write_log(log_path, rows)
     with io.atomic_output(checkpoint_path) as partial:
-        save_checkpoint(partial, network, provenance=record, iteration=iterations)
+        save_checkpoint(partial, network, provenance=record, iteration=iterations, best=best)
 
 
-def _optimizer(network: UNet, name: str, learning_rate: float, momentum: float) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum)
-    if name == "adam":
-        return torch.optim.Adam(network.parameters(), lr=learning_rate)
-    raise ValueError(f"unknown optimizer {name!r}: expected 'sgd' or 'adam'")
+def _load_state(state_dir: Path, key: str) -> dict[str, Any] | None:
+    """The saved state of the same run (same key), or None; a state of another run is discarded."""
+    last = state_dir / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        if state.get("run_key") == key:
+            return state
+        print(f"train: {last} belongs to other settings or inputs; starting afresh", flush=True)
+    io.remove(state_dir)
+    state_dir.mkdir(parents=True)
+    return None
+
+
+def _save(path: Path, network: UNet, **extra: Any) -> None:
+    with io.atomic_output(path) as partial:
+        torch.save({"model_config": asdict(network.config), "state_dict": network.state_dict(), **extra}, partial)
 
 
 def _write_log(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     with io.atomic_output(path) as partial, open(partial, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["iteration", "loss", "seconds"])
+        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
         writer.writeheader()
         writer.writerows(rows)

@@ -14,4 +14,4 @@ rule evaluate:
         ENV
     shell:
         "unet-pipeline evaluate {input.probabilities:q} {input.segmentation:q} {input.labels:q} {input.raw:q}"
-        " {output:q} --settings {params.settings:q} 2> {log:q}"
+        " {output:q} --settings {params.settings:q} > {log:q} 2>&1"

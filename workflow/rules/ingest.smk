@@ -14,7 +14,7 @@ rule synth:
         ENV
     shell:
         "unet-pipeline synth {params.folder:q} --shape {params.shape} --seed {params.seed}"
-        " --chunks {params.chunks} --voxel-size {params.voxel_size} 2> {log:q}"
+        " --chunks {params.chunks} --voxel-size {params.voxel_size} > {log:q} 2>&1"
 
 
 rule ingest:
@@ -31,4 +31,4 @@ rule ingest:
     conda:
         ENV
     shell:
-        "unet-pipeline ingest {wildcards.kind} {input:q} {output:q} --settings {params.settings:q} 2> {log:q}"
+        "unet-pipeline ingest {wildcards.kind} {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

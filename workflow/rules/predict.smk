@@ -13,4 +13,4 @@ rule predict:
         ENV
     shell:
         "unet-pipeline predict {input.image:q} {input.checkpoint:q} {output:q}"
-        " --settings {params.settings:q} 2> {log:q}"
+        " --settings {params.settings:q} > {log:q} 2>&1"

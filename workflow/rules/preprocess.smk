@@ -10,4 +10,4 @@ rule preprocess:
     conda:
         ENV
     shell:
-        "unet-pipeline preprocess {input:q} {output:q} --settings {params.settings:q} 2> {log:q}"
+        "unet-pipeline preprocess {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -17,4 +17,4 @@ rule report:
         ENV
     shell:
         "unet-pipeline report {input.raw:q} {input.probabilities:q} {input.segmentation:q} {input.labels:q}"
-        " {input.weights:q} {input.metrics:q} {input.train_log:q} {output:q} --settings {params.settings:q} 2> {log:q}"
+        " {input.weights:q} {input.metrics:q} {input.train_log:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

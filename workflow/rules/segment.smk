@@ -10,4 +10,4 @@ rule segment:
     conda:
         ENV
     shell:
-        "unet-pipeline segment {input:q} {output:q} --settings {params.settings:q} 2> {log:q}"
+        "unet-pipeline segment {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

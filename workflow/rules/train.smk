@@ -15,4 +15,4 @@ rule train:
         ENV
     shell:
         "unet-pipeline train {input.norm:q} {input.labels:q} {input.weights:q} {output.checkpoint:q}"
-        " {output.log:q} --settings {params.settings:q} 2> {log:q}"
+        " {output.log:q} --settings {params.settings:q} > {log:q} 2>&1"

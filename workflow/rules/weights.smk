@@ -10,4 +10,4 @@ rule weights:
     conda:
         ENV
     shell:
-        "unet-pipeline weights {input:q} {output:q} --settings {params.settings:q} 2> {log:q}"
+        "unet-pipeline weights {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

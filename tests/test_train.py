@@ -1,0 +1,134 @@
+"""Training: exact resume after SIGKILL, augmentation that keeps labels aligned, the recipe's parts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import COMPRESSION, REPO, write_image
+from unet_pipeline.augment import AugmentSettings, augment_tile, elastic_field, warp
+from unet_pipeline.cells import cell_mask
+from unet_pipeline.model import load_model
+from unet_pipeline.settings import stage_settings
+from unet_pipeline.synth import synthetic_volume
+from unet_pipeline.train import schedule_factor, train
+from unet_pipeline.weights import weights
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train-data")
+    raw, labels = synthetic_volume((6, 96, 96), seed=3, cell_diameter=30)
+    norm = write_image(folder / "norm.ome.zarr", (raw / 255).astype(np.float32), (1, 48, 48))
+    labels_image = write_image(folder / "labels.ome.zarr", labels, (1, 48, 48))
+    weights(labels_image, folder / "weights.ome.zarr", 10.0, 5.0, "balanced", "2d", 1e-3, COMPRESSION)
+    return norm, labels_image, folder / "weights.ome.zarr"
+
+
+def settings(**changes) -> dict:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["model"].update(depth=2, base_features=4, dropout=0.2)
+    config["train"].update(iterations=20, tile=36, batch_size=2, sections=[0, 4], validation_sections=[4, 6],
+                           validate_every=5, checkpoint_every=10, loader_workers=1, threads=1, device="cpu")
+    config["train"]["augment"]["elastic_probability"] = 1.0
+    config["train"].update(changes)
+    return stage_settings(config, "train")
+
+
+def test_sigkill_and_resume_gives_the_same_weights(tmp_path, data):
+    straight = tmp_path / "straight" / "checkpoint.pt"
+    train(*data, straight, tmp_path / "straight.csv", **settings())
+
+    killed = tmp_path / "killed" / "checkpoint.pt"
+    command = [sys.executable, "-m", "unet_pipeline.cli", "train", *map(str, data), str(killed),
+               str(tmp_path / "killed.csv"), "--settings", json.dumps(settings())]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = killed.parent / "state" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not killed.exists(), "training finished before the kill: make the test slower"
+    assert torch.load(state, weights_only=False)["iteration"] == 10
+
+    train(*data, killed, tmp_path / "killed.csv", **settings())
+    a, b = load_model(straight).state_dict(), load_model(killed).state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert (tmp_path / "straight.csv").read_text().count("\n") == (tmp_path / "killed.csv").read_text().count("\n")
+
+
+def test_changed_settings_do_not_resume_a_stale_state(tmp_path, data):
+    checkpoint = tmp_path / "model" / "checkpoint.pt"
+    train(*data, checkpoint, tmp_path / "log.csv", **settings(iterations=10))
+    train(*data, checkpoint, tmp_path / "log.csv", **settings(iterations=10, learning_rate=0.01))
+    fresh = tmp_path / "fresh" / "checkpoint.pt"
+    train(*data, fresh, tmp_path / "fresh.csv", **settings(iterations=10, learning_rate=0.01))
+    a, b = load_model(checkpoint).state_dict(), load_model(fresh).state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_log_has_validation_and_the_best_checkpoint_is_kept(tmp_path, data):
+    checkpoint = tmp_path / "model" / "checkpoint.pt"
+    train(*data, checkpoint, tmp_path / "log.csv", **settings(iterations=10, loader_workers=0))
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert rows[0].split(",")[-3:] == ["val_loss", "val_pixel_error", "val_rand_error"]
+    validated = [r.split(",") for r in rows[1:] if r.split(",")[-1]]
+    assert [int(r[0]) for r in validated] == [5, 10]
+    best = torch.load(checkpoint, weights_only=True)["best"]
+    assert best["val_rand_error"] == min(float(r[-1]) for r in validated)
+
+
+def test_elastic_deformation_keeps_labels_aligned_and_integral():
+    _, labels = synthetic_volume((1, 120, 120), seed=7, cell_diameter=30)
+    image = np.where(cell_mask(labels), 0.9, 0.1).astype(np.float32)  # unambiguous raw: cells bright
+    rng = np.random.default_rng(0)
+    field = elastic_field((120, 120), 3, 10.0, rng)
+    assert 3 < np.abs(field).max() < 60
+    warped_image, warped_labels = warp(image, field, 1), warp(labels, field, 0)
+    assert set(np.unique(warped_labels)) <= set(np.unique(labels))
+    bright, dark = warped_image > 0.85, warped_image < 0.15
+    assert bright.sum() > 5000 and dark.sum() > 500
+    assert (warped_labels[bright] > 0).all() and (warped_labels[dark] == 0).all()
+    assert not np.array_equal(warped_labels, labels)
+
+
+def test_augmentation_is_deterministic_per_seed_and_moves_all_arrays_alike():
+    _, labels = synthetic_volume((1, 64, 64), seed=1, cell_diameter=20)
+    image = labels.astype(np.float32) / labels.max()
+    weight = image * 3
+    settings = AugmentSettings(elastic_probability=1.0, contrast=0, brightness=0, gamma=0, noise=0)
+    first = augment_tile(image, labels, weight, settings, np.random.default_rng(5))
+    again = augment_tile(image, labels, weight, settings, np.random.default_rng(5))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    warped_image, warped_labels, warped_weight = first
+    assert np.allclose(warped_weight, warped_image * 3, atol=1e-5)
+    exact = np.isclose(warped_image * labels.max(), np.round(warped_image * labels.max()), atol=1e-4)
+    assert np.array_equal(np.round(warped_image * labels.max())[exact], warped_labels[exact])
+
+
+def test_schedules():
+    assert schedule_factor("constant", 50, 100, 10, 0.5) == 1.0
+    assert schedule_factor("step", 25, 100, 10, 0.5) == 0.25
+    assert schedule_factor("cosine", 0, 100, 10, 0.5) == 1.0 and schedule_factor("cosine", 100, 100, 10, 0.5) < 1e-12
+
+
+def test_a_3d_model_trains_on_3d_tiles(tmp_path, data):
+    model = {"ndim": 3, "depth": 1, "base_features": 2, "growth": 2, "classes": 2, "dropout": 0.0,
+             "padding": "valid", "norm": "group"}
+    options = settings(iterations=3, tile=4, sections=[0, 6], validation_sections=None, loader_workers=0)
+    options["model"] = model
+    options["augment"].update(misalign_probability=1.0, misalign_max_shift=2, missing_probability=1.0)
+    train(*data, tmp_path / "m" / "checkpoint.pt", tmp_path / "log.csv", **options)
+    network = load_model(tmp_path / "m" / "checkpoint.pt")
+    assert network.config.ndim == 3 and network.config.norm == "group"

@@ -1,0 +1,106 @@
+"""Training batches: random valid-size tiles from the Zarr arrays, augmented in DataLoader workers.
+
+Each batch is a pure function of (seed, iteration): its random generator is
+seeded with both. So the data do not depend on how many workers load them,
+and a resumed run sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from . import io
+from .augment import AugmentSettings, augment_tile
+from .cells import cell_mask
+from .geometry import Box, UNetGeometry
+from .mirror import read_mirrored
+
+
+@dataclass(frozen=True)
+class TileSource:
+    """Where tiles come from and how big they are."""
+
+    image: str
+    labels: str
+    weights: str
+    sections: tuple[int, int]
+    geometry: UNetGeometry
+    output_size: int  # the network's output edge (a valid size)
+    batch_size: int
+    foreground_bias: float
+    augment: AugmentSettings
+    seed: int
+
+
+def check_source(source: TileSource) -> tuple[int, ...]:
+    """The volume shape, after checking the arrays agree and the sections fit."""
+    image = io.open_image(source.image)
+    for name, path in (("labels", source.labels), ("weights", source.weights)):
+        shape = io.open_image(path).shape
+        if shape != image.shape:
+            raise io.InputError(f"{path}: {name} shape {shape} differs from the image's {image.shape}")
+    first, last = source.sections
+    if not 0 <= first < last <= image.shape[0]:
+        raise ValueError(f"train.sections [{first}, {last}) do not fit a volume of {image.shape[0]} sections")
+    if source.geometry.ndim == 3 and last - first < source.output_size:
+        raise ValueError(f"a 3D tile needs {source.output_size} training sections, train.sections has {last - first}")
+    return image.shape
+
+
+def sample_tile(arrays: tuple, source: TileSource, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """One augmented (input image, target class, weight) tile; targets and weights cropped to the output."""
+    image, labels, weights = arrays
+    ndim, out, halo = source.geometry.ndim, source.output_size, source.geometry.halo
+    first, last = source.sections
+    for attempt in range(10):
+        if ndim == 2:
+            z = int(rng.integers(first, last))
+            starts = [z] + [int(rng.integers(0, max(1, n - out + 1))) for n in image.shape[1:]]
+            output = Box(tuple(starts), (z + 1, *(s + out for s in starts[1:])))
+        else:
+            starts = [int(rng.integers(first, max(first + 1, last - out + 1)))]
+            starts += [int(rng.integers(0, max(1, n - out + 1))) for n in image.shape[1:]]
+            output = Box(tuple(starts), tuple(s + out for s in starts))
+        grow = (0 if ndim == 2 else halo, halo, halo)
+        box = output.grow(grow, grow)
+        labels_tile = read_mirrored(labels, box)
+        inner = tuple(slice(g, g + n) for g, n in zip(grow, output.shape))
+        both_classes = 0 < np.count_nonzero(labels_tile[inner]) < labels_tile[inner].size
+        if both_classes or rng.random() >= source.foreground_bias or attempt == 9:
+            break
+    tile = augment_tile(read_mirrored(image, box).astype(np.float32), labels_tile,
+                        read_mirrored(weights, box).astype(np.float32), source.augment, rng)
+    image_tile, labels_tile, weights_tile = tile
+    target = cell_mask(labels_tile)[inner].astype(np.int64)  # touching instances split, as in the weights
+    return image_tile, target, weights_tile[inner]
+
+
+class TileBatches(IterableDataset):
+    """Batches for iterations [start, stop); DataLoader worker w makes every w-th one."""
+
+    def __init__(self, source: TileSource, start: int, stop: int) -> None:
+        self.source, self.start, self.stop = source, start, stop
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        source = self.source
+        arrays = tuple(io.open_image(path) for path in (source.image, source.labels, source.weights))
+        for iteration in range(self.start + worker, self.stop, workers):
+            rng = np.random.default_rng([source.seed, iteration])
+            tiles = [sample_tile(arrays, source, rng) for _ in range(source.batch_size)]
+            image, target, weight = (np.stack(parts) for parts in zip(*tiles))
+            if source.geometry.ndim == 2:  # (batch, 1, y, x) tiles: drop the section axis
+                image, target, weight = image[:, 0], target[:, 0], weight[:, 0]
+            yield torch.from_numpy(image)[:, None], torch.from_numpy(target), torch.from_numpy(weight)
+
+
+def batches(source: TileSource, start: int, stop: int, workers: int) -> DataLoader:
+    """Batches of iterations [start, stop) in order, made by `workers` processes (0: in this one)."""
+    return DataLoader(TileBatches(source, start, stop), batch_size=None, num_workers=workers,
+                      persistent_workers=False, prefetch_factor=4 if workers else None)
