@@ -141,7 +141,7 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        row = {"iteration": iteration, "loss": float(loss), "learning_rate": scheduler.get_last_lr()[0],
+        row = {"iteration": iteration, "loss": float(loss.detach()), "learning_rate": scheduler.get_last_lr()[0],
                "seconds": round(time.monotonic() - clock, 3)}
         scheduler.step()
         if validation_sections and (iteration % validate_every == 0 or iteration == iterations):
