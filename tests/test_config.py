@@ -73,11 +73,11 @@ def run_cli(*args):
 def test_cli_rejects_settings_with_unknown_or_missing_keys(tmp_path):
     result = run_cli("segment", "a", "b", "--settings", json.dumps({"threshold": 0.5, "colour": 1}))
     assert result.returncode == 2
-    assert "unknown keys ['colour']" in result.stderr and "missing keys ['compression']" in result.stderr
+    assert "unknown keys ['colour']" in result.stderr and "missing keys ['compression', 'method'" in result.stderr
 
 
 def test_cli_names_a_missing_input(tmp_path):
-    settings = {"threshold": 0.5, "compression": {"codec": "zstd", "level": 3}}
+    settings = stage_settings(default_config(), "segment")
     result = run_cli("segment", str(tmp_path / "nope.ome.zarr"), str(tmp_path / "out"), "--settings",
                      json.dumps(settings))
     assert result.returncode == 2

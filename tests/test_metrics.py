@@ -1,48 +1,107 @@
 import numpy as np
 import pytest
-from skimage.metrics import adapted_rand_error
+from skimage.metrics import adapted_rand_error, variation_of_information
 
-from unet_pipeline.metrics import RandSums, rand_scores, rand_sums, threshold_errors
+from unet_pipeline.metrics import (Contingency, dice_jaccard, info_scores, rand_scores, threshold_errors,
+                                   warping_error)
+
+
+def table(proposal, truth):
+    return Contingency().add(np.asarray(proposal), np.asarray(truth))
 
 
 def test_perfect_segmentation_scores_one():
     truth = np.array([[1, 1, 0, 2, 2], [1, 1, 0, 2, 2]])
-    scores = rand_scores(rand_sums(truth, truth))
-    assert scores["v_rand"] == 1.0 and scores["rand_error"] == 0.0
+    rand, info = rand_scores(table(truth, truth)), info_scores(table(truth, truth))
+    assert rand["v_rand"] == 1.0 and rand["rand_error"] == 0.0
+    assert info["v_info"] == pytest.approx(1.0) and info["variation_of_information"] == pytest.approx(0.0)
 
 
-def test_agrees_with_skimage_once_its_dropped_self_pairs_are_accounted_for():
+def test_rand_agrees_with_skimage_once_its_dropped_self_pairs_are_accounted_for():
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 4, size=(30, 30))
     proposal = rng.integers(1, 5, size=(30, 30))  # no proposal boundary pixels: no singletons
-    sums = rand_sums(proposal, truth)
+    ours = table(proposal, truth)
     error, precision, recall = adapted_rand_error(truth, proposal, ignore_labels=(0,))
     # the challenge counts every pixel pair including (x, x); scikit-image drops those n self-pairs
-    assert rand_scores(sums)["rand_error"] != pytest.approx(error)
+    assert rand_scores(ours)["rand_error"] != pytest.approx(error)
+    joint, sizes, truth_sizes, _ = ours.arrays()
     n = int(np.count_nonzero(truth))
-    scores = rand_scores(RandSums(sums.joint - n, sums.proposal - n, sums.truth - n))
-    assert scores["rand_error"] == pytest.approx(error)
+    split = (np.sum(joint**2) - n) / (np.sum(truth_sizes**2) - n)
+    merge = (np.sum(joint**2) - n) / (np.sum(sizes**2) - n)
+    assert 1 - 2 * split * merge / (split + merge) == pytest.approx(error)
     # scikit-image issue 6485: its precision is the challenge's split score, its recall the merge score
-    assert scores["rand_split"] == pytest.approx(precision)
-    assert scores["rand_merge"] == pytest.approx(recall)
+    assert split == pytest.approx(precision) and merge == pytest.approx(recall)
 
 
-def test_proposal_boundary_pixels_count_as_singletons():
-    truth = np.array([[1, 1, 1, 1]])
-    proposal = np.array([[1, 1, 0, 0]])
-    sums = rand_sums(proposal, truth)
-    assert sums == RandSums(joint=4 + 2, proposal=4 + 2, truth=16)
-    assert rand_scores(sums)["rand_merge"] == 1.0
+def test_variation_of_information_agrees_with_skimage_without_boundary_pixels():
+    rng = np.random.default_rng(1)
+    truth = rng.integers(1, 5, size=(25, 25))
+    proposal = rng.integers(1, 4, size=(25, 25))
+    ours = info_scores(table(proposal, truth))
+    under, over = variation_of_information(truth, proposal)
+    assert ours["variation_of_information"] == pytest.approx((under + over) * np.log(2))  # skimage: bits; ours: nats
 
 
-def test_merge_of_two_cells_lowers_merge_score_only():
+def test_proposal_boundary_pixels_are_singletons_not_one_segment():
+    truth = np.array([[1, 1, 1, 1, 1, 1]])
+    proposal = np.array([[1, 1, 0, 0, 0, 0]])
+    ours = rand_scores(table(proposal, truth))
+    assert ours["rand_merge"] == 1.0  # singletons never merge
+    assert ours["rand_split"] == pytest.approx((4 + 4) / 36)
+    # scikit-image treats proposal label 0 as one more segment: a different split score
+    _, precision, _ = adapted_rand_error(truth, proposal, ignore_labels=(0,))
+    assert precision != pytest.approx(ours["rand_split"])
+
+
+def test_merge_of_two_cells_lowers_merge_scores_only():
     truth = np.array([[1, 1, 2, 2]])
     merged = np.array([[5, 5, 5, 5]])
-    scores = rand_scores(rand_sums(merged, truth))
-    assert scores["rand_split"] == 1.0 and scores["rand_merge"] == pytest.approx(0.5)
+    rand, info = rand_scores(table(merged, truth)), info_scores(table(merged, truth))
+    assert rand["rand_split"] == 1.0 and rand["rand_merge"] == pytest.approx(0.5)
+    assert info["info_split"] == pytest.approx(1.0) and info["info_merge"] == pytest.approx(0.0)
 
 
-def test_threshold_errors_match_direct_count():
+def test_tables_of_pieces_add_up_to_the_whole():
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 6, size=(40, 40))
+    proposal = rng.integers(0, 7, size=(40, 40))
+    whole = table(proposal, truth)
+    pieces = table(proposal[:17], truth[:17]).merge(table(proposal[17:], truth[17:]))
+    assert pieces.pairs == whole.pairs and pieces.singletons == whole.singletons
+    assert rand_scores(pieces) == rand_scores(whole) and info_scores(pieces) == info_scores(whole)
+
+
+def two_cells() -> np.ndarray:
+    truth = np.zeros((20, 30), bool)
+    truth[3:10, 3:12] = True
+    truth[3:10, 15:25] = True
+    return truth
+
+
+def test_warping_error_ignores_topology_preserving_shifts():
+    truth = two_cells()
+    assert warping_error(np.roll(truth, 1, axis=1), truth)[0] == 0.0
+    grown = truth.copy()
+    grown[2, 3:12] = True
+    assert warping_error(grown, truth)[0] == 0.0
+
+
+def test_warping_error_counts_merges_and_splits():
+    truth = two_cells()
+    merged = truth.copy()
+    merged[5:7, 12:15] = True
+    error, errors = warping_error(merged, truth)
+    assert error > 0 and errors[5:7, 12:15].any() and not errors[:, :11].any()
+    split = truth.copy()
+    split[3:10, 7] = False
+    assert warping_error(split, truth)[0] * truth.size == 7
+
+
+def test_dice_jaccard_and_threshold_errors():
+    a = np.array([1, 1, 0, 0], bool)
+    b = np.array([1, 0, 1, 0], bool)
+    assert dice_jaccard(a, b) == {"dice": 0.5, "jaccard": pytest.approx(1 / 3)}
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, size=(40, 40))
     cell = rng.random((40, 40)) < 0.7

@@ -21,7 +21,8 @@ TINY = {
     "data": {"synthetic": {"shape": [4, 64, 64], "seed": 1}},
     "storage": {"chunks": [1, 32, 32]},
     "model": {"depth": 2, "base_features": 4},
-    "train": {"iterations": 5, "tile": 36, "batch_size": 1, "sections": [0, 3], "threads": 1},
+    "train": {"iterations": 5, "tile": 36, "batch_size": 1, "sections": [0, 2], "validation_sections": [2, 3],
+              "validate_every": 5, "checkpoint_every": 5, "threads": 1},
     "predict": {"tile": [1, 64, 64]},
     "cluster": {"workers": 1},
     "evaluate": {"sections": [3, 4]},
@@ -87,8 +88,13 @@ def test_chain_writes_every_output(tiny_run):
     for scores in (metrics["model"], metrics["baseline_raw_threshold"]):
         assert 0 <= scores["pixel_error"] <= 1 and 0 <= scores["rand_error"] <= 1
     assert metrics["sections"] == [3, 4]
+    for key in ("warping_error", "variation_of_information", "v_rand_thinned", "rand_error_best_threshold"):
+        assert 0 <= metrics["model"][key]
+    assert [point["threshold"] for point in metrics["sweep"]] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert (out / "metrics_sections.csv").read_text().count("\n") == 2
     html = (out / "report.html").read_text()
     assert "pixel_error" in html and html.count("data:image/png;base64,") == 2  # one section, one weight map
+    assert "Threshold sweep" in html and "validation Rand error" in html and "Configuration" in html
     assert io.voxel_size(out / "segmentation.ome.zarr") == ([50.0, 4.0, 4.0], "nanometer")
     assert io.image_attrs(out / "probabilities.ome.zarr")["provenance"]["stage"] == "predict"
     assert not list(out.rglob("*.partial"))

@@ -8,7 +8,7 @@ components (4-/6-connected) of what remains, per section (2D) or in 3D.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy import ndimage
@@ -34,17 +34,17 @@ def separate_cells(labels: np.ndarray) -> np.ndarray:
     return cells
 
 
-class VolumeCells:
-    """Connected 3D cells of a label volume too large for memory, streamed in slabs of sections.
+class SlabComponents:
+    """Connected 3D components (6-connected) of a mask too large for memory, streamed in slabs of sections.
 
+    `mask(first, last)` returns the boolean mask of sections [first, last).
     A first pass labels each slab on its own and joins the components that
     meet across slab faces (union-find); `region` then returns any range of
     sections with the same global ids, whatever range is asked for.
     """
 
-    def __init__(self, labels: Any, slab: int) -> None:
-        self.labels, self.slab = labels, slab
-        depth = labels.shape[0]
+    def __init__(self, mask: Callable[[int, int], np.ndarray], depth: int, slab: int) -> None:
+        self.mask, self.depth, self.slab = mask, depth, slab
         self.starts = list(range(0, depth, slab))
         self.offsets: list[int] = []
         parents: list[int] = [0]
@@ -55,8 +55,8 @@ class VolumeCells:
             self.offsets.append(total)
             count = int(local.max())
             parents.extend(range(total + 1, total + count + 1))
+            first = np.where(local[0] > 0, local[0] + total, 0)
             if previous_last is not None:
-                first = np.where(local[0] > 0, local[0] + total, 0)
                 touching = (previous_last > 0) & (first > 0)
                 for a, b in set(zip(previous_last[touching].tolist(), first[touching].tolist())):
                     _union(parents, a, b)
@@ -65,15 +65,11 @@ class VolumeCells:
         self.roots = np.array([_find(parents, i) for i in range(total + 1)], dtype=np.int64)
 
     def _local(self, start: int) -> np.ndarray:
-        """Components of one slab, computed with one extra section each side so the separation border is right."""
-        depth = self.labels.shape[0]
-        lo, hi = max(start - 1, 0), min(start + self.slab + 1, depth)
-        mask = cell_mask(np.asarray(self.labels[lo:hi]))[start - lo : start - lo + min(self.slab, depth - start)]
-        cells, _ = ndimage.label(mask)
+        cells, _ = ndimage.label(self.mask(start, min(start + self.slab, self.depth)))
         return cells
 
     def region(self, first: int, last: int) -> np.ndarray:
-        """Global cell ids of sections [first, last)."""
+        """Global component ids of sections [first, last)."""
         parts = []
         for index, start in enumerate(self.starts):
             stop = start + self.slab
@@ -83,6 +79,17 @@ class VolumeCells:
             ids = np.where(local > 0, self.roots[local + self.offsets[index]], 0)
             parts.append(ids[max(first - start, 0) : last - start])
         return np.concatenate(parts)
+
+
+def volume_cells(labels: Any, slab: int) -> SlabComponents:
+    """Connected 3D cells of a label volume, streamed: each slab's separation border sees one more section."""
+    depth = labels.shape[0]
+
+    def mask(first: int, last: int) -> np.ndarray:
+        lo, hi = max(first - 1, 0), min(last + 1, depth)
+        return cell_mask(np.asarray(labels[lo:hi]))[first - lo : first - lo + last - first]
+
+    return SlabComponents(mask, depth, slab)
 
 
 def _find(parents: list[int], i: int) -> int:

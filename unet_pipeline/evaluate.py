@@ -1,71 +1,157 @@
-"""Evaluate: pixel and Rand error of the model's segmentation, and of a trivial baseline.
+"""Evaluate a prediction (class probabilities or a segmentation) against labels, per section and pooled.
 
-The baseline is the best global threshold of the raw intensity (cell iff
-raw >= t, t chosen on the evaluated sections themselves, so it is an upper
-bound on what thresholding can do) followed by the same connected components.
+Metrics are those of the ISBI 2012 challenge (see `metrics`), computed on 2D
+sections: pixel error, foreground-restricted Rand and information scores,
+variation of information, warping error, Dice and Jaccard of the membrane
+class. For probabilities the Rand error is also swept over thresholds
+(the challenge's 1 - max V_Rand) and given after thinning the proposal's
+boundaries. Contingency tables are kept per section and summed, so the pooled
+figures are exact. Optionally, a trivial baseline: the best global threshold
+of the raw intensity, followed by the same connected components.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+from scipy import ndimage
+from skimage.morphology import skeletonize
 
-from . import io, progress, provenance
+from . import io, metrics, progress, provenance
 from .cells import cell_mask, separate_cells
-from .metrics import RandSums, rand_scores, rand_sums, threshold_errors
-from .segment import CELL_CHANNEL, as_probability, label_sections
+from .segment import CELL_CHANNEL, as_probability, label_sections, segment_block
+
+SECTION_FIELDS = ["section", "pixel_error", "rand_error", "rand_split", "rand_merge", "info_error",
+                  "variation_of_information", "warping_error", "membrane_dice", "membrane_jaccard"]
 
 
-def evaluate(probabilities_path: str | os.PathLike, segmentation_path: str | os.PathLike,
-             labels_path: str | os.PathLike, raw_path: str | os.PathLike, output: str | os.PathLike,
-             sections: list[int] | None, threshold: float) -> dict:
-    """Write metrics.json for sections [first, last) (all when None) and return it."""
+def thin_boundaries(segmentation: np.ndarray) -> np.ndarray:
+    """Segments of a (y, x) section after its boundary is thinned to one pixel (the challenge's later ranking)."""
+    thin = skeletonize(segmentation == 0)
+    cells, _ = ndimage.label(~thin)
+    return cells
+
+
+def _namespaced(ids: np.ndarray, section: int) -> np.ndarray:
+    """Ids made unique per section (0 stays 0), for pooling 2D sections."""
+    return np.where(ids > 0, ids.astype(np.int64) + (section << 32), 0)
+
+
+def section_table(proposal: np.ndarray, truth_cells: np.ndarray, section: int) -> metrics.Contingency:
+    return metrics.Contingency().add(_namespaced(proposal, section), _namespaced(truth_cells, section))
+
+
+def scores(table: metrics.Contingency) -> dict[str, float]:
+    return {**metrics.rand_scores(table), **metrics.info_scores(table)}
+
+
+def evaluate(prediction: str | os.PathLike, labels_path: str | os.PathLike, output: str | os.PathLike,
+             sections: list[int] | None, threshold: float, thresholds: list[float], method: str,
+             seed_threshold: float, min_size: int, warping: bool, baseline_raw: str | None) -> dict:
+    """Write metrics.json and <name>_sections.csv for sections [first, last) (all when None); return the metrics."""
     started = provenance.now()
-    probs, segmentation = io.open_image(probabilities_path), io.open_image(segmentation_path)
-    labels, raw = io.open_image(labels_path), io.open_image(raw_path)
-    for name, array in (("segmentation", segmentation), ("raw", raw)):
-        if array.shape != labels.shape:
-            raise io.InputError(f"{name} shape {array.shape} differs from the labels' {labels.shape}")
+    predicted, labels = io.open_image(prediction), io.open_image(labels_path)
+    probabilities = predicted.ndim == 4
+    if predicted.shape[-3:] != labels.shape:
+        raise io.InputError(f"{prediction}: shape {predicted.shape} does not match the labels' {labels.shape}")
     first, last = sections or (0, labels.shape[0])
     if not 0 <= first < last <= labels.shape[0]:
         raise ValueError(f"evaluation sections [{first}, {last}) do not fit a volume of {labels.shape[0]} sections")
 
-    bins = int(np.iinfo(raw.dtype).max) + 1
-    membrane_hist, cell_hist = np.zeros(bins, np.int64), np.zeros(bins, np.int64)
-    model_sums, mismatched, pixels = RandSums(), 0, 0
-    truth_cells = {}
+    pooled, thinned = metrics.Contingency(), metrics.Contingency()
+    sweep = {t: metrics.Contingency() for t in thresholds} if probabilities else {}
+    rows, mismatched, warped, pixels = [], 0, 0, 0
+    membrane_predicted, membrane_true = [], []
     for z in progress.track(range(first, last), "evaluate sections"):
         truth = np.asarray(labels[z])
-        true_cell = cell_mask(truth)
-        truth_cells[z] = separate_cells(truth)
-        predicted_cell = as_probability(probs[CELL_CHANNEL, z]) > threshold
-        mismatched += np.count_nonzero(predicted_cell != true_cell)
+        true_cell, truth_cells = cell_mask(truth), separate_cells(truth)
+        if probabilities:
+            cell = as_probability(predicted[CELL_CHANNEL, z])[np.newaxis]
+            proposal = segment_block(cell, method, threshold, seed_threshold, min_size)[0]
+            for t, table in sweep.items():
+                table.merge(section_table(segment_block(cell, method, t, max(seed_threshold, t), min_size)[0],
+                                          truth_cells, z))
+            predicted_cell = cell[0] > threshold
+        else:
+            proposal = np.asarray(predicted[z])
+            predicted_cell = proposal > 0
+        table = section_table(proposal, truth_cells, z)
+        pooled.merge(table)
+        thinned.merge(section_table(thin_boundaries(proposal), truth_cells, z))
+        row = {"section": z, "pixel_error": float(np.mean(predicted_cell != true_cell)), **scores(table),
+               **_membrane(~predicted_cell, ~true_cell)}
+        mismatched += int(np.count_nonzero(predicted_cell != true_cell))
         pixels += truth.size
-        model_sums += rand_sums(np.asarray(segmentation[z]), truth_cells[z])
-        section = np.asarray(raw[z])
+        membrane_predicted.append(~predicted_cell)
+        membrane_true.append(~true_cell)
+        if warping:
+            error, errors = metrics.warping_error(predicted_cell, true_cell)
+            row["warping_error"] = error
+            warped += int(np.count_nonzero(errors))
+        rows.append(row)
+
+    result: dict[str, Any] = {
+        "sections": [first, last],
+        "prediction": "probabilities" if probabilities else "segmentation",
+        "threshold": threshold if probabilities else None,
+        "model": {"pixel_error": mismatched / pixels, **scores(pooled),
+                  "v_rand_thinned": metrics.rand_scores(thinned)["v_rand"],
+                  **_membrane(np.stack(membrane_predicted), np.stack(membrane_true))},
+    }
+    if warping:
+        result["model"]["warping_error"] = warped / pixels
+    if sweep:
+        curve = [{"threshold": t, **{k: v for k, v in scores(table).items() if k in ("v_rand", "v_info")}}
+                 for t, table in sweep.items()]
+        result["sweep"] = curve
+        result["model"]["rand_error_best_threshold"] = 1 - max(point["v_rand"] for point in curve)
+    if baseline_raw:
+        result["baseline_raw_threshold"] = _baseline(baseline_raw, labels, first, last)
+    result["provenance"] = provenance.record(
+        "evaluate", {"sections": [first, last], "threshold": threshold, "thresholds": thresholds, "method": method,
+                     "seed_threshold": seed_threshold, "min_size": min_size, "warping": warping},
+        {"prediction": str(prediction), "labels": str(labels_path), "baseline_raw": baseline_raw}, started)
+    table_path = sections_table_path(output)
+    with io.atomic_output(table_path) as partial, open(partial, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SECTION_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    with io.atomic_output(output) as partial:
+        partial.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def sections_table_path(output: str | os.PathLike) -> Path:
+    """The per-section CSV written beside metrics.json."""
+    output = Path(output)
+    return output.with_name(output.stem + "_sections.csv")
+
+
+def _membrane(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    values = metrics.dice_jaccard(predicted, truth)
+    return {"membrane_dice": values["dice"], "membrane_jaccard": values["jaccard"]}
+
+
+def _baseline(raw_path: str, labels: Any, first: int, last: int) -> dict[str, float]:
+    """Best global raw threshold (chosen on these sections: an upper bound for thresholding), then components."""
+    raw = io.open_image(raw_path)
+    if raw.shape != labels.shape:
+        raise io.InputError(f"{raw_path}: raw shape {raw.shape} differs from the labels' {labels.shape}")
+    bins = int(np.iinfo(raw.dtype).max) + 1
+    membrane_hist, cell_hist = np.zeros(bins, np.int64), np.zeros(bins, np.int64)
+    for z in range(first, last):
+        section, true_cell = np.asarray(raw[z]), cell_mask(np.asarray(labels[z]))
         membrane_hist += np.bincount(section[~true_cell], minlength=bins)
         cell_hist += np.bincount(section[true_cell], minlength=bins)
-
-    errors = threshold_errors(membrane_hist, cell_hist)
+    errors = metrics.threshold_errors(membrane_hist, cell_hist)
     best = int(np.argmin(errors))
-    baseline_sums = RandSums()
+    table = metrics.Contingency()
     for z in range(first, last):
-        cell = (np.asarray(raw[z]) >= best).astype(np.float32)
-        baseline_sums += rand_sums(label_sections(cell[np.newaxis], 0.5)[0], truth_cells[z])
-
-    metrics = {
-        "sections": [first, last],
-        "threshold": threshold,
-        "model": {"pixel_error": mismatched / pixels, **rand_scores(model_sums)},
-        "baseline_raw_threshold": {"threshold": best, "pixel_error": float(errors[best]),
-                                   **rand_scores(baseline_sums)},
-    }
-    metrics["provenance"] = provenance.record(
-        "evaluate", {"sections": [first, last], "threshold": threshold},
-        {"probabilities": str(probabilities_path), "segmentation": str(segmentation_path),
-         "labels": str(labels_path), "raw": str(raw_path)}, started)
-    with io.atomic_output(output) as partial:
-        partial.write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+        cell = (np.asarray(raw[z]) >= best).astype(np.float32)[np.newaxis]
+        table.merge(section_table(label_sections(cell, 0.5)[0], separate_cells(np.asarray(labels[z])), z))
+    return {"threshold": best, "pixel_error": float(errors[best]), **scores(table)}

@@ -1,56 +1,118 @@
 """Segmentation metrics of the ISBI 2012 challenge (numpy in, numbers out).
 
-Foreground-restricted Rand (Arganda-Carreras et al. 2015): with p_ij the joint
-distribution of proposal segment i and ground-truth cell j over ground-truth
-foreground pixels only,
+Arganda-Carreras et al. (2015), Frontiers in Neuroanatomy 9:142. With p_ij
+the joint distribution of proposal segment i and ground-truth cell j over
+ground-truth foreground pixels only, s_i and t_j its marginals:
 
-    V_split = sum p_ij^2 / sum_j t_j^2,   V_merge = sum p_ij^2 / sum_i s_i^2,
+    V_split^Rand = sum p_ij^2 / sum_j t_j^2      V_merge^Rand = sum p_ij^2 / sum_i s_i^2
+    V_split^Info = I(S;T) / H(S)                 V_merge^Info = I(S;T) / H(T)
 
-V_Rand is their harmonic mean and the Rand error is 1 - V_Rand. Proposal
-boundary pixels (label 0) inside the ground-truth foreground count as
-singletons. The sums are kept as counts, so they add over sections and chunks.
+V^Rand and V^Info are the harmonic means of their split and merge parts
+(V^Info = 2 I(S;T) / (H(S) + H(T))); the errors are 1 - V. Proposal boundary
+pixels (id 0) inside the ground-truth foreground count as singletons, each
+its own segment. A `Contingency` holds integer counts only, so tables of
+chunks or sections add up exactly.
+
+Warping error (Jain et al. 2010): the binary prediction is warped toward the
+ground truth by flipping mismatched *simple* pixels (whose flip changes no
+topology) until none is left; the pixels still wrong are the topological
+errors, as a fraction of all pixels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class RandSums:
-    """Pair counts: sum n_ij^2, sum s_i^2 (proposal), sum t_j^2 (ground truth)."""
+@dataclass
+class Contingency:
+    """Counts n_ij of (proposal id, truth id) over truth-foreground pixels, plus proposal-boundary singletons."""
 
-    joint: int = 0
-    proposal: int = 0
-    truth: int = 0
+    pairs: dict[tuple[int, int], int] = field(default_factory=dict)
+    singletons: dict[int, int] = field(default_factory=dict)  # truth id -> boundary pixels of the proposal in it
 
-    def __add__(self, other: "RandSums") -> "RandSums":
-        return RandSums(self.joint + other.joint, self.proposal + other.proposal, self.truth + other.truth)
+    def add(self, proposal: np.ndarray, truth: np.ndarray) -> "Contingency":
+        """Count one block (ids must be globally unique across blocks that are added)."""
+        inside = truth > 0
+        seg, gt = proposal[inside].astype(np.int64), truth[inside].astype(np.int64)
+        boundary = seg == 0
+        for key, count in zip(*_counts(np.stack([seg[~boundary], gt[~boundary]]))):
+            key = (int(key[0]), int(key[1]))
+            self.pairs[key] = self.pairs.get(key, 0) + int(count)
+        for key, count in zip(*np.unique(gt[boundary], return_counts=True)):
+            self.singletons[int(key)] = self.singletons.get(int(key), 0) + int(count)
+        return self
+
+    def merge(self, other: "Contingency") -> "Contingency":
+        for key, count in other.pairs.items():
+            self.pairs[key] = self.pairs.get(key, 0) + count
+        for key, count in other.singletons.items():
+            self.singletons[key] = self.singletons.get(key, 0) + count
+        return self
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(joint counts, proposal sizes, truth sizes, singletons), singletons excluded from the first two."""
+        joint = np.array(list(self.pairs.values()), dtype=np.int64)
+        keys = np.array(list(self.pairs.keys()), dtype=np.int64).reshape(-1, 2)
+        proposal = np.bincount(np.unique(keys[:, 0], return_inverse=True)[1], weights=joint).astype(np.int64) \
+            if len(joint) else np.zeros(0, np.int64)
+        truth_ids = np.concatenate([keys[:, 1], np.array(list(self.singletons), dtype=np.int64)])
+        truth_counts = np.concatenate([joint, np.array(list(self.singletons.values()), dtype=np.int64)])
+        truth = np.bincount(np.unique(truth_ids, return_inverse=True)[1], weights=truth_counts).astype(np.int64) \
+            if len(truth_ids) else np.zeros(0, np.int64)
+        return joint, proposal, truth, sum(self.singletons.values())
 
 
-def rand_sums(proposal: np.ndarray, truth: np.ndarray) -> RandSums:
-    """Pair counts of a proposal segmentation against ground-truth cells (0 = background)."""
-    inside = truth > 0
-    seg, gt = proposal[inside].astype(np.int64), truth[inside].astype(np.int64)
-    singletons = int(np.count_nonzero(seg == 0))
-    in_segment = seg > 0
-    _, joint = np.unique(np.stack([seg[in_segment], gt[in_segment]]), axis=1, return_counts=True)
-    _, sizes = np.unique(seg[in_segment], return_counts=True)
-    _, truth_sizes = np.unique(gt, return_counts=True)
-    square = lambda counts: int(np.sum(counts.astype(np.int64) ** 2))  # noqa: E731
-    return RandSums(square(joint) + singletons, square(sizes) + singletons, square(truth_sizes))
+def _counts(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if pairs.shape[1] == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+    keys, counts = np.unique(pairs, axis=1, return_counts=True)
+    return keys.T, counts
 
 
-def rand_scores(sums: RandSums) -> dict[str, float]:
-    """V_split, V_merge, V_Rand and the Rand error from pair counts."""
-    if sums.truth == 0:
-        raise ValueError("the ground truth has no foreground: the foreground-restricted Rand score is undefined")
-    split = sums.joint / sums.truth
-    merge = sums.joint / sums.proposal if sums.proposal else 0.0
-    v_rand = 2 * split * merge / (split + merge) if split + merge else 0.0
+def rand_scores(table: Contingency) -> dict[str, float]:
+    """V_split, V_merge, V_Rand and the Rand error."""
+    joint, proposal, truth, singletons = table.arrays()
+    truth_pairs = int(np.sum(truth**2))
+    if truth_pairs == 0:
+        raise ValueError("the ground truth has no foreground: the foreground-restricted scores are undefined")
+    joint_pairs = int(np.sum(joint**2)) + singletons
+    proposal_pairs = int(np.sum(proposal**2)) + singletons
+    split, merge = joint_pairs / truth_pairs, joint_pairs / proposal_pairs
+    v_rand = 2 * split * merge / (split + merge)
     return {"rand_split": split, "rand_merge": merge, "v_rand": v_rand, "rand_error": 1.0 - v_rand}
+
+
+def _entropy(counts: np.ndarray, total: int, singletons: int) -> float:
+    p = counts[counts > 0] / total
+    return float(-np.sum(p * np.log(p))) + singletons * np.log(total) / total
+
+
+def info_scores(table: Contingency) -> dict[str, float]:
+    """V_split^Info, V_merge^Info, V_Info, its error, and the variation of information (nats)."""
+    joint, proposal, truth, singletons = table.arrays()
+    total = int(truth.sum())
+    if total == 0:
+        raise ValueError("the ground truth has no foreground: the foreground-restricted scores are undefined")
+    h_s = _entropy(proposal, total, singletons)
+    h_t = _entropy(truth, total, 0)
+    h_st = _entropy(joint, total, singletons)
+    mutual = h_s + h_t - h_st
+    split = mutual / h_s if h_s > 0 else 1.0
+    merge = mutual / h_t if h_t > 0 else 1.0
+    v_info = 2 * mutual / (h_s + h_t) if h_s + h_t > 0 else 1.0
+    return {"info_split": split, "info_merge": merge, "v_info": v_info, "info_error": 1.0 - v_info,
+            "variation_of_information": (h_st - h_t) + (h_st - h_s)}
+
+
+def dice_jaccard(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Dice and Jaccard of a class from boolean masks."""
+    both = int(np.count_nonzero(predicted & truth))
+    either = int(np.count_nonzero(predicted | truth))
+    total = int(np.count_nonzero(predicted)) + int(np.count_nonzero(truth))
+    return {"dice": 2 * both / total if total else 1.0, "jaccard": both / either if either else 1.0}
 
 
 def threshold_errors(membrane_histogram: np.ndarray, cell_histogram: np.ndarray) -> np.ndarray:
@@ -59,3 +121,61 @@ def threshold_errors(membrane_histogram: np.ndarray, cell_histogram: np.ndarray)
     cells_below = np.concatenate([[0], np.cumsum(cell_histogram)])
     membrane_at_or_above = membrane_histogram.sum() - np.concatenate([[0], np.cumsum(membrane_histogram)])
     return (cells_below + membrane_at_or_above) / total
+
+
+def _simple_lut() -> np.ndarray:
+    """For each of the 256 (8-neighbourhood) patterns: is the centre a simple point?
+
+    Foreground 8-connected, background 4-connected: the centre is simple when
+    its foreground neighbours form exactly one 8-component and its background
+    4-neighbours lie in exactly one 4-component of the neighbourhood's background.
+    """
+    from scipy import ndimage
+
+    lut = np.zeros(256, dtype=bool)
+    positions = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0)]
+    for code in range(256):
+        patch = np.zeros((3, 3), dtype=bool)
+        for bit, (y, x) in enumerate(positions):
+            patch[y, x] = bool(code >> bit & 1)
+        _, foreground = ndimage.label(patch, structure=np.ones((3, 3)))
+        background = ~patch
+        background[1, 1] = False
+        labels, _ = ndimage.label(background)
+        touching = {labels[y, x] for y, x in ((0, 1), (1, 2), (2, 1), (1, 0)) if labels[y, x]}
+        lut[code] = foreground == 1 and len(touching) == 1
+    return lut
+
+
+_SIMPLE = _simple_lut()
+
+
+def _simple_points(image: np.ndarray) -> np.ndarray:
+    """Boolean map of the simple pixels of a binary image (border pixels padded with background)."""
+    padded = np.pad(image, 1)
+    code = np.zeros(image.shape, dtype=np.int64)
+    offsets = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]
+    height, width = image.shape
+    for bit, (dy, dx) in enumerate(offsets):
+        code |= padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width].astype(np.int64) << bit
+    return _SIMPLE[code]  # the test reads the neighbours only: it holds for adding and for removing a pixel
+
+
+def warping_error(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:
+    """Warping error of a binary 2D prediction against binary truth, and the map of topological errors."""
+    warped = predicted.astype(bool).copy()
+    truth = truth.astype(bool)
+    changed = True
+    while changed:
+        changed = False
+        for phase_y in range(3):  # pixels 3 apart never share a neighbourhood: flip them together
+            for phase_x in range(3):
+                flip = (warped != truth) & _simple_points(warped)
+                phase = np.zeros_like(flip)
+                phase[phase_y::3, phase_x::3] = True
+                flip &= phase
+                if flip.any():
+                    warped ^= flip
+                    changed = True
+    errors = warped != truth
+    return float(np.count_nonzero(errors)) / errors.size, errors

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from . import io
+from .evaluate import SECTION_FIELDS, sections_table_path
 from .segment import CELL_CHANNEL, as_probability
 
 
@@ -59,46 +60,71 @@ def png_data_uri(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def loss_curve_svg(iterations: list[int], losses: list[float], width: int = 640, height: int = 240) -> str:
-    """An inline SVG line plot of the training loss."""
-    if not losses:
-        return "<p>No training log.</p>"
-    x = np.asarray(iterations, dtype=float)
-    y = np.asarray(losses, dtype=float)
-    pad = 40
-    sx = (width - 2 * pad) / max(x.max() - x.min(), 1)
-    sy = (height - 2 * pad) / max(y.max() - y.min(), 1e-12)
-    points = " ".join(f"{pad + (a - x.min()) * sx:.1f},{height - pad - (b - y.min()) * sy:.1f}" for a, b in zip(x, y))
-    return (
-        f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
-        f'<rect width="100%" height="100%" fill="white" stroke="#ccc"/>'
-        f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{points}"/>'
-        f'<text x="{pad}" y="{height - 10}" font-size="12">iteration {int(x.min())} .. {int(x.max())}</text>'
-        f'<text x="{pad}" y="20" font-size="12">loss {y.max():.3g} (top) .. {y.min():.3g} (bottom)</text></svg>'
-    )
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+
+
+def line_plot_svg(series: dict[str, tuple[list[float], list[float]]], x_label: str, width: int = 640,
+                  height: int = 260) -> str:
+    """An inline SVG plot of named (x, y) series, with the axis ranges written out."""
+    series = {name: (np.asarray(x, float), np.asarray(y, float)) for name, (x, y) in series.items() if len(x)}
+    if not series:
+        return "<p>No data.</p>"
+    xs = np.concatenate([x for x, _ in series.values()])
+    ys = np.concatenate([y for _, y in series.values()])
+    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+    pad = 45
+    sx = (width - 2 * pad) / max(x1 - x0, 1e-12)
+    sy = (height - 2 * pad) / max(y1 - y0, 1e-12)
+    lines, legend = [], []
+    for index, (name, (x, y)) in enumerate(series.items()):
+        colour = COLOURS[index % len(COLOURS)]
+        points = " ".join(f"{pad + (a - x0) * sx:.1f},{height - pad - (b - y0) * sy:.1f}" for a, b in zip(x, y))
+        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>')
+        legend.append(f'<text x="{width - 200}" y="{20 + 16 * index}" font-size="12" fill="{colour}">'
+                      f"{html.escape(name)}</text>")
+    return (f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+            f'<rect width="100%" height="100%" fill="white" stroke="#ccc"/>{"".join(lines)}{"".join(legend)}'
+            f'<text x="{pad}" y="{height - 10}" font-size="12">{html.escape(x_label)} {x0:g} .. {x1:g}</text>'
+            f'<text x="{pad}" y="16" font-size="12">y {y0:.3g} (bottom) .. {y1:.3g} (top)</text></svg>')
+
+
+def _table(rows: list[dict[str, Any]], keys: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(row.get(k))}</td>" for k in keys) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape("" if value is None else str(value))
+
+
+METRIC_KEYS = ["pixel_error", "rand_error", "rand_split", "rand_merge", "info_error", "variation_of_information",
+               "warping_error", "v_rand_thinned", "rand_error_best_threshold", "membrane_dice"]
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:
-    rows = [("model (U-Net)", metrics["model"]), ("baseline: best raw threshold", metrics["baseline_raw_threshold"])]
-    keys = ["pixel_error", "rand_error", "rand_split", "rand_merge"]
-    head = "".join(f"<th>{k}</th>" for k in keys)
-    body = "".join(
-        f"<tr><td>{html.escape(name)}</td>" + "".join(f"<td>{values[k]:.4f}</td>" for k in keys) + "</tr>"
-        for name, values in rows
-    )
-    return f"<table><tr><th></th>{head}</tr>{body}</table>"
+    rows = [{"": "model (U-Net)", **metrics["model"]}]
+    if "baseline_raw_threshold" in metrics:
+        rows.append({"": "baseline: best raw threshold", **metrics["baseline_raw_threshold"]})
+    return _table(rows, ["", *[k for k in METRIC_KEYS if k in metrics["model"]]])
 
 
 def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
            segmentation_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,
            metrics_path: str | os.PathLike, train_log: str | os.PathLike, output: str | os.PathLike,
-           sections: int) -> None:
+           sections: int, config: dict[str, Any]) -> None:
     """Write the self-contained HTML report."""
     metrics = json.loads(open(metrics_path).read())
     with open(train_log, newline="") as handle:
         log = list(csv.DictReader(handle))
+    with open(sections_table_path(metrics_path), newline="") as handle:
+        per_section = [{k: float(v) if k != "section" and v else v for k, v in row.items()}
+                       for row in csv.DictReader(handle)]
     raw, probs = io.open_image(raw_path), io.open_image(probabilities_path)
     segmentation, labels = io.open_image(segmentation_path), io.open_image(labels_path)
+    weights = io.open_image(weights_path)
     first, last = metrics["sections"]
     shown = sorted(set(np.linspace(first, last - 1, num=min(sections, last - first)).round().astype(int)))
     figures = "".join(
@@ -107,23 +133,40 @@ def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
         f"(red: false cell, blue: false membrane)</figcaption></figure>"
         for z in shown
     )
-    weights = io.open_image(weights_path)
     z = shown[0]
     weight_figure = (f'<figure><img src="{png_data_uri(weight_panels(raw[z], labels[z], weights[z]))}" '
                      f'alt="weight map of section {z}"/><figcaption>section {z}: raw | labels | weight map '
                      f"(max {float(weights[z].max()):.2f})</figcaption></figure>")
-    curve = loss_curve_svg([int(r["iteration"]) for r in log], [float(r["loss"]) for r in log])
-    provenance = html.escape(json.dumps(metrics.get("provenance", {}), indent=2))
+    iterations = [int(r["iteration"]) for r in log]
+    validated = [r for r in log if r.get("val_rand_error")]
+    training = line_plot_svg({"training loss": (iterations, [float(r["loss"]) for r in log]),
+                              "validation loss": ([int(r["iteration"]) for r in validated],
+                                                  [float(r["val_loss"]) for r in validated])}, "iteration")
+    validation = line_plot_svg({
+        "validation pixel error": ([int(r["iteration"]) for r in validated],
+                                   [float(r["val_pixel_error"]) for r in validated]),
+        "validation Rand error": ([int(r["iteration"]) for r in validated],
+                                  [float(r["val_rand_error"]) for r in validated])}, "iteration")
+    sweep = metrics.get("sweep", [])
+    sweep_plot = line_plot_svg({"V_Rand": ([p["threshold"] for p in sweep], [p["v_rand"] for p in sweep]),
+                                "V_Info": ([p["threshold"] for p in sweep], [p["v_info"] for p in sweep])},
+                               "threshold")
+    provenance = {name: io.image_attrs(path).get("provenance", {}) for name, path in
+                  (("probabilities", probabilities_path), ("segmentation", segmentation_path))}
+    provenance["metrics"] = metrics.get("provenance", {})
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>unet-pipeline report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}</style></head>
-<body><h1>unet-pipeline report</h1>
-<h2>Metrics on sections {first}..{last - 1}</h2>{_metrics_table(metrics)}
-<h2>Training loss</h2>{curve}
+<html lang="en"><head><meta charset="utf-8"><title>unet-pipeline report: {html.escape(str(config.get("name", "")))}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>
+<body><h1>unet-pipeline report: {html.escape(str(config.get("name", "")))}</h1>
+<h2>Metrics on sections {first}..{last - 1} (pooled)</h2>{_metrics_table(metrics)}
+<h3>Per section</h3>{_table(per_section, [k for k in SECTION_FIELDS if per_section and k in per_section[0]])}
+<h3>Threshold sweep</h3>{sweep_plot}
+<h2>Training</h2>{training}{validation}
 <h2>Weight map</h2>{weight_figure}
 <h2>Sections</h2>{figures}
-<h2>Provenance</h2><pre>{provenance}</pre>
+<h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>
+<h2>Provenance</h2><pre>{html.escape(json.dumps(provenance, indent=2))}</pre>
 </body></html>
 """
     with io.atomic_output(output) as partial:

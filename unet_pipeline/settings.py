@@ -23,7 +23,12 @@ def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
     if stage == "predict":
         return {**config["predict"], "compression": compression, "cluster_settings": config["cluster"]}
     if stage == "evaluate":
-        return {"sections": config["evaluate"]["sections"], "threshold": config["segment"]["threshold"]}
+        segment = config["segment"]
+        evaluate = config["evaluate"]
+        raw = f"{config['results_dir']}/{config['name']}/raw.ome.zarr" if evaluate["baseline"] else None
+        return {"sections": evaluate["sections"], "thresholds": evaluate["thresholds"], "warping": evaluate["warping"],
+                "threshold": segment["threshold"], "method": segment["method"],
+                "seed_threshold": segment["seed_threshold"], "min_size": segment["min_size"], "baseline_raw": raw}
     if stage == "report":
-        return dict(config["report"])
+        return {**config["report"], "config": config}
     raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")

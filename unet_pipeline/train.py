@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from . import io, metrics, progress, provenance, resume
 from .augment import AugmentSettings
 from .cells import cell_mask, separate_cells
+from .evaluate import section_table
 from .inference import predict_in_memory
 from .model import ModelConfig, UNet, save_checkpoint, select_device
 from .segment import label_sections
@@ -71,11 +72,11 @@ def validate(network: UNet, image: Any, labels: Any, weights: Any, sections: lis
     picked = np.where(true_cell, probabilities[1], probabilities[0])
     loss = float(np.mean(-np.log(np.clip(picked, 1e-7, 1)) * weight))
     segmentation = label_sections(probabilities[1], 0.5)
-    sums = metrics.RandSums()
-    for proposal, section in zip(segmentation, truth):
-        sums += metrics.rand_sums(proposal, separate_cells(section))
+    table = metrics.Contingency()
+    for z, (proposal, section) in enumerate(zip(segmentation, truth)):
+        table.merge(section_table(proposal, separate_cells(section), z))
     pixel_error = float(np.mean((probabilities[1] > 0.5) != true_cell))
-    return {"val_loss": loss, "val_pixel_error": pixel_error, "val_rand_error": metrics.rand_scores(sums)["rand_error"]}
+    return {"val_loss": loss, "val_pixel_error": pixel_error, "val_rand_error": metrics.rand_scores(table)["rand_error"]}
 
 
 def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,

@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 from . import io, provenance
-from .cells import VolumeCells, separate_cells
+from .cells import separate_cells, volume_cells
 
 
 def cutoff_distance(sigma: float, tolerance: float) -> float:
@@ -158,13 +158,13 @@ def _volume_weights(labels: Any, w0: float, sigma: float, balance: tuple[float, 
     """3D weights by slabs of whole sections, each computed with its z-halo of sections."""
     slab = labels.chunks[0]
     halo = int(cutoff_distance(sigma, tolerance) // spacing[0]) + 1
-    volume_cells = VolumeCells(labels, slab)
+    cells_of = volume_cells(labels, slab)
     depth = labels.shape[0]
 
     def slab_weights(block_info: dict | None = None) -> np.ndarray:
         start, stop = block_info[None]["array-location"][0]
         first, last = max(start - halo, 0), min(stop + halo, depth)
-        cells = volume_cells.region(first, last)
+        cells = cells_of.region(first, last)
         return weight_map(cells, w0, sigma, balance, spacing, tolerance, False)[start - first : stop - first]
 
     chunks = (tuple(min(slab, depth - s) for s in range(0, depth, slab)), (labels.shape[1],), (labels.shape[2],))

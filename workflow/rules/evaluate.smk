@@ -1,11 +1,11 @@
 rule evaluate:
     input:
         probabilities=result("probabilities.ome.zarr"),
-        segmentation=result("segmentation.ome.zarr"),
         labels=result("labels.ome.zarr"),
         raw=result("raw.ome.zarr"),
     output:
-        result("metrics.json"),
+        metrics=result("metrics.json"),
+        sections=result("metrics_sections.csv"),
     params:
         settings=settings("evaluate"),
     log:
@@ -13,5 +13,5 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "unet-pipeline evaluate {input.probabilities:q} {input.segmentation:q} {input.labels:q} {input.raw:q}"
-        " {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "unet-pipeline evaluate {input.probabilities:q} {input.labels:q} {output.metrics:q}"
+        " --settings {params.settings:q} > {log:q} 2>&1"

@@ -6,6 +6,7 @@ rule report:
         labels=result("labels.ome.zarr"),
         weights=result("weights.ome.zarr"),
         metrics=result("metrics.json"),
+        sections=result("metrics_sections.csv"),
         train_log=result("model/train_log.csv"),
     output:
         result("report.html"),
