@@ -5,6 +5,10 @@ setting that wants them) it is one worker per visible GPU, each pinned to its
 GPU through CUDA_VISIBLE_DEVICES and advertising one `GPU` resource; inside a
 Slurm allocation that is every GPU the allocation holds. Without, it is
 `workers` CPU processes of `threads_per_worker` threads.
+`slurm`: worker jobs submitted through dask-jobqueue's SLURMCluster, one
+GPU each (`--gres=gpu:N`, advertising the `GPU` resource), scaled adaptively
+between `min_jobs` and `max_jobs`; the jobs are cancelled when the run ends,
+also when it fails.
 `address`: an existing scheduler (start its GPU workers with `--resources GPU=1`).
 """
 
@@ -75,10 +79,35 @@ def local_cluster(workers: int, threads_per_worker: int, device: str = "cpu", to
                             dashboard_address=":0")
 
 
+def slurm_cluster(min_jobs: int, max_jobs: int, job_cores: int, job_memory: str, walltime: str, job_gpus: int,
+                  extra_directives: list[str], interface: str | None, log_dir: str, torch_threads: int,
+                  partition: str | None = None, account: str | None = None, qos: str | None = None) -> Any:
+    """Dask workers as Slurm jobs (dask-jobqueue), scaled adaptively; closing it cancels the jobs."""
+    from dask_jobqueue import SLURMCluster
+
+    directives = list(extra_directives)
+    if job_gpus:
+        directives.append(f"--gres=gpu:{job_gpus}")
+    if qos:
+        directives.append(f"--qos={qos}")
+    cluster = SLURMCluster(
+        cores=job_cores, processes=1, memory=job_memory, walltime=walltime, queue=partition, account=account,
+        job_extra_directives=directives, interface=interface, log_directory=log_dir,
+        worker_extra_args=["--resources", f"{GPU}={job_gpus}"] if job_gpus else [],
+        job_script_prologue=[  # the same worker environment as a local cluster's (see worker_environment)
+            f'export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON="{worker_environment(torch_threads)!r}"',
+            "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False"],
+        scheduler_options={"dashboard_address": ":0"},
+    )
+    cluster.adapt(minimum_jobs=min_jobs, maximum_jobs=max_jobs)
+    return cluster
+
+
 @contextlib.contextmanager
 def connect(kind: str, workers: int, threads_per_worker: int, address: str | None = None,
-            device: str = "cpu", torch_threads: int = 1) -> Iterator[Client]:
-    """A client on the configured cluster; a cluster started here is shut down on exit."""
+            device: str = "cpu", torch_threads: int = 1, slurm: dict[str, Any] | None = None,
+            **jobs: Any) -> Iterator[Client]:
+    """A client on the configured cluster; a cluster started here is shut down on exit (Slurm jobs cancelled)."""
     if kind == "address":
         if not address:
             raise ValueError("cluster.kind is 'address' but cluster.address is empty")
@@ -86,8 +115,14 @@ def connect(kind: str, workers: int, threads_per_worker: int, address: str | Non
             _announce(client)
             yield client
         return
+    if kind == "slurm":
+        placement = {k: (slurm or {}).get(k) for k in ("partition", "account", "qos")}
+        with slurm_cluster(**jobs, torch_threads=torch_threads, **placement) as cluster, Client(cluster) as client:
+            _announce(client)
+            yield client
+        return
     if kind != "local":
-        raise ValueError(f"unknown cluster.kind {kind!r}: expected 'local' or 'address'")
+        raise ValueError(f"unknown cluster.kind {kind!r}: expected 'local', 'slurm' or 'address'")
     with local_cluster(workers, threads_per_worker, device, torch_threads) as cluster, Client(cluster) as client:
         _announce(client)
         yield client

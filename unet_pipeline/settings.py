@@ -21,7 +21,8 @@ def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
     if stage == "train":
         return {**config["train"], "model": config["model"]}
     if stage == "predict":
-        return {**config["predict"], "compression": compression, "cluster_settings": config["cluster"]}
+        return {**config["predict"], "compression": compression,
+                "cluster_settings": {**config["cluster"], "slurm": config["slurm"]}}
     if stage == "evaluate":
         segment = config["segment"]
         evaluate = config["evaluate"]

@@ -2,6 +2,7 @@
 import json
 import os
 
+from unet_pipeline.resources import stage_resources
 from unet_pipeline.settings import stage_settings
 
 RESULTS = f"{config['results_dir']}/{config['name']}"
@@ -26,3 +27,8 @@ def source(kind):
 def settings(stage):
     """The stage settings as JSON, passed as params so that a change reruns exactly that stage."""
     return json.dumps(stage_settings(config, stage), sort_keys=True)
+
+
+def resources_of(stage):
+    """Memory, run time, CPUs, GPUs and Slurm placement of a stage's job, derived from the config."""
+    return stage_resources(config, stage)

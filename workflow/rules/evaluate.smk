@@ -8,6 +8,8 @@ rule evaluate:
         sections=result("metrics_sections.csv"),
     params:
         settings=settings("evaluate"),
+    resources:
+        **resources_of("evaluate"),
     log:
         log_file("evaluate"),
     conda:

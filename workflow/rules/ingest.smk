@@ -8,6 +8,8 @@ rule synth:
         seed=config["data"]["synthetic"]["seed"],
         chunks=",".join(map(str, config["storage"]["chunks"])),
         voxel_size=",".join(map(str, config["data"]["voxel_size"])),
+    resources:
+        **resources_of("ingest"),
     log:
         log_file("synth"),
     conda:
@@ -26,6 +28,8 @@ rule ingest:
         kind="raw|labels",
     params:
         settings=settings("ingest"),
+    resources:
+        **resources_of("ingest"),
     log:
         log_file("ingest_{kind}"),
     conda:

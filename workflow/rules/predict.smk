@@ -7,6 +7,8 @@ rule predict:
     params:
         settings=settings("predict"),
     threads: config["cluster"]["workers"] * config["cluster"]["threads_per_worker"] * config["predict"]["torch_threads"]
+    resources:
+        **resources_of("predict"),
     log:
         log_file("predict"),
     conda:

@@ -5,6 +5,8 @@ rule preprocess:
         directory(result("norm.ome.zarr")),
     params:
         settings=settings("preprocess"),
+    resources:
+        **resources_of("preprocess"),
     log:
         log_file("preprocess"),
     conda:

@@ -12,6 +12,8 @@ rule report:
         result("report.html"),
     params:
         settings=settings("report"),
+    resources:
+        **resources_of("report"),
     log:
         log_file("report"),
     conda:

@@ -5,6 +5,8 @@ rule segment:
         directory(result("segmentation.ome.zarr")),
     params:
         settings=settings("segment"),
+    resources:
+        **resources_of("segment"),
     log:
         log_file("segment"),
     conda:

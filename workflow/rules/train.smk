@@ -9,6 +9,8 @@ rule train:
     params:
         settings=settings("train"),
     threads: config["train"]["threads"]
+    resources:
+        **resources_of("train"),
     log:
         log_file("train"),
     conda:

@@ -5,6 +5,8 @@ rule weights:
         directory(result("weights.ome.zarr")),
     params:
         settings=settings("weights"),
+    resources:
+        **resources_of("weights"),
     log:
         log_file("weights"),
     conda:

@@ -1,0 +1,87 @@
+"""Against a real single-node Slurm (.ci/slurm-local.sh): the chain through `snakemake --profile slurm`,
+and predict on Dask workers that are Slurm jobs. Skipped only when Slurm cannot be started here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import COMPRESSION, REPO, write_image
+from test_predict import run_predict
+from test_workflow import TINY, environment
+from unet_pipeline import io
+
+
+def slurm_up() -> str | None:
+    """None when Slurm runs here (started by .ci/slurm-local.sh if need be), else why not."""
+    if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:
+        return "neither Slurm nor apt-get is available"
+    result = subprocess.run(["bash", str(REPO / ".ci" / "slurm-local.sh"), "up"], capture_output=True, text=True,
+                            timeout=600)
+    return None if result.returncode == 0 else f"Slurm could not be started: {result.stderr[-2000:]}"
+
+
+REASON = slurm_up()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+
+def queue(settle_s: float = 30) -> list[str]:
+    """Jobs still pending, running or completing, once cancelled ones had `settle_s` to leave."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True).stdout.split("\n")[:-1]
+        if not jobs or time.monotonic() > deadline:
+            return jobs
+        time.sleep(0.5)
+
+
+def snakemake(workdir, *args):
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(workdir / "config.yaml"), *args]
+    # run from the repository root, as users do: `--profile slurm` finds ./slurm there
+    return subprocess.run(["timeout", "-s", "KILL", "1200", *command], cwd=REPO, capture_output=True, text=True,
+                          env=environment())
+
+
+def test_the_chain_through_the_slurm_profile_equals_a_local_run(tmp_path):
+    for name in ("local", "slurm"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(TINY))
+    local = snakemake(tmp_path / "local", "--cores", "2")
+    assert local.returncode == 0, local.stderr[-3000:]
+    slurm = snakemake(tmp_path / "slurm", "--profile", "slurm", "--profile", "profiles/slurm-squeue")
+    assert slurm.returncode == 0, slurm.stderr[-5000:]
+    log = slurm.stdout + slurm.stderr
+    submitted = [line for line in log.splitlines() if "has been submitted with SLURM jobid" in line]
+    assert len(submitted) >= 10, log[-3000:]  # every rule but `all` ran as a real sbatch job
+    for image in ("raw", "labels", "norm", "weights", "probabilities", "segmentation"):
+        a = io.open_image(tmp_path / "local" / "results" / "tiny" / f"{image}.ome.zarr")[:]
+        b = io.open_image(tmp_path / "slurm" / "results" / "tiny" / f"{image}.ome.zarr")[:]
+        assert np.array_equal(a, b), image
+    metrics = [json.loads((tmp_path / n / "results" / "tiny" / "metrics.json").read_text())["model"]
+               for n in ("local", "slurm")]
+    assert metrics[0] == metrics[1]
+    assert not queue(), queue()
+
+
+def test_predict_on_dask_workers_that_are_slurm_jobs(tmp_path, random_checkpoint):
+    volume = np.random.default_rng(0).random((4, 64, 64)).astype(np.float32)
+    image = write_image(tmp_path / "norm.ome.zarr", volume, (1, 32, 32))
+    checkpoint = random_checkpoint(depth=2)
+    run_predict(image, checkpoint, tmp_path / "local.ome.zarr", tile=[1, 32, 32])
+    cluster = {"kind": "slurm", "workers": 1, "threads_per_worker": 1, "address": None, "min_jobs": 2, "max_jobs": 2,
+               "job_cores": 1, "job_memory": "2GB", "walltime": "00:10:00", "job_gpus": 1, "extra_directives": [],
+               "interface": "lo", "log_dir": str(tmp_path / "dask-logs"),
+               "slurm": {"partition": "debug", "account": None, "qos": None}}
+    stats = run_predict(image, checkpoint, tmp_path / "slurm.ome.zarr", tile=[1, 32, 32], cluster_settings=cluster)
+    assert stats["computed"] == 16
+    assert np.array_equal(io.open_image(tmp_path / "slurm.ome.zarr")[:], io.open_image(tmp_path / "local.ome.zarr")[:])
+    assert list((tmp_path / "dask-logs").glob("*.err")), "no worker job wrote a log"
+    assert not queue(), queue()

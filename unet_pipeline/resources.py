@@ -1,0 +1,73 @@
+"""Resources of each stage's job (threads, memory, run time, GPUs, Slurm placement), from the config.
+
+Estimates, stated so they can be checked: memory from the section or tile
+sizes the stage holds at once; run time from the volume size at conservative
+CPU rates (1 Mvoxel/s for streaming stages, the predict benchmark's
+0.07 Mpx/s per CPU worker for the paper's U-Net, 0.6 s per training iteration),
+times `slurm.runtime_factor`. Partition, account and QoS come from the
+config's `slurm` block, in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .ingest import open_source
+from .io import InputError
+from .model import ModelConfig, activation_bytes
+
+MiB = 1 << 20
+
+
+def volume_shape(config: dict[str, Any]) -> tuple[int, int, int]:
+    """The raw volume's (z, y, x): the synthetic shape, or read from the raw file's header when it exists."""
+    raw = config["data"]["raw"]
+    if raw is None:
+        return tuple(config["data"]["synthetic"]["shape"])
+    try:
+        return tuple(open_source(raw).shape)
+    except InputError:
+        return (1, 1024, 1024)  # not there yet (dry run on another machine): a placeholder
+
+
+def stage_resources(config: dict[str, Any], stage: str) -> dict[str, Any]:
+    """Keyword arguments of a rule's `resources` directive."""
+    depth, height, width = volume_shape(config)
+    voxels = depth * height * width
+    section_mb = height * width * 4 / MiB
+    model = ModelConfig.from_dict(config["model"])
+    slurm = config["slurm"]
+    threads, gpu = 1, 0
+    if stage == "train":
+        tile = config["train"]["tile"]
+        side = model.geometry.input_size(model.geometry.smallest_output_at_least(tile))
+        activations = activation_bytes(model, (side,) * model.ndim, config["train"]["batch_size"]) / MiB
+        mem_mb = 2000 + 4 * activations + 8 * section_mb * config["train"]["loader_workers"]
+        minutes = config["train"]["iterations"] * 0.6 / 60
+        threads, gpu = config["train"]["threads"], int(slurm["gpus"])
+    elif stage == "predict":
+        cluster = config["cluster"]
+        workers = cluster["workers"] if cluster["kind"] == "local" else 0
+        tile = config["predict"]["tile"]
+        edge = 512 if tile == "auto" else max(tile[1:])
+        side = model.geometry.input_size(model.geometry.smallest_output_at_least(edge))
+        per_worker = 1500 + 3 * activation_bytes(model, (side,) * model.ndim, config["predict"]["batch_tiles"]) / MiB
+        mem_mb = 1500 + workers * per_worker
+        minutes = voxels / (0.07e6 * max(workers, 1)) / 60
+        threads = max(1, workers * cluster["threads_per_worker"] * config["predict"]["torch_threads"])
+        gpu = int(slurm["gpus"]) if cluster["kind"] == "local" else 0
+    else:
+        mem_mb = 1500 + 16 * section_mb * config["storage"]["chunks"][0]
+        minutes = voxels / 1e6 / 60
+    resources: dict[str, Any] = {
+        "mem_mb": int(math.ceil(mem_mb)),
+        "runtime": int(math.ceil(10 + minutes * slurm["runtime_factor"])),
+        "cpus_per_task": threads,
+    }
+    if gpu:
+        resources["gpu"] = gpu
+    for key, name in (("partition", "slurm_partition"), ("account", "slurm_account"), ("qos", "qos")):
+        if slurm[key]:
+            resources[name] = slurm[key]
+    return resources
