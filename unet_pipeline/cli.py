@@ -106,7 +106,7 @@ def _numbers(text: str, kind: type) -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .io import InputError
+    from .io import InputError, OutputBusy
 
     try:
         if args.stage == "synth":
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             function, paths = _stages()[args.stage]
             settings = _parse_settings(args.settings, args.stage, setting_names(function, paths))
             function(*(getattr(args, path) for path in paths), **settings)
-    except (InputError, ValueError, FileNotFoundError) as err:
+    except (InputError, OutputBusy, ValueError, FileNotFoundError) as err:
         print(f"unet-pipeline {args.stage}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -8,6 +8,7 @@ ome-zarr-py all open today. Level 0 lives at `<image>/0`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 from pathlib import Path
@@ -106,17 +107,62 @@ def set_attrs(path: str | os.PathLike, **attrs: Any) -> None:
     zarr.open_group(str(path), mode="a").attrs.update(attrs)
 
 
+class OutputBusy(RuntimeError):
+    """Another live process is writing the same output."""
+
+
+_HELD: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold `<path>.lock` while writing `path`; a second writer is refused at once.
+
+    The lock is the kernel's (flock): it dies with its process, so a killed run
+    never leaves it stuck. Re-entrant within one process.
+    """
+    path = Path(path).absolute()
+    if path in _HELD:
+        _HELD[path] += 1
+        try:
+            yield
+        finally:
+            _HELD[path] -= 1
+        return
+    lock = path.with_name(path.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise OutputBusy(f"{path}: another run (pid {handle.read().strip() or '?'}) is writing this output; "
+                             "wait for it to finish or stop it") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        _HELD[path] = 1
+        try:
+            yield
+        finally:
+            del _HELD[path]
+            lock.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Write an output at a temporary sibling path and move it into place on success.
 
-    A crash leaves `<path>.partial`, never a `path` that looks complete.
+    A crash leaves `<path>.partial`, never a `path` that looks complete; a
+    second process writing the same output at the same time is refused.
     """
-    partial = partial_path(path)
-    remove(partial)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    yield partial
-    commit(partial, path)
+    with output_lock(path):
+        partial = partial_path(path)
+        remove(partial)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        yield partial
+        commit(partial, path)
 
 
 def partial_path(path: str | os.PathLike) -> Path:

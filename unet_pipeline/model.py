@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from .geometry import UNetGeometry
+from .io import InputError
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,14 @@ def save_checkpoint(path: str | os.PathLike, model: UNet, **extra: Any) -> None:
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> UNet:
     """Rebuild a model from a checkpoint alone, in eval mode on `device`."""
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
-    model = UNet(ModelConfig.from_dict(checkpoint["model_config"]))
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        model = UNet(ModelConfig.from_dict(checkpoint["model_config"]))
+        model.load_state_dict(checkpoint["state_dict"])
+    except FileNotFoundError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+        raise InputError(f"{path}: not a checkpoint of a compatible unet-pipeline model ({err})") from err
     return model.to(device).eval()
 
 

@@ -87,83 +87,84 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
           validation_sections: list[int] | None, validate_every: int, checkpoint_every: int, loader_workers: int,
           seed: int, threads: int, device: str, amp: str) -> None:
     """Train a U-Net; write the best (by validation Rand error, else the last) checkpoint and the log."""
-    started = provenance.now()
-    settings = {key: value for key, value in locals().items() if key not in
-                ("norm_path", "labels_path", "weights_path", "checkpoint_path", "log_path", "started")}
-    config = ModelConfig.from_dict(model)
-    geometry = config.geometry
-    output_size = geometry.smallest_output_at_least(tile)
-    source = TileSource(str(norm_path), str(labels_path), str(weights_path), tuple(sections), geometry, output_size,
-                        batch_size, foreground_bias, AugmentSettings(**augment), seed)
-    shape = check_source(source)
-    if validation_sections and not 0 <= validation_sections[0] < validation_sections[1] <= shape[0]:
-        raise ValueError(f"train.validation_sections {validation_sections} do not fit {shape[0]} sections")
-    torch.set_num_threads(threads)
-    target_device = select_device(device)
-    torch.manual_seed(seed)
-    network = UNet(config).to(target_device)
-    opt = (torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
-           if optimizer == "sgd" else
-           torch.optim.Adam(network.parameters(), lr=learning_rate, weight_decay=weight_decay))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: schedule_factor(schedule, i, iterations, step_size, gamma))
-    scaler = torch.amp.GradScaler(target_device.type, enabled=amp == "fp16" and target_device.type == "cuda")
-    state_dir = Path(checkpoint_path).parent / "state"
-    key = resume.run_key(settings=settings, norm=resume.input_fingerprint(norm_path),
-                         labels=resume.input_fingerprint(labels_path), weights=resume.input_fingerprint(weights_path))
-    state = _load_state(state_dir, key)
-    rows: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"val_rand_error": math.inf, "iteration": 0}
-    start = 0
-    if state:
-        network.load_state_dict(state["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        rows, best, start = state["rows"], state["best"], state["iteration"]
-        print(f"train: resuming at iteration {start} from {state_dir}", flush=True)
-    arrays = [io.open_image(p) for p in (norm_path, labels_path, weights_path)]
-    autocast = (torch.autocast(target_device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-                if amp != "none" and target_device.type == "cuda" else contextlib.nullcontext())
-    clock = time.monotonic() - (rows[-1]["seconds"] if rows else 0.0)
-    meter = progress.Meter("train iterations", iterations)
-    meter.done = start
-    network.train()
-    for iteration, (image, target, weight) in enumerate(batches(source, start, iterations, loader_workers),
-                                                         start=start + 1):
-        image, target, weight = image.to(target_device), target.to(target_device), weight.to(target_device)
-        with autocast:
-            logits = network(image).float()
-            loss = weighted_cross_entropy(logits, target, weight)
-            if dice_weight:
-                loss = loss + dice_weight * soft_dice_loss(logits, target)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        row = {"iteration": iteration, "loss": float(loss.detach()), "learning_rate": scheduler.get_last_lr()[0],
-               "seconds": round(time.monotonic() - clock, 3)}
-        scheduler.step()
-        if validation_sections and (iteration % validate_every == 0 or iteration == iterations):
-            row.update(validate(network, *arrays, validation_sections, max(tile, 128)))
-            if row["val_rand_error"] < best["val_rand_error"]:
-                best = {"val_rand_error": row["val_rand_error"], "iteration": iteration}
-                _save(state_dir / "best.pt", network, iteration=iteration)
-            print(f"train: iteration {iteration} validation {row}", flush=True)
-        rows.append(row)
-        meter.advance()
-        if iteration % checkpoint_every == 0 or iteration == iterations:
-            _save(state_dir / "last.pt", network, run_key=key, iteration=iteration, optimizer=opt.state_dict(),
-                  scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), torch_rng=torch.get_rng_state(),
-                  rows=rows, best=best)
-    final = state_dir / ("best.pt" if validation_sections and best["iteration"] else "last.pt")
-    record = provenance.record("train", settings, {"norm": str(norm_path), "labels": str(labels_path),
-                                                   "weights": str(weights_path)}, started, best=best)
-    network.load_state_dict(torch.load(final, map_location=target_device, weights_only=True)["state_dict"])
-    _write_log(log_path, rows)
-    with io.atomic_output(checkpoint_path) as partial:
-        save_checkpoint(partial, network, provenance=record, iteration=iterations, best=best)
+    with io.output_lock(checkpoint_path):
+        started = provenance.now()
+        settings = {key: value for key, value in locals().items() if key not in
+                    ("norm_path", "labels_path", "weights_path", "checkpoint_path", "log_path", "started")}
+        config = ModelConfig.from_dict(model)
+        geometry = config.geometry
+        output_size = geometry.smallest_output_at_least(tile)
+        source = TileSource(str(norm_path), str(labels_path), str(weights_path), tuple(sections), geometry, output_size,
+                            batch_size, foreground_bias, AugmentSettings(**augment), seed)
+        shape = check_source(source)
+        if validation_sections and not 0 <= validation_sections[0] < validation_sections[1] <= shape[0]:
+            raise ValueError(f"train.validation_sections {validation_sections} do not fit {shape[0]} sections")
+        torch.set_num_threads(threads)
+        target_device = select_device(device)
+        torch.manual_seed(seed)
+        network = UNet(config).to(target_device)
+        opt = (torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
+               if optimizer == "sgd" else
+               torch.optim.Adam(network.parameters(), lr=learning_rate, weight_decay=weight_decay))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: schedule_factor(schedule, i, iterations, step_size, gamma))
+        scaler = torch.amp.GradScaler(target_device.type, enabled=amp == "fp16" and target_device.type == "cuda")
+        state_dir = Path(checkpoint_path).parent / "state"
+        key = resume.run_key(settings=settings, norm=resume.input_fingerprint(norm_path),
+                             labels=resume.input_fingerprint(labels_path), weights=resume.input_fingerprint(weights_path))
+        state = _load_state(state_dir, key)
+        rows: list[dict[str, Any]] = []
+        best: dict[str, Any] = {"val_rand_error": math.inf, "iteration": 0}
+        start = 0
+        if state:
+            network.load_state_dict(state["state_dict"])
+            opt.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"])
+            rows, best, start = state["rows"], state["best"], state["iteration"]
+            print(f"train: resuming at iteration {start} from {state_dir}", flush=True)
+        arrays = [io.open_image(p) for p in (norm_path, labels_path, weights_path)]
+        autocast = (torch.autocast(target_device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+                    if amp != "none" and target_device.type == "cuda" else contextlib.nullcontext())
+        clock = time.monotonic() - (rows[-1]["seconds"] if rows else 0.0)
+        meter = progress.Meter("train iterations", iterations)
+        meter.done = start
+        network.train()
+        for iteration, (image, target, weight) in enumerate(batches(source, start, iterations, loader_workers),
+                                                             start=start + 1):
+            image, target, weight = image.to(target_device), target.to(target_device), weight.to(target_device)
+            with autocast:
+                logits = network(image).float()
+                loss = weighted_cross_entropy(logits, target, weight)
+                if dice_weight:
+                    loss = loss + dice_weight * soft_dice_loss(logits, target)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            row = {"iteration": iteration, "loss": float(loss.detach()), "learning_rate": scheduler.get_last_lr()[0],
+                   "seconds": round(time.monotonic() - clock, 3)}
+            scheduler.step()
+            if validation_sections and (iteration % validate_every == 0 or iteration == iterations):
+                row.update(validate(network, *arrays, validation_sections, max(tile, 128)))
+                if row["val_rand_error"] < best["val_rand_error"]:
+                    best = {"val_rand_error": row["val_rand_error"], "iteration": iteration}
+                    _save(state_dir / "best.pt", network, iteration=iteration)
+                print(f"train: iteration {iteration} validation {row}", flush=True)
+            rows.append(row)
+            meter.advance()
+            if iteration % checkpoint_every == 0 or iteration == iterations:
+                _save(state_dir / "last.pt", network, run_key=key, iteration=iteration, optimizer=opt.state_dict(),
+                      scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), torch_rng=torch.get_rng_state(),
+                      rows=rows, best=best)
+        final = state_dir / ("best.pt" if validation_sections and best["iteration"] else "last.pt")
+        record = provenance.record("train", settings, {"norm": str(norm_path), "labels": str(labels_path),
+                                                       "weights": str(weights_path)}, started, best=best)
+        network.load_state_dict(torch.load(final, map_location=target_device, weights_only=True)["state_dict"])
+        _write_log(log_path, rows)
+        with io.atomic_output(checkpoint_path) as partial:
+            save_checkpoint(partial, network, provenance=record, iteration=iterations, best=best)
 
 
 def _load_state(state_dir: Path, key: str) -> dict[str, Any] | None:

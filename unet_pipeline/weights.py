@@ -133,6 +133,9 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
     labels_array = io.open_image(labels_path)
     labels = da.from_zarr(labels_array)
     foreground = float((labels > 0).mean().compute())
+    if not 0 < foreground < 1:
+        raise io.InputError(f"{labels_path}: the labels have {'no cell (all 0)' if foreground == 0 else 'no membrane (no 0)'}"
+                            "; training needs both classes")
     balance = class_weights(foreground, class_balance)
     voxel, unit = io.voxel_size(labels_path)
     spacing = tuple(v / voxel[-1] for v in voxel)

@@ -1,0 +1,76 @@
+"""Bad input and concurrent runs fail loudly, name what is wrong, and leave nothing that looks complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import COMPRESSION, write_image
+from test_predict import run_predict
+from unet_pipeline import io
+from unet_pipeline.weights import weights
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not_stuck(tmp_path):
+    output = tmp_path / "out.ome.zarr"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from unet_pipeline import io\n"
+        f"with io.output_lock({str(output)!r}):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(io.OutputBusy, match=rf"out.ome.zarr: another run \(pid {holder.pid}\) is writing"):
+        with io.atomic_output(output):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with io.atomic_output(output) as partial:  # the kernel dropped the dead run's lock
+        partial.write_text("done")
+    assert output.read_text() == "done" and not output.with_name("out.ome.zarr.lock").exists()
+
+
+def test_cli_reports_a_busy_output_with_exit_code_2(tmp_path):
+    labels = write_image(tmp_path / "labels.ome.zarr", np.eye(8, dtype=np.uint8)[None], (1, 8, 8))
+    settings = {"w0": 10, "sigma": 5, "class_balance": "none", "mode": "2d", "tolerance": 1e-3,
+                "compression": COMPRESSION}
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from unet_pipeline import io\n"
+        f"with io.output_lock({str(tmp_path / 'w.ome.zarr')!r}):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        result = subprocess.run([sys.executable, "-m", "unet_pipeline.cli", "weights", str(labels),
+                                 str(tmp_path / "w.ome.zarr"), "--settings", json.dumps(settings)],
+                                capture_output=True, text=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 2 and "is writing this output" in result.stderr
+
+
+@pytest.mark.parametrize("fill,message", [(0, "no cell"), (3, "no membrane")])
+def test_labels_without_both_classes_are_refused(tmp_path, fill, message):
+    labels = write_image(tmp_path / "labels.ome.zarr", np.full((2, 8, 8), fill, np.uint8), (1, 8, 8))
+    with pytest.raises(io.InputError, match=f"labels.ome.zarr: the labels have {message}"):
+        weights(labels, tmp_path / "w.ome.zarr", 10, 5, "none", "2d", 1e-3, COMPRESSION)
+    assert not (tmp_path / "w.ome.zarr").exists()
+
+
+def test_an_incompatible_checkpoint_is_named(tmp_path):
+    image = write_image(tmp_path / "norm.ome.zarr", np.zeros((1, 16, 16), np.float32), (1, 16, 16))
+    bad = tmp_path / "other.pt"
+    torch.save({"model_config": {"depth": 2, "layers": 9}, "state_dict": {}}, bad)
+    with pytest.raises(io.InputError, match="other.pt: not a checkpoint of a compatible unet-pipeline model"):
+        run_predict(image, bad, tmp_path / "p.ome.zarr")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(io.InputError, match="garbage.pt"):
+        run_predict(image, garbage, tmp_path / "p.ome.zarr")
+    assert not (tmp_path / "p.ome.zarr").exists()
