@@ -44,40 +44,43 @@ def start_and_kill(image, checkpoint, output, after_tiles: int) -> int:
     return records(output)
 
 
+def image_of_256_tiles(tmp_path, seed: int):
+    volume = np.random.default_rng(seed).random((16, 128, 128)).astype(np.float32)
+    return write_image(tmp_path / "norm.ome.zarr", volume, (1, 32, 32))
+
+
+def uninterrupted(image, checkpoint, tmp_path) -> np.ndarray:
+    run_predict(image, checkpoint, tmp_path / "reference.ome.zarr", workers=1, tile=[1, 32, 32])
+    return io.open_image(tmp_path / "reference.ome.zarr")[:]
+
+
 def test_sigkill_then_rerun_computes_only_missing_tiles(tmp_path, random_checkpoint):
-    volume = np.random.default_rng(0).random((16, 128, 128)).astype(np.float32)
-    image = write_image(tmp_path / "norm.ome.zarr", volume, (1, 32, 32))
+    image = image_of_256_tiles(tmp_path, 0)
     checkpoint = random_checkpoint(depth=2, base_features=8)
-    reference = tmp_path / "reference.ome.zarr"
-    run_predict(image, checkpoint, reference, workers=2, tile=[1, 32, 32])
+    reference = uninterrupted(image, checkpoint, tmp_path)
 
     output = tmp_path / "killed.ome.zarr"
     done_before = start_and_kill(image, checkpoint, output, after_tiles=10)
     assert not output.exists() and 10 <= done_before < 256
     stats = run_predict(image, checkpoint, output, workers=2, tile=[1, 32, 32])
     assert stats == {"tiles": 256, "computed": 256 - done_before, "resumed": done_before}
-    assert np.array_equal(io.open_image(output)[:], io.open_image(reference)[:])
+    assert np.array_equal(io.open_image(output)[:], reference)
 
 
 def test_records_of_another_model_are_not_trusted(tmp_path, random_checkpoint):
-    volume = np.random.default_rng(1).random((16, 128, 128)).astype(np.float32)
-    image = write_image(tmp_path / "norm.ome.zarr", volume, (1, 32, 32))
+    image = image_of_256_tiles(tmp_path, 1)
     old, new = random_checkpoint(depth=2, base_features=8, seed=1), random_checkpoint(depth=2, base_features=8, seed=2)
     output = tmp_path / "p.ome.zarr"
     assert start_and_kill(image, old, output, after_tiles=10) >= 10
     stats = run_predict(image, new, output, workers=2, tile=[1, 32, 32])
     assert stats["computed"] == 256 and stats["resumed"] == 0
-    reference = tmp_path / "reference.ome.zarr"
-    run_predict(image, new, reference, workers=1, tile=[1, 32, 32])
-    assert np.array_equal(io.open_image(output)[:], io.open_image(reference)[:])
+    assert np.array_equal(io.open_image(output)[:], uninterrupted(image, new, tmp_path))
 
 
 def test_a_killed_worker_has_its_tiles_rescheduled(tmp_path, random_checkpoint):
-    volume = np.random.default_rng(2).random((16, 128, 128)).astype(np.float32)
-    image = write_image(tmp_path / "norm.ome.zarr", volume, (1, 32, 32))
+    image = image_of_256_tiles(tmp_path, 2)
     checkpoint = random_checkpoint(depth=2, base_features=8)
-    reference = tmp_path / "reference.ome.zarr"
-    run_predict(image, checkpoint, reference, workers=1, tile=[1, 32, 32])
+    reference = uninterrupted(image, checkpoint, tmp_path)
     output = tmp_path / "p.ome.zarr"
     killed = []
 
@@ -94,4 +97,4 @@ def test_a_killed_worker_has_its_tiles_rescheduled(tmp_path, random_checkpoint):
     killer.join(timeout=10)
     assert killed, "no worker was killed"
     assert stats["tiles"] == 256
-    assert np.array_equal(io.open_image(output)[:], io.open_image(reference)[:])
+    assert np.array_equal(io.open_image(output)[:], reference)
