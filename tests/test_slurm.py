@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import COMPRESSION, REPO, write_image
+from conftest import REPO, write_image
 from test_predict import run_predict
 from test_workflow import TINY, environment
 from unet_pipeline import io
