@@ -87,3 +87,23 @@ def test_cli_names_a_missing_input(tmp_path):
 
 def test_schema_itself_is_valid():
     jsonschema.Draft202012Validator.check_schema(yaml.safe_load(SCHEMA.read_text()))
+
+
+def test_info_prints_provenance_of_images_checkpoints_and_metrics(tmp_path):
+    import numpy as np
+    import torch
+
+    from conftest import write_image
+    from unet_pipeline import io
+    from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
+
+    image = write_image(tmp_path / "raw.ome.zarr", np.zeros((2, 8, 8), np.uint8), (1, 8, 8))
+    io.set_attrs(image, provenance={"stage": "ingest", "git_commit": "abc"})
+    shown = json.loads(run_cli("info", str(image)).stdout)
+    assert shown["shape"] == [2, 8, 8] and shown["provenance"]["stage"] == "ingest"
+    assert [axis["name"] for axis in shown["axes"]] == ["z", "y", "x"]
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", UNet(ModelConfig(depth=1, base_features=2)), provenance={"stage": "train"})
+    assert json.loads(run_cli("info", str(tmp_path / "m.pt")).stdout)["provenance"]["stage"] == "train"
+    missing = run_cli("info", str(tmp_path / "nope.ome.zarr"))
+    assert missing.returncode == 2 and "nope.ome.zarr: no such OME-Zarr image" in missing.stderr

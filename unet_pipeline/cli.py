@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--chunks", default="1,256,256", help="Z,Y,X chunk shape (default %(default)s)")
     synth.add_argument("--voxel-size", default="50,4,4", help="Z,Y,X in nanometres (default %(default)s)")
+    info = sub.add_parser("info", help="print what made an output: its provenance and, for images, shape and axes")
+    info.add_argument("path", help="an OME-Zarr image, a checkpoint (.pt) or metrics.json")
     for stage, (function, paths) in _stages().items():
         names = setting_names(function, paths)
         doc = (function.__doc__ or "").strip().splitlines()[0]
@@ -94,6 +96,28 @@ def _synth(args: argparse.Namespace) -> None:
             io.set_attrs(partial, synthetic={"shape": list(shape), "seed": args.seed, "version": __version__})
 
 
+def _info(path: str) -> None:
+    """Print an output's provenance (and an image's shape, dtype, chunks, axes and scale) as JSON."""
+    from . import io
+
+    target = Path(path)
+    if target.suffix == ".pt":
+        import torch
+
+        checkpoint = torch.load(target, map_location="cpu", weights_only=True)
+        summary = {"model_config": checkpoint["model_config"], "provenance": checkpoint.get("provenance")}
+    elif target.suffix == ".json":
+        summary = {"provenance": json.loads(target.read_text()).get("provenance")}
+    else:
+        array = io.open_image(target)
+        attrs = io.image_attrs(target)
+        multiscale = attrs["multiscales"][0]
+        summary = {"shape": list(array.shape), "dtype": str(array.dtype), "chunks": list(array.chunks),
+                   "axes": multiscale["axes"], "datasets": multiscale["datasets"],
+                   "provenance": attrs.get("provenance")}
+    print(json.dumps(summary, indent=2, default=str))
+
+
 def _numbers(text: str, kind: type) -> list[Any]:
     try:
         values = [kind(part) for part in text.split(",")]
@@ -111,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.stage == "synth":
             _synth(args)
+        elif args.stage == "info":
+            _info(args.path)
         else:
             function, paths = _stages()[args.stage]
             settings = _parse_settings(args.settings, args.stage, setting_names(function, paths))
