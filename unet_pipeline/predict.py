@@ -41,6 +41,7 @@ class Job:
     tta: bool
     dtype: str
     torch_threads: int
+    run_key: str  # changes whenever the input, model or output layout does
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,7 +51,9 @@ def _worker_model(checkpoint: str, checksum: str, device: str) -> UNet:
 
 
 @functools.lru_cache(maxsize=16)
-def _worker_array(path: str, mode: str) -> zarr.Array:
+def _worker_array(path: str, mode: str, run_key: str) -> zarr.Array:
+    """An opened array, reused by the tasks of one run; a worker that outlives the run (an existing
+    scheduler) must not reuse metadata of an array since rewritten at the same path, hence the key."""
     return io.open_image(path, mode=mode)
 
 
@@ -58,13 +61,13 @@ def run_tiles(tiles: list[Tile], job: Job) -> int:
     """Worker task: read the tiles' inputs, run one batched forward pass, write whole chunks, record them."""
     torch.set_num_threads(job.torch_threads)
     model = _worker_model(job.checkpoint, job.checksum, job.device)
-    image = _worker_array(job.image, "r")
+    image = _worker_array(job.image, "r", job.run_key)
     ndim = model.config.ndim
     region = Box.union([tile.input for tile in tiles])  # neighbours share their halos: one read for the batch
     block = read_mirrored(image, region)
     batch = np.concatenate([_as_batch(block[tile.input.relative_to(region)], ndim) for tile in tiles])
     probabilities = forward_probabilities(model, batch, tiles[0].network_output[-ndim:], job.amp, job.tta)
-    output = _worker_array(job.output, "r+")
+    output = _worker_array(job.output, "r+", job.run_key)
     for tile, probs in zip(tiles, np.split(probabilities, len(tiles))):
         probs = probs[0] if ndim == 3 else probs.transpose(1, 0, 2, 3)  # -> (C, z, y, x)
         crop = (slice(None), *(slice(0, n) for n in tile.output.shape))
@@ -140,7 +143,8 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         done = resume.finished_tiles(partial)
         todo = [t for t in tiles if resume.tile_name(t) not in done]
         print(f"predict: {len(tiles)} tiles of {shape}, {len(tiles) - len(todo)} already done", flush=True)
-        job = Job(str(image_path), str(partial), str(checkpoint), checksum, device, amp, tta, dtype, torch_threads)
+        job = Job(str(image_path), str(partial), str(checkpoint), checksum, device, amp, tta, dtype, torch_threads,
+                  key)
         with cluster.connect(**cluster_settings, device=device, torch_threads=torch_threads) as client:
             _run(client, [todo[i : i + batch_tiles] for i in range(0, len(todo), batch_tiles)], job, stall_timeout_s)
         stats = {"tiles": len(tiles), "computed": len(todo), "resumed": len(tiles) - len(todo)}
