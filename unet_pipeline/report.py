@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from . import io
+from .cells import cell_mask
 from .evaluate import SECTION_FIELDS, sections_table_path
 from .segment import CELL_CHANNEL, as_probability
 
@@ -27,7 +28,7 @@ def section_panels(raw: np.ndarray, cell_probability: np.ndarray, segmentation: 
     edge = _edges(segmentation)
     borders[edge] = (255, 40, 40)
     errors = gray // 2
-    predicted, actual = segmentation > 0, truth > 0
+    predicted, actual = segmentation > 0, cell_mask(truth)  # the classes the metrics compare
     errors[predicted & ~actual] = (255, 60, 60)  # called cell, is membrane
     errors[~predicted & actual] = (60, 120, 255)  # called membrane, is cell
     return np.concatenate([gray, prob, borders, errors], axis=1)
