@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not_stuck(tmp_path):
         f"with io.output_lock({str(output)!r}):\n    print('held', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(io.OutputBusy, match=rf"out.ome.zarr: another run \(pid {holder.pid}\) is writing"):
+    with pytest.raises(io.OutputBusy, match=rf"out.ome.zarr: another run \(pid {holder.pid} on [^)]+\) is writing"):
         with io.atomic_output(output):
             pass
     holder.send_signal(signal.SIGKILL)
@@ -72,3 +73,23 @@ def test_an_incompatible_checkpoint_is_named(tmp_path):
     with pytest.raises(io.InputError, match="garbage.pt"):
         run_predict(image, garbage, tmp_path / "p.ome.zarr")
     assert not (tmp_path / "p.ome.zarr").exists()
+
+
+def test_a_waiting_writer_takes_over_when_the_holder_ends(tmp_path, capsys):
+    output = tmp_path / "out.ome.zarr"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from unet_pipeline import io\n"
+        f"with io.output_lock({str(output)!r}):\n    print('held', flush=True); time.sleep(3)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    io.set_on_busy("wait")
+    started = time.monotonic()
+    try:
+        with io.atomic_output(output) as partial:
+            assert time.monotonic() - started > 2, "the lock was taken while its holder still held it"
+            partial.write_text("done")
+    finally:
+        io.set_on_busy("refuse")
+        holder.wait()
+    assert output.read_text() == "done"
+    assert f"waiting for {output}: another run (pid {holder.pid} on" in capsys.readouterr().out

@@ -98,3 +98,15 @@ def test_a_killed_worker_has_its_tiles_rescheduled(tmp_path, random_checkpoint):
     assert killed, "no worker was killed"
     assert stats["tiles"] == 256
     assert np.array_equal(io.open_image(output)[:], reference)
+
+
+def test_a_complete_output_of_the_same_run_is_kept_and_any_change_recomputes(tmp_path, random_checkpoint):
+    image = write_image(tmp_path / "norm.ome.zarr", np.random.default_rng(3).random((2, 64, 64), np.float32),
+                        (1, 32, 32))
+    checkpoint = random_checkpoint(depth=2)
+    output = tmp_path / "p.ome.zarr"
+    assert run_predict(image, checkpoint, output)["computed"] == 8
+    first = io.open_image(output)[:]
+    assert run_predict(image, checkpoint, output) == {"tiles": 8, "computed": 0, "resumed": 8}
+    assert np.array_equal(io.open_image(output)[:], first)
+    assert run_predict(image, checkpoint, output, tta=True)["computed"] == 8

@@ -3,8 +3,11 @@ and predict on Dask workers that are Slurm jobs. Skipped only when Slurm cannot 
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +18,7 @@ import yaml
 
 from conftest import REPO, write_image
 from test_predict import run_predict
-from test_workflow import TINY, environment
+from test_workflow import TINY, environment, scheduled_rules
 from unet_pipeline import io
 
 
@@ -42,12 +45,18 @@ def queue(settle_s: float = 30) -> list[str]:
         time.sleep(0.5)
 
 
+SLURM_PROFILE = ("--profile", "slurm", "--profile", "profiles/slurm-squeue")
+
+
+def snakemake_command(workdir, *args):
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(workdir / "config.yaml"), *args]
+
+
 def snakemake(workdir, *args):
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(workdir / "config.yaml"), *args]
     # run from the repository root, as users do: `--profile slurm` finds ./slurm there
-    return subprocess.run(["timeout", "-s", "KILL", "1200", *command], cwd=REPO, capture_output=True, text=True,
-                          env=environment())
+    return subprocess.run(["timeout", "-s", "KILL", "1200", *snakemake_command(workdir, *args)], cwd=REPO,
+                          capture_output=True, text=True, env=environment())
 
 
 def test_the_chain_through_the_slurm_profile_equals_a_local_run(tmp_path):
@@ -56,7 +65,7 @@ def test_the_chain_through_the_slurm_profile_equals_a_local_run(tmp_path):
         (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(TINY))
     local = snakemake(tmp_path / "local", "--cores", "2")
     assert local.returncode == 0, local.stderr[-3000:]
-    slurm = snakemake(tmp_path / "slurm", "--profile", "slurm", "--profile", "profiles/slurm-squeue")
+    slurm = snakemake(tmp_path / "slurm", *SLURM_PROFILE)
     assert slurm.returncode == 0, slurm.stderr[-5000:]
     log = slurm.stdout + slurm.stderr
     submitted = [line for line in log.splitlines() if "has been submitted with SLURM jobid" in line]
@@ -84,4 +93,47 @@ def test_predict_on_dask_workers_that_are_slurm_jobs(tmp_path, random_checkpoint
     assert stats["computed"] == 16
     assert np.array_equal(io.open_image(tmp_path / "slurm.ome.zarr")[:], io.open_image(tmp_path / "local.ome.zarr")[:])
     assert list((tmp_path / "dask-logs").glob("*.err")), "no worker job wrote a log"
+    assert not queue(), queue()
+
+
+def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_path):
+    """SIGKILL Snakemake while predict runs as a Slurm job; `--unlock` and rerun, as the README says."""
+    config = copy.deepcopy(TINY)
+    config["data"]["synthetic"]["shape"] = [4, 256, 256]
+    config["model"] = {"depth": 3, "base_features": 16}  # predict: 256 tiles x 8 flips, about 20 s
+    config["predict"] = {"tile": [1, 32, 32], "batch_tiles": 1, "tta": True}
+    for name in ("local", "slurm"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
+    local = snakemake(tmp_path / "local", "--cores", "2")
+    assert local.returncode == 0, local.stderr[-3000:]
+
+    workdir = tmp_path / "slurm"
+    out = workdir / "results" / "tiny"
+    first = subprocess.Popen(snakemake_command(workdir, *SLURM_PROFILE), cwd=REPO, env=environment(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (out / "probabilities.ome.zarr.partial" / "tiles.done").exists():
+        assert first.poll() is None and time.monotonic() < deadline, "predict never started"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    finished_before = {path: path.stat().st_mtime_ns for path in (out / "weights.ome.zarr", out / "model")}
+    assert queue(settle_s=0), "the killed run's predict job should still be running"
+
+    unlock = snakemake(workdir, *SLURM_PROFILE, "--unlock")
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    rerun = snakemake(workdir, *SLURM_PROFILE)
+    assert rerun.returncode == 0, rerun.stderr[-5000:]
+    assert scheduled_rules(rerun.stdout + rerun.stderr) <= {"predict", "segment", "evaluate", "report", "all"}
+    assert {path: path.stat().st_mtime_ns for path in finished_before} == finished_before
+    # the orphaned predict job computed every tile once; a rerun predict job waited for it and kept its output
+    assert json.loads(json.dumps(io.image_attrs(out / "probabilities.ome.zarr")["provenance"]["tiles"])) == {
+        "tiles": 256, "computed": 256, "resumed": 0}
+    predict_log = (out / "logs" / "predict.log").read_text()
+    if "predict" in scheduled_rules(rerun.stdout + rerun.stderr):
+        assert "is already complete for this model, input and settings" in predict_log, predict_log
+    for image in ("probabilities", "segmentation"):
+        a = io.open_image(tmp_path / "local" / "results" / "tiny" / f"{image}.ome.zarr")[:]
+        assert np.array_equal(a, io.open_image(out / f"{image}.ome.zarr")[:]), image
     assert not queue(), queue()

@@ -42,13 +42,18 @@ def snakemake(workdir: Path, *args: str, config: Path | None = None) -> subproce
 
 
 def planned_jobs(workdir: Path) -> set[str]:
-    """Rules a dry run would execute (from its 'Job stats' table)."""
+    """Rules a dry run would execute."""
     result = snakemake(workdir, "--dry-run", "--quiet", "rules")
     assert result.returncode == 0, result.stderr
-    lines = (result.stdout + result.stderr).splitlines()
+    return scheduled_rules(result.stdout + result.stderr)
+
+
+def scheduled_rules(log: str) -> set[str]:
+    """The rules in a Snakemake log's 'Job stats' table (none when there was nothing to do)."""
+    lines = log.splitlines()
     header = [i for i, line in enumerate(lines) if line.startswith("job ")]
     if not header:
-        assert "Nothing to be done" in result.stdout + result.stderr, result.stdout + result.stderr
+        assert "Nothing to be done" in log, log[-3000:]
         return set()
     rules = set()
     for line in lines[header[0] + 2 :]:

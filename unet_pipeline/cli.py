@@ -63,6 +63,9 @@ def _parse_settings(text: str, stage: str, expected: list[str]) -> dict[str, Any
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unet-pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--on-busy", choices=["refuse", "wait"], default="refuse",
+                        help="when another live run is writing the same output: refuse at once (default) or "
+                             "wait for it and take over (what the Snakemake rules do)")
     sub = parser.add_subparsers(dest="stage", required=True)
     synth = sub.add_parser("synth", help="write a synthetic EM-like volume (raw + labels) as OME-Zarr")
     synth.add_argument("output", help="folder that receives raw.ome.zarr and labels.ome.zarr")
@@ -130,8 +133,9 @@ def _numbers(text: str, kind: type) -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .io import InputError, OutputBusy
+    from .io import InputError, OutputBusy, set_on_busy
 
+    set_on_busy(args.on_busy)
     try:
         if args.stage == "synth":
             _synth(args)

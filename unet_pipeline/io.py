@@ -11,8 +11,10 @@ import contextlib
 import fcntl
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 import numcodecs
 import zarr
@@ -111,15 +113,72 @@ class OutputBusy(RuntimeError):
     """Another live process is writing the same output."""
 
 
+BUSY_POLICIES = ("refuse", "wait")
+_policy = {"on_busy": "refuse"}
 _HELD: dict[Path, int] = {}
+WAIT_POLL_S = 1.0
+WAIT_REPORT_S = 60.0
+
+
+def set_on_busy(policy: str) -> None:
+    """What a writer does when another live process holds its output: 'refuse' (the default) or 'wait'.
+
+    The Snakemake rules wait: Snakemake's own directory lock admits one run per
+    working directory, so a busy output there is a job left running by a killed
+    Snakemake, whose work the rerun should take over rather than fail on.
+    """
+    if policy not in BUSY_POLICIES:
+        raise ValueError(f"on_busy must be one of {BUSY_POLICIES}, got {policy!r}")
+    _policy["on_busy"] = policy
+
+
+def _writer_identity() -> str:
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"pid {os.getpid()} on {socket.gethostname()}" + (f", Slurm job {job}" if job else "")
+
+
+def _locks_current_file(handle: IO[str], lock: Path) -> bool:
+    """Whether `handle` is still the file named `lock` (a releasing holder unlinks it)."""
+    try:
+        return os.fstat(handle.fileno()).st_ino == os.stat(lock).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _acquire(path: Path, lock: Path) -> IO[str]:
+    """Open and flock `lock`, refusing or waiting (see `set_on_busy`) while another process holds it."""
+    waiting_since = reported = None
+    while True:
+        handle = open(lock, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "pid ?"
+            handle.close()
+            if _policy["on_busy"] == "refuse":
+                raise OutputBusy(f"{path}: another run ({holder}) is writing this output; "
+                                 "wait for it to finish or stop it") from None
+            now = time.monotonic()
+            waiting_since = waiting_since or now
+            if reported is None or now - reported >= WAIT_REPORT_S:
+                print(f"waiting for {path}: another run ({holder}) is writing it "
+                      f"({now - waiting_since:.0f} s so far)", flush=True)
+                reported = now
+            time.sleep(WAIT_POLL_S)
+            continue
+        if _locks_current_file(handle, lock):
+            return handle
+        handle.close()  # we locked a file its releasing holder had just unlinked: lock the new one
 
 
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold `<path>.lock` while writing `path`; a second writer is refused at once.
+    """Hold `<path>.lock` while writing `path`; a second writer is refused at once (or waits, see `set_on_busy`).
 
     The lock is the kernel's (flock): it dies with its process, so a killed run
-    never leaves it stuck. Re-entrant within one process.
+    never leaves it stuck. Re-entrant within one process. The lock file names
+    its holder (pid, host, Slurm job) for the message a second writer gets.
     """
     path = Path(path).absolute()
     if path in _HELD:
@@ -131,16 +190,10 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
         return
     lock = path.with_name(path.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise OutputBusy(f"{path}: another run (pid {handle.read().strip() or '?'}) is writing this output; "
-                             "wait for it to finish or stop it") from None
+    with _acquire(path, lock) as handle:
         handle.seek(0)
         handle.truncate()
-        handle.write(str(os.getpid()))
+        handle.write(_writer_identity())
         handle.flush()
         _HELD[path] = 1
         try:

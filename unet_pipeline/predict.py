@@ -14,6 +14,7 @@ import functools
 import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,9 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         tiles = plan_tiles(config.geometry, image.shape, shape)
         key = resume.run_key(checkpoint=checksum, image=resume.input_fingerprint(image_path), tile=shape,
                              chunks=chunks, dtype=dtype, amp=amp, tta=tta, compression=compression)
+        if _complete_for_run(output, key):  # e.g. finished by a job a killed Snakemake left running
+            print(f"predict: {output} is already complete for this model, input and settings", flush=True)
+            return {"tiles": len(tiles), "computed": 0, "resumed": len(tiles)}
         partial = io.partial_path(output)
         if not resume.open_partial(partial, key):
             io.create_image(partial, image.shape, dtype, chunks, compression, voxel, unit, "probabilities",
@@ -153,9 +157,16 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         resume.clear(partial)
         io.set_attrs(partial, provenance=provenance.record(
             "predict", settings, {"image": str(image_path), "checkpoint": str(checkpoint)}, started,
-            checkpoint_sha256=checksum, model=asdict(config), tiles=stats))
+            checkpoint_sha256=checksum, model=asdict(config), tiles=stats, run_key=key))
         io.commit(partial, output)
         return stats
+
+
+def _complete_for_run(output: str | os.PathLike, key: str) -> bool:
+    """Whether `output` is a finished predict output of the run `key`."""
+    if not (Path(output) / io.LEVEL0).exists():
+        return False
+    return io.image_attrs(output).get("provenance", {}).get("run_key") == key
 
 
 def _run(client: Client, batches: list[list[Tile]], job: Job, stall_timeout_s: float) -> None:

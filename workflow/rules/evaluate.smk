@@ -15,5 +15,5 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "unet-pipeline evaluate {input.probabilities:q} {input.labels:q} {output.metrics:q}"
+        "unet-pipeline --on-busy wait evaluate {input.probabilities:q} {input.labels:q} {output.metrics:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"

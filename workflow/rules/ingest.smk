@@ -15,7 +15,7 @@ rule synth:
     conda:
         ENV
     shell:
-        "unet-pipeline synth {params.folder:q} --shape {params.shape} --seed {params.seed}"
+        "unet-pipeline --on-busy wait synth {params.folder:q} --shape {params.shape} --seed {params.seed}"
         " --chunks {params.chunks} --voxel-size {params.voxel_size} > {log:q} 2>&1"
 
 
@@ -35,4 +35,4 @@ rule ingest:
     conda:
         ENV
     shell:
-        "unet-pipeline ingest {wildcards.kind} {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "unet-pipeline --on-busy wait ingest {wildcards.kind} {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

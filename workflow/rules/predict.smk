@@ -14,5 +14,5 @@ rule predict:
     conda:
         ENV
     shell:
-        "unet-pipeline predict {input.image:q} {input.checkpoint:q} {output:q}"
+        "unet-pipeline --on-busy wait predict {input.image:q} {input.checkpoint:q} {output:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"

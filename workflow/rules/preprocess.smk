@@ -12,4 +12,4 @@ rule preprocess:
     conda:
         ENV
     shell:
-        "unet-pipeline preprocess {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "unet-pipeline --on-busy wait preprocess {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -19,5 +19,5 @@ rule report:
     conda:
         ENV
     shell:
-        "unet-pipeline report {input.raw:q} {input.probabilities:q} {input.segmentation:q} {input.labels:q}"
+        "unet-pipeline --on-busy wait report {input.raw:q} {input.probabilities:q} {input.segmentation:q} {input.labels:q}"
         " {input.weights:q} {input.metrics:q} {input.train_log:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -12,4 +12,4 @@ rule segment:
     conda:
         ENV
     shell:
-        "unet-pipeline segment {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "unet-pipeline --on-busy wait segment {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

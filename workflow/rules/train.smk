@@ -16,5 +16,5 @@ rule train:
     conda:
         ENV
     shell:
-        "unet-pipeline train {input.norm:q} {input.labels:q} {input.weights:q} {output.checkpoint:q}"
+        "unet-pipeline --on-busy wait train {input.norm:q} {input.labels:q} {input.weights:q} {output.checkpoint:q}"
         " {output.log:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -12,4 +12,4 @@ rule weights:
     conda:
         ENV
     shell:
-        "unet-pipeline weights {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "unet-pipeline --on-busy wait weights {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"
