@@ -33,20 +33,29 @@ def test_ome_zarr_source_and_single_section(tmp_path):
     assert io.open_image(tmp_path / "one.ome.zarr").shape == (1, 20, 20)
 
 
+def nan_at(shape, where) -> np.ndarray:
+    volume = np.ones(shape, np.float32)
+    volume[where] = np.nan
+    return volume
+
+
 @pytest.mark.parametrize(
     "make,message",
     [
         (lambda p: None, "no such file"),
         (lambda p: p.write_bytes(b"not a tiff"), "cannot read"),
         (lambda p: tifffile.imwrite(p, np.zeros((2, 3, 4, 5), np.uint8), photometric="minisblack"), "expected a \\(z, y, x\\) volume"),
-        (lambda p: tifffile.imwrite(p, np.zeros((2, 4, 4), np.float32), photometric="minisblack"), "raw must be uint8 or uint16"),
+        (lambda p: tifffile.imwrite(p, np.zeros((2, 4, 4), np.int32), photometric="minisblack"), "raw must be uint8, uint16 or float"),
+        (lambda p: tifffile.imwrite(p, np.zeros((0, 4, 4), np.uint8), photometric="minisblack"), "cannot read|empty"),
+        (lambda p: tifffile.imwrite(p, nan_at((3, 8, 8), (2, 5, 1)), photometric="minisblack"),
+         r"raw has NaN or Inf values \(1 in sections 2-2, first at z=2, y=5, x=1\)"),
     ],
 )
 def test_bad_sources_name_the_file_and_leave_no_output(tmp_path, make, message):
     path = tmp_path / "bad.tif"
     make(path)
     with pytest.raises(io.InputError, match=message) as error:
-        ingest("raw", path, tmp_path / "raw.ome.zarr", **settings())
+        ingest("raw", path, tmp_path / "raw.ome.zarr", **settings((1, 8, 8)))
     assert "bad.tif" in str(error.value)
     assert not (tmp_path / "raw.ome.zarr").exists()
 
@@ -58,3 +67,24 @@ def test_isbi_labels_ingest_exactly(tmp_path):
     original = tifffile.imread(ISBI / "train-labels.tif")
     assert ingested.shape == (20, 512, 512) and np.array_equal(ingested[:], original)
     assert set(np.unique(original)) == {0, 255}
+
+
+def test_float_raw_is_stored_as_float32_and_inf_is_refused(tmp_path):
+    volume = np.random.default_rng(2).normal(size=(4, 16, 16))
+    tifffile.imwrite(tmp_path / "float.tif", volume, photometric="minisblack")
+    ingest("raw", tmp_path / "float.tif", tmp_path / "raw.ome.zarr", **settings())
+    stored = io.open_image(tmp_path / "raw.ome.zarr")
+    assert stored.dtype == np.float32 and np.array_equal(stored[:], volume.astype(np.float32))
+    volume[3, 0, 7] = -np.inf
+    tifffile.imwrite(tmp_path / "inf.tif", volume, photometric="minisblack")
+    with pytest.raises(io.InputError, match="inf.tif: raw has NaN or Inf values .* first at z=3, y=0, x=7"):
+        ingest("raw", tmp_path / "inf.tif", tmp_path / "inf.ome.zarr", **settings())
+    assert not (tmp_path / "inf.ome.zarr").exists()
+
+
+def test_negative_labels_are_refused(tmp_path):
+    labels = np.ones((2, 8, 8), np.int16)
+    labels[1, 2, 3] = -1
+    source = write_image(tmp_path / "in.ome.zarr", labels, (1, 8, 8))
+    with pytest.raises(io.InputError, match=r"in.ome.zarr: labels has negative labels .* first at z=1, y=2, x=3"):
+        ingest("labels", source, tmp_path / "labels.ome.zarr", **settings())

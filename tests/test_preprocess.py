@@ -2,7 +2,7 @@ import numpy as np
 
 from conftest import COMPRESSION, write_image
 from unet_pipeline import io
-from unet_pipeline.preprocess import histogram_percentiles, preprocess
+from unet_pipeline.preprocess import FLOAT_BINS, histogram_percentiles, preprocess
 
 
 def test_percentiles_are_whole_volume_and_chunking_independent(tmp_path):
@@ -23,4 +23,14 @@ def test_percentiles_are_whole_volume_and_chunking_independent(tmp_path):
 
 def test_histogram_percentiles_of_a_known_histogram():
     histogram = np.array([10, 0, 80, 10])
-    assert histogram_percentiles(histogram, (5, 50)) == (0.0, 2.0)
+    assert histogram_percentiles(histogram, np.arange(4.0), (5, 50)) == (0.0, 2.0)
+
+
+def test_float_raw_percentiles_are_within_one_bin(tmp_path):
+    raw = np.random.default_rng(1).normal(100.0, 20.0, size=(3, 40, 40)).astype(np.float32)
+    source = write_image(tmp_path / "raw.ome.zarr", raw, (1, 20, 20))
+    preprocess(source, tmp_path / "norm.ome.zarr", 1.0, 99.0, COMPRESSION)
+    low, high = io.image_attrs(tmp_path / "norm.ome.zarr")["provenance"]["intensity_range"]
+    width = (raw.max() - raw.min()) / FLOAT_BINS
+    expected = np.percentile(raw, [1, 99], method="inverted_cdf")
+    assert abs(low - expected[0]) <= width and abs(high - expected[1]) <= width

@@ -1,4 +1,4 @@
-"""Killed predict runs resume: only missing tiles are computed, and the result is identical."""
+"""Killed runs resume (SIGKILL of real processes): only missing blocks are computed, and the result is identical."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ import time
 
 import numpy as np
 import psutil
+import tifffile
 
 from conftest import COMPRESSION, write_image
 from test_predict import run_predict
 from unet_pipeline import io, resume
+from unet_pipeline.ingest import ingest
+from unet_pipeline.synth import synthetic_volume
+from unet_pipeline.weights import weights
 
 
 def settings(workers: int = 2) -> dict:
@@ -26,22 +30,29 @@ def settings(workers: int = 2) -> dict:
 
 def records(output) -> int:
     folder = io.partial_path(output) / resume.RECORDS
-    return len(resume.finished_tiles(io.partial_path(output))) if folder.exists() else 0
+    return len(resume.finished_blocks(io.partial_path(output))) if folder.exists() else 0
 
 
-def start_and_kill(image, checkpoint, output, after_tiles: int) -> int:
-    """Run predict in a real process (with its Dask workers), SIGKILL the lot once some tiles are done."""
-    command = [sys.executable, "-m", "unet_pipeline.cli", "predict", str(image), str(checkpoint), str(output),
-               "--settings", json.dumps(settings())]
+def stage_command(stage: str, *paths, **stage_settings) -> list[str]:
+    return [sys.executable, "-m", "unet_pipeline.cli", stage, *map(str, paths), "--settings",
+            json.dumps(stage_settings)]
+
+
+def kill_after(command: list[str], output, blocks: int) -> int:
+    """Run a stage in a real process (with any workers it starts), SIGKILL the lot once `blocks` are recorded."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
-    while records(output) < after_tiles:
-        assert process.poll() is None, "predict finished before it could be killed: make the test volume larger"
-        assert time.monotonic() < deadline, "predict made no progress"
-        time.sleep(0.02)
+    while records(output) < blocks:
+        assert process.poll() is None, f"{command[3]} finished before it could be killed: make the test volume larger"
+        assert time.monotonic() < deadline, f"{command[3]} made no progress"
+        time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     return records(output)
+
+
+def start_and_kill(image, checkpoint, output, after_tiles: int) -> int:
+    return kill_after(stage_command("predict", image, checkpoint, output, **settings()), output, after_tiles)
 
 
 def image_of_256_tiles(tmp_path, seed: int):
@@ -110,3 +121,27 @@ def test_a_complete_output_of_the_same_run_is_kept_and_any_change_recomputes(tmp
     assert run_predict(image, checkpoint, output) == {"tiles": 8, "computed": 0, "resumed": 8}
     assert np.array_equal(io.open_image(output)[:], first)
     assert run_predict(image, checkpoint, output, tta=True)["computed"] == 8
+
+
+def test_a_killed_ingest_resumes_at_the_first_missing_slab(tmp_path):
+    volume = np.random.default_rng(4).integers(0, 256, size=(600, 64, 64)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", volume)
+    options = dict(chunks=[1, 64, 64], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer")
+    output = tmp_path / "raw.ome.zarr"
+    done_before = kill_after(stage_command("ingest", "raw", tmp_path / "stack.tif", output, **options), output, 50)
+    assert not output.exists() and 50 <= done_before < 600
+    assert ingest("raw", tmp_path / "stack.tif", output, **options) == {
+        "blocks": 600, "computed": 600 - done_before, "resumed": done_before}
+    assert np.array_equal(io.open_image(output)[:], volume)
+
+
+def test_a_killed_weights_run_resumes_and_equals_an_uninterrupted_one(tmp_path):
+    _, labels = synthetic_volume((240, 128, 128), seed=5)
+    image = write_image(tmp_path / "labels.ome.zarr", labels, (2, 128, 128))
+    options = dict(w0=10.0, sigma=5.0, class_balance="balanced", mode="2d", tolerance=1e-3, compression=COMPRESSION)
+    weights(image, tmp_path / "reference.ome.zarr", **options)
+    output = tmp_path / "weights.ome.zarr"
+    done_before = kill_after(stage_command("weights", image, output, **options), output, 5)
+    assert not output.exists() and 5 <= done_before < 120
+    assert weights(image, output, **options) == {"blocks": 120, "computed": 120 - done_before, "resumed": done_before}
+    assert np.array_equal(io.open_image(output)[:], io.open_image(tmp_path / "reference.ome.zarr")[:])

@@ -76,6 +76,12 @@ def test_evaluate_labels_against_themselves_is_perfect(tmp_path):
     assert model["pixel_error"] == 0 and model["rand_error"] == 0 and model["warping_error"] == 0
     assert model["variation_of_information"] == pytest.approx(0, abs=1e-9) and model["membrane_dice"] == 1.0
     assert result["baseline_raw_threshold"]["pixel_error"] > 0
+    float_raw = write_image(tmp_path / "float.ome.zarr", raw.astype(np.float32) / 255, (1, 32, 32))
+    as_float = evaluate(seg_image, labels_image, tmp_path / "f.json", None, 0.5, [0.5], "components", 0.9, 0, True,
+                        str(float_raw))["baseline_raw_threshold"]
+    integer = result["baseline_raw_threshold"]
+    assert as_float["pixel_error"] == integer["pixel_error"] and as_float["rand_error"] == integer["rand_error"]
+    assert (integer["threshold"] - 1) / 255 < as_float["threshold"] <= integer["threshold"] / 255 + 1e-6
     assert json.loads(out.read_text())["sections"] == [0, 3]
     rows = sections_table_path(out).read_text().splitlines()
     assert len(rows) == 4 and rows[0].startswith("section,pixel_error,rand_error")

@@ -16,7 +16,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from scipy import ndimage
@@ -142,16 +142,28 @@ def _baseline(raw_path: str, labels: Any, first: int, last: int) -> dict[str, fl
     raw = io.open_image(raw_path)
     if raw.shape != labels.shape:
         raise io.InputError(f"{raw_path}: raw shape {raw.shape} differs from the labels' {labels.shape}")
-    bins = int(np.iinfo(raw.dtype).max) + 1
+    levels, value_of = _intensity_levels(raw, first, last)
+    bins = len(value_of)
     membrane_hist, cell_hist = np.zeros(bins, np.int64), np.zeros(bins, np.int64)
     for z in range(first, last):
-        section, true_cell = np.asarray(raw[z]), cell_mask(np.asarray(labels[z]))
+        section, true_cell = levels(np.asarray(raw[z])), cell_mask(np.asarray(labels[z]))
         membrane_hist += np.bincount(section[~true_cell], minlength=bins)
         cell_hist += np.bincount(section[true_cell], minlength=bins)
     errors = metrics.threshold_errors(membrane_hist, cell_hist)
     best = int(np.argmin(errors))
     table = metrics.Contingency()
     for z in range(first, last):
-        cell = (np.asarray(raw[z]) >= best).astype(np.float32)[np.newaxis]
+        cell = (levels(np.asarray(raw[z])) >= best).astype(np.float32)[np.newaxis]
         table.merge(section_table(label_sections(cell, 0.5)[0], separate_cells(np.asarray(labels[z])), z))
-    return {"threshold": best, "pixel_error": float(errors[best]), **scores(table)}
+    return {"threshold": float(value_of[best]), "pixel_error": float(errors[best]), **scores(table)}
+
+
+def _intensity_levels(raw: Any, first: int, last: int) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
+    """Raw intensities as histogram bins, and the intensity of each bin: integer raw is its own bins;
+    float raw gets 65,536 bins between the evaluated sections' minimum and maximum."""
+    if np.issubdtype(raw.dtype, np.integer):
+        return (lambda section: section), np.arange(int(np.iinfo(raw.dtype).max) + 1)
+    low = min(float(np.min(raw[z])) for z in range(first, last))
+    high = max(float(np.max(raw[z])) for z in range(first, last))
+    step = max(high - low, 1e-6) / 65535
+    return (lambda section: np.round((section - low) / step).astype(np.int64)), low + step * np.arange(65536)

@@ -1,94 +1,82 @@
-"""Ingest: bring a raw or label stack (TIFF, Zarr, OME-Zarr) into our OME-Zarr layout.
+"""Ingest: bring a raw or label stack into our OME-Zarr layout, resumably.
 
-Sources are read lazily and copied in slabs of whole output chunks along z,
-so memory stays bounded by one slab whatever the volume size.
+Sources (see `sources`) are read lazily and copied in slabs of whole output
+chunks along z, on Dask's threads, so memory stays bounded by a few slabs
+whatever the volume size. Each finished slab is recorded: a killed ingest
+resumes at the first missing slab.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
+import dask.array as da
 import numpy as np
-import tifffile
-import zarr
 
-from . import io, progress, provenance
+from . import io, provenance, resume
 from .geometry import Shape
+from .sources import open_source, source_file
 
-RAW_DTYPES = (np.uint8, np.uint16)
-
-
-def open_source(path: str | os.PathLike) -> Any:
-    """A lazily sliceable (z, y, x) view of a TIFF stack, a Zarr array or an OME-Zarr image."""
-    path = Path(path)
-    if not path.exists():
-        raise io.InputError(f"{path}: no such file or directory")
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            array = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
-        elif (path / io.LEVEL0).exists():
-            array = io.open_image(path)
-        else:
-            array = zarr.open_array(str(path), mode="r")
-    except (tifffile.TiffFileError, zarr.errors.ArrayNotFoundError, FileNotFoundError) as err:
-        raise io.InputError(f"{path}: cannot read it as a TIFF stack or a Zarr array: {err}") from err
-    if array.ndim == 2:
-        array = _Sectioned(array)
-    if array.ndim != 3:
-        raise io.InputError(f"{path}: expected a (z, y, x) volume or one (y, x) section, got shape {array.shape}")
-    return array
+RAW_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
 
-class _Sectioned:
-    """A 2D array seen as a one-section (1, y, x) volume, still lazy."""
-
-    def __init__(self, array: Any) -> None:
-        self.array = array
-        self.shape = (1, *array.shape)
-        self.dtype = array.dtype
-        self.ndim = 3
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        """Sections along z (a slice of the single section 0)."""
-        return np.asarray(self.array[...])[np.newaxis][key]
-
-
-def check_source(path: str | os.PathLike, array: Any, kind: str) -> None:
-    if kind == "raw" and np.dtype(array.dtype) not in RAW_DTYPES:
-        raise io.InputError(f"{path}: raw must be uint8 or uint16, got {array.dtype}")
-    if kind == "labels" and not np.issubdtype(array.dtype, np.integer):
-        raise io.InputError(f"{path}: labels must be integers (0 = membrane, >0 = cell), got {array.dtype}")
+def check_source(spec: str | os.PathLike, array: Any, kind: str) -> None:
+    """Refuse a source whose type or shape cannot be `kind` ('raw' or 'labels'), naming it."""
+    dtype = np.dtype(array.dtype)
+    if kind == "raw" and dtype not in RAW_DTYPES:
+        raise io.InputError(f"{spec}: raw must be uint8, uint16 or float (32 or 64 bit), got {dtype}")
+    if kind == "labels" and not np.issubdtype(dtype, np.integer):
+        raise io.InputError(f"{spec}: labels must be integers (0 = membrane, >0 = cell), got {dtype}")
     if 0 in array.shape:
-        raise io.InputError(f"{path}: the volume is empty (shape {array.shape})")
+        raise io.InputError(f"{spec}: the volume is empty (shape {array.shape})")
 
 
-def ingest(
-    kind: str,
-    source: str | os.PathLike,
-    output: str | os.PathLike,
-    chunks: Shape,
-    compression: dict[str, Any],
-    voxel_size: Sequence[float],
-    unit: str,
-) -> None:
-    """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels')."""
+def storage_dtype(kind: str, dtype: Any) -> np.dtype:
+    """Raw keeps uint8/uint16 and stores float as float32; labels keep an unsigned type, else uint32."""
+    dtype = np.dtype(dtype)
+    if kind == "raw":
+        return np.dtype(np.float32) if np.issubdtype(dtype, np.floating) else dtype
+    return dtype if np.issubdtype(dtype, np.unsignedinteger) else np.dtype(np.uint32)
+
+
+def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
+                  block_info: dict | None = None) -> np.ndarray:
+    """A source block converted to `dtype`, refusing NaN/Inf raw values and negative labels by position."""
+    z0 = block_info[0]["array-location"][0][0] if block_info else 0
+    bad = ~np.isfinite(block) if np.issubdtype(block.dtype, np.floating) else (block < 0) if kind == "labels" else None
+    if bad is not None and bad.any():
+        z, y, x = np.argwhere(bad)[0]
+        what = "NaN or Inf values" if kind == "raw" else "negative labels"
+        raise io.InputError(f"{spec}: {kind} has {what} ({int(bad.sum())} in sections {z0}-{z0 + len(block) - 1}, "
+                            f"first at z={z0 + z}, y={y}, x={x}); replace them before ingest")
+    return block.astype(dtype, copy=False)
+
+
+def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chunks: Shape,
+           compression: dict[str, Any], voxel_size: Sequence[float], unit: str) -> dict[str, int]:
+    """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'); returns slab counts."""
     started = provenance.now()
     array = open_source(source)
     check_source(source, array, kind)
-    dtype = array.dtype if kind == "raw" else _label_dtype(array.dtype)
-    with io.atomic_output(output) as partial:
-        target = io.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind)
-        slab = target.chunks[0]
-        for z in progress.track(range(0, array.shape[0], slab), f"ingest {kind}"):
-            target[z : z + slab] = np.asarray(array[z : z + slab]).astype(dtype, copy=False)
-        record = provenance.record("ingest", {"kind": kind, "chunks": list(chunks), "compression": compression},
-                                   {"source": str(source)}, started)
-        io.set_attrs(partial, provenance=record)
+    dtype = storage_dtype(kind, array.dtype)
+    settings = {"kind": kind, "chunks": list(chunks), "compression": compression, "voxel_size": list(voxel_size),
+                "unit": unit}
+    key = resume.run_key(source=str(source), fingerprint=resume.input_fingerprint(source_file(source)),
+                         dtype=str(dtype), **settings)
 
+    def create(partial: os.PathLike) -> Any:
+        return io.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind)
 
-def _label_dtype(dtype: np.dtype) -> np.dtype:
-    """Labels keep their integer type when unsigned, else widen to uint32."""
-    dtype = np.dtype(dtype)
-    return dtype if np.issubdtype(dtype, np.unsignedinteger) else np.dtype(np.uint32)
+    with resume.resumable_image(output, key, create) as target:
+        if target is None:
+            print(f"ingest: {output} is already complete for this source and settings", flush=True)
+            slabs = -(-array.shape[0] // min(chunks[0], array.shape[0]))
+            return {"blocks": slabs, "computed": 0, "resumed": slabs}
+        lazy = da.from_array(array, chunks=(target.array.chunks[0], -1, -1), name=False,
+                             meta=np.empty((0, 0, 0), array.dtype))
+        converted = lazy.map_blocks(checked_block, str(source), kind, dtype, dtype=dtype)
+        stats = resume.store_slabs(converted, target, f"ingest {kind}")
+        io.set_attrs(target.partial, provenance=provenance.record(
+            "ingest", settings, {"source": str(source)}, started, slabs=stats))
+    return stats

@@ -73,7 +73,7 @@ def run_tiles(tiles: list[Tile], job: Job) -> int:
         probs = probs[0] if ndim == 3 else probs.transpose(1, 0, 2, 3)  # -> (C, z, y, x)
         crop = (slice(None), *(slice(0, n) for n in tile.output.shape))
         output[(slice(None), *tile.output.slices())] = to_storage(probs[crop], job.dtype)
-        resume.record_tile(job.output, tile)
+        resume.record_block(job.output, resume.block_name(tile.output.start))
     return len(tiles)
 
 
@@ -120,53 +120,43 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     Returns how many tiles there are, how many were computed and how many were
     kept from an interrupted earlier run.
     """
-    with io.output_lock(output):
-        started = provenance.now()
-        checksum = provenance.file_sha256(checkpoint)
-        config = load_model(checkpoint).config
-        image = io.open_image(image_path)
-        if image.ndim != 3:
-            raise io.InputError(f"{image_path}: expected a (z, y, x) image, got shape {image.shape}")
-        voxel, unit = io.voxel_size(image_path)
-        chunks = image.chunks
-        if tile == "auto":
-            shape = auto_tile(config, chunks, image.shape, memory_budget_mb << 20, batch_tiles)
-        else:
-            shape = tile_shape(config.geometry, chunks, tuple(tile))
-        tiles = plan_tiles(config.geometry, image.shape, shape)
-        key = resume.run_key(checkpoint=checksum, image=resume.input_fingerprint(image_path), tile=shape,
-                             chunks=chunks, dtype=dtype, amp=amp, tta=tta, compression=compression)
-        if _complete_for_run(output, key):  # e.g. finished by a job a killed Snakemake left running
+    started = provenance.now()
+    checksum = provenance.file_sha256(checkpoint)
+    config = load_model(checkpoint).config
+    image = io.open_image(image_path)
+    if image.ndim != 3:
+        raise io.InputError(f"{image_path}: expected a (z, y, x) image, got shape {image.shape}")
+    voxel, unit = io.voxel_size(image_path)
+    chunks = image.chunks
+    if tile == "auto":
+        shape = auto_tile(config, chunks, image.shape, memory_budget_mb << 20, batch_tiles)
+    else:
+        shape = tile_shape(config.geometry, chunks, tuple(tile))
+    tiles = plan_tiles(config.geometry, image.shape, shape)
+    key = resume.run_key(checkpoint=checksum, image=resume.input_fingerprint(image_path), tile=shape,
+                         chunks=chunks, dtype=dtype, amp=amp, tta=tta, compression=compression)
+
+    def create(partial: Path) -> zarr.Array:
+        return io.create_image(partial, image.shape, dtype, chunks, compression, voxel, unit, "probabilities",
+                               channels=config.classes)
+
+    with resume.resumable_image(output, key, create) as target:
+        if target is None:  # e.g. finished by a job that a killed Snakemake left running
             print(f"predict: {output} is already complete for this model, input and settings", flush=True)
             return {"tiles": len(tiles), "computed": 0, "resumed": len(tiles)}
-        partial = io.partial_path(output)
-        if not resume.open_partial(partial, key):
-            io.create_image(partial, image.shape, dtype, chunks, compression, voxel, unit, "probabilities",
-                            channels=config.classes)
-            resume.seal(partial, key)
-        done = resume.finished_tiles(partial)
-        todo = [t for t in tiles if resume.tile_name(t) not in done]
+        todo = [t for t in tiles if resume.block_name(t.output.start) not in target.finished]
         print(f"predict: {len(tiles)} tiles of {shape}, {len(tiles) - len(todo)} already done", flush=True)
-        job = Job(str(image_path), str(partial), str(checkpoint), checksum, device, amp, tta, dtype, torch_threads,
-                  key)
+        job = Job(str(image_path), str(target.partial), str(checkpoint), checksum, device, amp, tta, dtype,
+                  torch_threads, key)
         with cluster.connect(**cluster_settings, device=device, torch_threads=torch_threads) as client:
             _run(client, [todo[i : i + batch_tiles] for i in range(0, len(todo), batch_tiles)], job, stall_timeout_s)
         stats = {"tiles": len(tiles), "computed": len(todo), "resumed": len(tiles) - len(todo)}
         settings = {"tile": list(shape), "batch_tiles": batch_tiles, "dtype": dtype, "amp": amp, "tta": tta,
                     "device": device}
-        resume.clear(partial)
-        io.set_attrs(partial, provenance=provenance.record(
+        io.set_attrs(target.partial, provenance=provenance.record(
             "predict", settings, {"image": str(image_path), "checkpoint": str(checkpoint)}, started,
-            checkpoint_sha256=checksum, model=asdict(config), tiles=stats, run_key=key))
-        io.commit(partial, output)
-        return stats
-
-
-def _complete_for_run(output: str | os.PathLike, key: str) -> bool:
-    """Whether `output` is a finished predict output of the run `key`."""
-    if not (Path(output) / io.LEVEL0).exists():
-        return False
-    return io.image_attrs(output).get("provenance", {}).get("run_key") == key
+            checkpoint_sha256=checksum, model=asdict(config), tiles=stats))
+    return stats
 
 
 def _run(client: Client, batches: list[list[Tile]], job: Job, stall_timeout_s: float) -> None:

@@ -1,8 +1,10 @@
 """Intensity normalisation with statistics of the whole volume.
 
-The percentiles come from an exact intensity histogram (raw is uint8 or
-uint16), summed over all chunks with Dask, so they do not depend on chunking
-and need no more memory than one chunk plus the histogram.
+The percentiles come from an intensity histogram summed over all chunks with
+Dask, so they do not depend on chunking and need no more memory than one
+chunk plus the histogram. For integer raw the histogram has one bin per value
+(exact percentiles); for float raw it has 65,536 bins between the volume's
+minimum and maximum (percentiles to within one bin width).
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from . import io, provenance
+from . import io, provenance, resume
+
+FLOAT_BINS = 1 << 16
 
 
-def histogram_percentiles(histogram: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
-    """Intensity values at the given percentiles (0-100) of a histogram (lower-value rule)."""
+def histogram_percentiles(histogram: np.ndarray, values: np.ndarray,
+                          percentiles: tuple[float, float]) -> tuple[float, float]:
+    """The bin values at the given percentiles (0-100) of a histogram (lower-value rule)."""
     cumulative = np.cumsum(histogram)
     total = cumulative[-1]
-    return tuple(float(np.searchsorted(cumulative, p / 100 * total, side="left")) for p in percentiles)
+    return tuple(float(values[np.searchsorted(cumulative, p / 100 * total, side="left")]) for p in percentiles)
 
 
 def normalise(block: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -30,24 +35,35 @@ def normalise(block: np.ndarray, low: float, high: float) -> np.ndarray:
 
 
 def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, low_percentile: float,
-               high_percentile: float, compression: dict[str, Any]) -> None:
-    """Write the normalised float32 copy of the raw image at `output`."""
+               high_percentile: float, compression: dict[str, Any]) -> dict[str, int]:
+    """Write the normalised float32 copy of the raw image at `output`; returns slab counts."""
     started = provenance.now()
     raw_array = io.open_image(raw_path)
     raw = da.from_zarr(raw_array)
-    histogram = _histogram(raw)
-    low, high = histogram_percentiles(histogram, (low_percentile, high_percentile))
     voxel, unit = io.voxel_size(raw_path)
-    with io.atomic_output(output) as partial:
-        target = io.create_image(partial, raw.shape, np.float32, raw_array.chunks, compression, voxel, unit, "norm")
-        da.store(raw.map_blocks(normalise, low, high, dtype=np.float32), target, lock=False)
-        settings = {"low_percentile": low_percentile, "high_percentile": high_percentile}
-        io.set_attrs(partial, provenance=provenance.record("preprocess", settings, {"raw": str(raw_path)}, started,
-                                                           intensity_range=[low, high]))
+    settings = {"low_percentile": low_percentile, "high_percentile": high_percentile}
+    key = resume.run_key(raw=resume.input_fingerprint(raw_path), compression=compression, **settings)
+
+    def create(partial: os.PathLike) -> Any:
+        return io.create_image(partial, raw.shape, np.float32, raw_array.chunks, compression, voxel, unit, "norm")
+
+    with resume.resumable_image(output, key, create) as target:
+        if target is None:
+            print(f"preprocess: {output} is already complete for this input and settings", flush=True)
+            return {"blocks": len(raw.chunks[0]), "computed": 0, "resumed": len(raw.chunks[0])}
+        low, high = histogram_percentiles(*_histogram(raw), (low_percentile, high_percentile))
+        stats = resume.store_slabs(raw.map_blocks(normalise, low, high, dtype=np.float32), target, "preprocess")
+        io.set_attrs(target.partial, provenance=provenance.record(
+            "preprocess", settings, {"raw": str(raw_path)}, started, intensity_range=[low, high], slabs=stats))
+    return stats
 
 
-def _histogram(raw: da.Array) -> np.ndarray:
-    """Exact per-value histogram of an integer volume, summed over chunks."""
-    bins = int(np.iinfo(raw.dtype).max) + 1
-    counts, _ = da.histogram(raw, bins=bins, range=(-0.5, bins - 0.5))
-    return counts.compute()
+def _histogram(raw: da.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Counts over the whole volume and the value each bin stands for (its lower edge)."""
+    if np.issubdtype(raw.dtype, np.integer):
+        bins = int(np.iinfo(raw.dtype).max) + 1
+        counts, _ = da.histogram(raw, bins=bins, range=(-0.5, bins - 0.5))
+        return counts.compute(), np.arange(bins, dtype=np.float64)
+    low, high = (float(v) for v in da.compute(raw.min(), raw.max()))
+    counts, edges = da.histogram(raw, bins=FLOAT_BINS, range=(low, max(high, low + 1e-6)))
+    return counts.compute(), edges[:-1]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .ingest import open_source
+from .sources import open_source
 from .io import InputError
 from .model import ModelConfig, activation_bytes
 

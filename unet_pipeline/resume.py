@@ -1,36 +1,47 @@
-"""Durable per-tile completion records, so a killed predict run resumes where it stopped.
+"""Resumable outputs: durable per-block completion records, so a killed stage resumes where it stopped.
 
-A run writes into `<output>.partial`. Its key (a checksum of the model, a
-fingerprint of the input and the settings that shape the output) is stored
-there; a rerun with the same key keeps the finished tiles, any other key
-starts afresh, so a stale record is never trusted. A tile is recorded only
-after all its chunks are written.
+A stage writes into `<output>.partial`. Its run key (a checksum over the
+fingerprints of its inputs and the settings that shape the output) is stored
+there; a rerun with the same key keeps the finished blocks, any other key
+starts afresh, so a stale record is never trusted. A block is recorded only
+after all its chunks are written. The key is kept in the finished output's
+provenance, so a rerun of the same work on a complete output does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
-from . import io
-from .geometry import Tile
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+
+from . import io, progress
 
 KEY_FILE = "run_key"
-RECORDS = "tiles.done"  # not a Zarr node: readers of the image ignore it
+RECORDS = "blocks.done"  # not a Zarr node: readers of the image ignore it
 
 
-def input_fingerprint(image: str | os.PathLike) -> str:
-    """Checksum over an image's metadata and the name, size and modification time of every file in it."""
-    root = Path(image)
+def input_fingerprint(path: str | os.PathLike) -> str:
+    """Checksum over the name, size and modification time of a file or of every file in a folder,
+    and over the contents of Zarr metadata files."""
+    root = Path(path)
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        if path.name.startswith(".z"):
-            digest.update(path.read_bytes())
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(root) if file != root else file.name}\0{stat.st_size}\0"
+                      f"{stat.st_mtime_ns}\n".encode())
+        if file.name.startswith(".z") or file.name == "zarr.json":
+            digest.update(file.read_bytes())
     return digest.hexdigest()
 
 
@@ -38,8 +49,71 @@ def run_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def tile_name(tile: Tile) -> str:
-    return "_".join(map(str, tile.output.start))
+def block_name(start: Sequence[int]) -> str:
+    return "_".join(map(str, start))
+
+
+@dataclass
+class Resumable:
+    """An output being written: its partial image, and the blocks an earlier run of the same key finished."""
+
+    partial: Path
+    array: zarr.Array
+    finished: set[str]
+
+    def record(self, name: str) -> None:
+        record_block(self.partial, name)
+
+
+@contextlib.contextmanager
+def resumable_image(output: str | os.PathLike, key: str,
+                    create: Callable[[Path], zarr.Array]) -> Iterator[Resumable | None]:
+    """Hold `output`'s lock and yield the partial image to fill, or None when `output` is already
+    complete for `key`.
+
+    The partial image is reopened with its finished blocks when an earlier run
+    of `key` left it, else made afresh by `create(partial)`. On success the
+    records are dropped, the key is added to the provenance the stage wrote,
+    and the image moves into place.
+    """
+    with io.output_lock(output):
+        if complete_for(output, key):
+            yield None
+            return
+        partial = io.partial_path(output)
+        if not open_partial(partial, key):
+            create(partial)
+            seal(partial, key)
+        yield Resumable(partial, io.open_image(partial, mode="r+"), finished_blocks(partial))
+        clear(partial)
+        io.set_attrs(partial, provenance={**io.image_attrs(partial).get("provenance", {}), "run_key": key})
+        io.commit(partial, output)
+
+
+def complete_for(output: str | os.PathLike, key: str) -> bool:
+    """Whether `output` is a finished image made by a run of `key`."""
+    if not (Path(output) / io.LEVEL0).exists():
+        return False
+    return io.image_attrs(output).get("provenance", {}).get("run_key") == key
+
+
+def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, int]:
+    """Compute and write every slab of `source` (whole output chunks along z) not yet recorded in
+    `target`, in parallel on Dask's threads, recording each slab once written."""
+    array, slab = target.array, target.array.chunks[0]
+    starts = range(0, source.shape[0], slab)
+    todo = [z for z in starts if block_name((z,)) not in target.finished]
+    meter = progress.Meter(label, len(todo))
+    counting = threading.Lock()
+
+    def write(block: np.ndarray, z: int) -> None:
+        array[z : z + len(block)] = block
+        target.record(block_name((z,)))
+        with counting:
+            meter.advance()
+
+    dask.compute(*(dask.delayed(write)(source[z : z + slab], z) for z in todo))
+    return {"blocks": len(starts), "computed": len(todo), "resumed": len(starts) - len(todo)}
 
 
 def open_partial(partial: Path, key: str) -> bool:
@@ -52,18 +126,18 @@ def open_partial(partial: Path, key: str) -> bool:
 
 
 def seal(partial: Path, key: str) -> None:
-    """Mark a freshly created `partial` as belonging to the run `key`, with no tile finished yet."""
+    """Mark a freshly created `partial` as belonging to the run `key`, with no block finished yet."""
     (partial / RECORDS).mkdir()
     (partial / KEY_FILE).write_text(key)
 
 
-def finished_tiles(partial: Path) -> set[str]:
+def finished_blocks(partial: Path) -> set[str]:
     return {entry.name for entry in os.scandir(partial / RECORDS) if not entry.name.endswith(".tmp")}
 
 
-def record_tile(partial: str | os.PathLike, tile: Tile) -> None:
-    """Record a finished tile (an empty file, created atomically)."""
-    path = Path(partial) / RECORDS / tile_name(tile)
+def record_block(partial: str | os.PathLike, name: str) -> None:
+    """Record a finished block (an empty file, created atomically)."""
+    path = Path(partial) / RECORDS / name
     scratch = path.with_name(path.name + ".tmp")
     scratch.touch()
     os.replace(scratch, path)

@@ -33,7 +33,7 @@ import dask.array as da
 import numba
 import numpy as np
 
-from . import io, provenance
+from . import io, provenance, resume
 from .cells import separate_cells, volume_cells
 
 
@@ -121,39 +121,50 @@ def weight_map(cells: np.ndarray, w0: float, sigma: float, balance: tuple[float,
 
 
 def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float, sigma: float,
-            class_balance: str | list[float], mode: str, tolerance: float, compression: dict[str, Any]) -> None:
-    """Write the weight map of the label image at `output` (float32, same chunks).
+            class_balance: str | list[float], mode: str, tolerance: float,
+            compression: dict[str, Any]) -> dict[str, int]:
+    """Write the weight map of the label image at `output` (float32, same chunks); returns slab counts.
 
     `mode` '2d': cells are connected per section; '3d': connected in 3D, with
     distances in voxel spacing (units of the x pixel). Work is chunked along z;
     in 3D each slab reads the z-halo that the cutoff distance needs, so the
-    result equals the whole-volume computation.
+    result equals the whole-volume computation. Finished slabs are recorded, so
+    a killed run resumes.
     """
     started = provenance.now()
     labels_array = io.open_image(labels_path)
     labels = da.from_zarr(labels_array)
+    if mode not in ("2d", "3d"):
+        raise ValueError(f"weights mode must be '2d' or '3d', got {mode!r}")
+    settings = {"w0": w0, "sigma": sigma, "class_balance": class_balance, "mode": mode, "tolerance": tolerance}
+    key = resume.run_key(labels=resume.input_fingerprint(labels_path), compression=compression, **settings)
+    voxel, unit = io.voxel_size(labels_path)
     foreground = float((labels > 0).mean().compute())
     if not 0 < foreground < 1:
-        raise io.InputError(f"{labels_path}: the labels have {'no cell (all 0)' if foreground == 0 else 'no membrane (no 0)'}"
+        raise io.InputError(f"{labels_path}: the labels have "
+                            f"{'no cell (all 0)' if foreground == 0 else 'no membrane (no 0)'}"
                             "; training needs both classes")
     balance = class_weights(foreground, class_balance)
-    voxel, unit = io.voxel_size(labels_path)
-    spacing = tuple(v / voxel[-1] for v in voxel)
-    if mode == "2d":
-        cells = labels.rechunk((labels_array.chunks[0], -1, -1)).map_blocks(
-            lambda block: np.stack([separate_cells(section) for section in block]), dtype=np.int64)
-        weight = cells.map_blocks(weight_map, w0, sigma, balance, spacing, tolerance, True, dtype=np.float32)
-    elif mode == "3d":
-        weight = _volume_weights(labels_array, w0, sigma, balance, spacing, tolerance)
-    else:
-        raise ValueError(f"weights mode must be '2d' or '3d', got {mode!r}")
-    with io.atomic_output(output) as partial:
-        target = io.create_image(partial, labels.shape, np.float32, labels_array.chunks, compression, voxel, unit,
-                                 "weights")
-        da.store(weight.rechunk(target.chunks), target, lock=False)
-        settings = {"w0": w0, "sigma": sigma, "class_balance": class_balance, "mode": mode, "tolerance": tolerance}
-        io.set_attrs(partial, provenance=provenance.record("weights", settings, {"labels": str(labels_path)}, started,
-                                                           class_weights=list(balance)))
+
+    def create(partial: os.PathLike) -> Any:
+        return io.create_image(partial, labels.shape, np.float32, labels_array.chunks, compression, voxel, unit,
+                               "weights")
+
+    with resume.resumable_image(output, key, create) as target:
+        if target is None:
+            print(f"weights: {output} is already complete for these labels and settings", flush=True)
+            return {"blocks": len(labels.chunks[0]), "computed": 0, "resumed": len(labels.chunks[0])}
+        spacing = tuple(v / voxel[-1] for v in voxel)
+        if mode == "2d":
+            cells = labels.rechunk((labels_array.chunks[0], -1, -1)).map_blocks(
+                lambda block: np.stack([separate_cells(section) for section in block]), dtype=np.int64)
+            weight = cells.map_blocks(weight_map, w0, sigma, balance, spacing, tolerance, True, dtype=np.float32)
+        else:
+            weight = _volume_weights(labels_array, w0, sigma, balance, spacing, tolerance)
+        stats = resume.store_slabs(weight, target, "weights")
+        io.set_attrs(target.partial, provenance=provenance.record(
+            "weights", settings, {"labels": str(labels_path)}, started, class_weights=list(balance), slabs=stats))
+    return stats
 
 
 def _volume_weights(labels: Any, w0: float, sigma: float, balance: tuple[float, float], spacing: tuple[float, ...],

@@ -4,6 +4,7 @@ import os
 
 from unet_pipeline.resources import stage_resources
 from unet_pipeline.settings import stage_settings
+from unet_pipeline.sources import source_file
 
 RESULTS = f"{config['results_dir']}/{config['name']}"
 ENV = "../../environment.yml"
@@ -19,9 +20,14 @@ def log_file(rule_name):
 
 
 def source(kind):
-    """Where ingest reads `kind` ('raw' or 'labels'): the user's file or the synthetic volume."""
+    """What ingest reads as `kind` ('raw' or 'labels'): the user's source spec or the synthetic volume."""
     given = config["data"][kind]
     return given if given is not None else result(f"synthetic/{kind}.ome.zarr")
+
+
+def source_on_disk(kind):
+    """The file or folder of that source (an HDF5 file or N5 container for a dataset inside one)."""
+    return str(source_file(source(kind)))
 
 
 def settings(stage):

@@ -21,12 +21,13 @@ rule synth:
 
 rule ingest:
     input:
-        lambda wildcards: source(wildcards.kind),
+        lambda wildcards: source_on_disk(wildcards.kind),
     output:
         directory(result("{kind}.ome.zarr")),
     wildcard_constraints:
         kind="raw|labels",
     params:
+        source=lambda wildcards: source(wildcards.kind),
         settings=settings("ingest"),
     resources:
         **resources_of("ingest"),
@@ -35,4 +36,4 @@ rule ingest:
     conda:
         ENV
     shell:
-        "unet-pipeline --on-busy wait ingest {wildcards.kind} {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "unet-pipeline --on-busy wait ingest {wildcards.kind} {params.source:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -1,0 +1,82 @@
+"""Every kind of source a user brings ingests exactly: section folders, HDF5, Zarr v2/v3, N5."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import tensorstore
+import tifffile
+import zarr
+from PIL import Image
+
+from conftest import COMPRESSION
+from unet_pipeline import io
+from unet_pipeline.ingest import ingest
+from unet_pipeline.sources import natural_key, open_source, source_file
+
+VOLUME = np.random.default_rng(0).integers(0, 256, size=(11, 24, 20)).astype(np.uint8)
+
+
+def ingested(source, tmp_path, kind="raw") -> np.ndarray:
+    out = tmp_path / f"{kind}.ome.zarr"
+    ingest(kind, source, out, chunks=(2, 16, 16), compression=COMPRESSION, voxel_size=(40.0, 4.0, 4.0),
+           unit="nanometer")
+    return io.open_image(out)[:]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_a_folder_of_sections_is_read_in_natural_order(tmp_path, suffix):
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    for z, section in enumerate(VOLUME):  # section_1, section_2, ..., section_10: natural, not lexical, order
+        path = folder / f"section_{z + 1}{suffix}"
+        Image.fromarray(section).save(path) if suffix == ".png" else tifffile.imwrite(path, section)
+    (folder / "notes.txt").write_text("ignored")
+    assert np.array_equal(ingested(folder, tmp_path), VOLUME)
+
+
+def test_natural_key_orders_numbers_by_value():
+    assert sorted(["z10.png", "z2.png", "z1.png"], key=natural_key) == ["z1.png", "z2.png", "z10.png"]
+
+
+def test_a_section_of_another_shape_is_named(tmp_path):
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    for z in range(3):
+        Image.fromarray(VOLUME[z] if z != 2 else VOLUME[z, :10]).save(folder / f"{z}.png")
+    with pytest.raises(io.InputError, match=r"2.png: section 2 is \(10, 20\) uint8; the stack's first section is"):
+        ingested(folder, tmp_path)
+    assert not (tmp_path / "raw.ome.zarr").exists()
+
+
+def test_hdf5_dataset_by_inner_path_or_as_the_only_dataset(tmp_path):
+    with h5py.File(tmp_path / "volume.h5", "w") as handle:
+        handle.create_dataset("em/raw", data=VOLUME, chunks=(1, 24, 20))
+        handle.create_dataset("em/labels", data=VOLUME.astype(np.int64) // 50)
+    spec = tmp_path / "volume.h5" / "em" / "raw"
+    assert source_file(spec) == tmp_path / "volume.h5"
+    assert np.array_equal(ingested(spec, tmp_path), VOLUME)
+    with pytest.raises(io.InputError, match=r"volume.h5: name the dataset as .*volume.h5/<dataset>"):
+        open_source(tmp_path / "volume.h5")
+    with pytest.raises(io.InputError, match="volume.h5: no dataset 'em/other'"):
+        open_source(tmp_path / "volume.h5" / "em" / "other")
+    with h5py.File(tmp_path / "only.h5", "w") as handle:
+        handle["data"] = VOLUME
+    assert np.array_equal(open_source(tmp_path / "only.h5")[:], VOLUME)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_arrays_of_either_format(tmp_path, zarr_format):
+    group = zarr.open_group(str(tmp_path / "data.zarr"), mode="w", zarr_format=zarr_format)
+    group.create_array("volumes/raw", data=VOLUME, chunks=(3, 8, 8))
+    assert np.array_equal(ingested(tmp_path / "data.zarr" / "volumes" / "raw", tmp_path), VOLUME)
+
+
+def test_n5_dataset(tmp_path):
+    spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "data.n5" / "raw")},
+            "metadata": {"dimensions": list(VOLUME.shape), "blockSize": [2, 8, 8], "dataType": "uint8",
+                         "compression": {"type": "gzip"}}, "create": True}
+    tensorstore.open(spec).result().write(VOLUME).result()
+    assert source_file(tmp_path / "data.n5" / "raw") == tmp_path / "data.n5"
+    assert np.array_equal(ingested(tmp_path / "data.n5" / "raw", tmp_path), VOLUME)

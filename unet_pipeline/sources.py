@@ -1,0 +1,170 @@
+"""Open any stack a user brings as a lazy (z, y, x) array, read section by section or chunk by chunk.
+
+A source is named by one string: a multi-page TIFF; a folder of per-section
+TIFF or PNG files (natural sort order); `file.h5/path/to/dataset` (HDF5);
+a Zarr (v2 or v3) array, an OME-Zarr image (level 0), or
+`container.n5/path/to/dataset` (N5, through tensorstore). Nothing is read
+until a region is sliced.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import tifffile
+import zarr
+
+from . import io
+
+SECTION_SUFFIXES = (".tif", ".tiff", ".png")
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+
+
+def source_file(spec: str | os.PathLike) -> Path:
+    """The file or folder on disk that a source spec names (the HDF5 file or N5 container for an inner path)."""
+    path = Path(spec)
+    for candidate in (path, *path.parents):
+        if candidate.suffix.lower() in (*HDF5_SUFFIXES, ".n5"):
+            return candidate
+    return path
+
+
+def open_source(spec: str | os.PathLike) -> Any:
+    """A lazily sliceable (z, y, x) view of the source `spec`; a single (y, x) image is one section."""
+    path, file = Path(spec), source_file(spec)
+    if not file.exists():
+        raise io.InputError(f"{file}: no such file or directory")
+    inner = str(path.relative_to(file)) if path != file else ""
+    kind, opener = _reader(file)
+    try:
+        array = opener(file, inner)
+    except io.InputError:
+        raise
+    except Exception as err:  # each reader raises its own types: name the file and pass on what it said
+        raise io.InputError(f"{spec}: cannot read it as {kind}: {err}") from err
+    if array.ndim == 2:
+        section = array
+        array = LazyStack([lambda: np.asarray(section[...])], section.shape, section.dtype, str(spec))
+    if array.ndim != 3:
+        raise io.InputError(f"{spec}: expected a (z, y, x) volume or one (y, x) section, got shape {array.shape}")
+    return array
+
+
+def _reader(file: Path) -> tuple[str, Callable[[Path, str], Any]]:
+    """What kind of source `file` is, and the function that opens it (file, inner path)."""
+    suffix = file.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return "a TIFF stack", lambda f, _: zarr.open(tifffile.imread(f, aszarr=True), mode="r")
+    if suffix in HDF5_SUFFIXES:
+        return "an HDF5 dataset", _open_hdf5
+    if suffix == ".n5":
+        return "an N5 dataset", _open_n5
+    if file.is_dir() and not _is_zarr(file):
+        return "a folder of TIFF or PNG sections", lambda f, _: section_files(f)
+    return "a Zarr array", _open_zarr
+
+
+def _is_zarr(folder: Path) -> bool:
+    return any((folder / name).exists() for name in (".zarray", ".zgroup", "zarr.json", io.LEVEL0))
+
+
+def _open_zarr(file: Path, inner: str) -> zarr.Array:
+    if (file / io.LEVEL0).exists() and not inner:
+        return io.open_image(file)
+    return zarr.open_array(str(file), path=inner or None, mode="r")
+
+
+def _open_hdf5(file: Path, inner: str) -> Any:
+    import h5py
+
+    handle = h5py.File(file, "r")
+    if not inner:
+        datasets: list[str] = []
+        handle.visititems(lambda name, node: datasets.append(name) if isinstance(node, h5py.Dataset) else None)
+        if len(datasets) != 1:
+            raise io.InputError(f"{file}: name the dataset as {file}/<dataset>; it holds {datasets or 'none'}")
+        inner = datasets[0]
+    if inner not in handle or not isinstance(handle[inner], h5py.Dataset):
+        raise io.InputError(f"{file}: no dataset {inner!r} in it")
+    return handle[inner]
+
+
+def _open_n5(file: Path, inner: str) -> Any:
+    import tensorstore
+
+    store = tensorstore.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(file / inner)}},
+                             read=True).result()
+    return TensorStoreArray(store)
+
+
+class TensorStoreArray:
+    """A tensorstore array seen through numpy slicing."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.shape = tuple(store.shape)
+        self.dtype = np.dtype(store.dtype.numpy_dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.store[key].read().result()
+
+
+class LazyStack:
+    """Sections read on demand, one callable per section; slicing reads only the sections it needs."""
+
+    def __init__(self, readers: list[Callable[[], np.ndarray]], section_shape: tuple[int, ...], dtype: Any,
+                 names: list[str] | str) -> None:
+        self.readers, self.names = readers, names
+        self.shape = (len(readers), *section_shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = 3
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        z, rest = key[0], key[1:]
+        indices = range(*z.indices(self.shape[0])) if isinstance(z, slice) else [z]
+        sections = [self._section(i)[rest] for i in indices]
+        block = np.stack(sections) if sections else np.empty((0, *self.shape[1:]), self.dtype)
+        return block if isinstance(z, slice) else block[0]
+
+    def _section(self, index: int) -> np.ndarray:
+        section = np.asarray(self.readers[index]())
+        if section.shape != self.shape[1:] or section.dtype != self.dtype:
+            name = self.names[index] if isinstance(self.names, list) else self.names
+            raise io.InputError(f"{name}: section {index} is {section.shape} {section.dtype}; the stack's first "
+                                f"section is {self.shape[1:]} {self.dtype}")
+        return section
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders 'z2' before 'z10'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def section_files(folder: Path) -> LazyStack:
+    """A folder of single-section TIFF or PNG files, in natural order, as a lazy stack."""
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in SECTION_SUFFIXES), key=lambda p: natural_key(p.name))
+    if not files:
+        raise io.InputError(f"{folder}: no .tif, .tiff or .png sections in this folder")
+    suffixes = {p.suffix.lower().replace(".tiff", ".tif") for p in files}
+    if len(suffixes) > 1:
+        raise io.InputError(f"{folder}: mixes {' and '.join(sorted(suffixes))} sections; keep one kind per folder")
+    first = _read_section(files[0])
+    if first.ndim != 2:
+        raise io.InputError(f"{files[0]}: expected a single-channel (y, x) section, got shape {first.shape}")
+    return LazyStack([lambda p=p: _read_section(p) for p in files], first.shape, first.dtype,
+                     [str(p) for p in files])
+
+
+def _read_section(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".png":
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return np.asarray(image)
+    return tifffile.imread(path)
