@@ -1,3 +1,7 @@
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tifffile
@@ -88,3 +92,42 @@ def test_negative_labels_are_refused(tmp_path):
     source = write_image(tmp_path / "in.ome.zarr", labels, (1, 8, 8))
     with pytest.raises(io.InputError, match=r"in.ome.zarr: labels has negative labels .* first at z=1, y=2, x=3"):
         ingest("labels", source, tmp_path / "labels.ome.zarr", **settings())
+
+
+def test_a_tiff_stack_larger_than_the_memory_cap_ingests_exactly(tmp_path):
+    """Ingest in a process whose data segment (heap and anonymous mappings) is capped below the stack's size."""
+    cap_mb, sections = 450, 600
+
+    def section(z: int) -> np.ndarray:
+        y, x = np.ogrid[:1024, :1024]
+        return ((x * 7 + y * 3 + z * 11) % 251).astype(np.uint8) ^ np.uint8(z % 7)
+
+    stack = tmp_path / "big.tif"
+    with tifffile.TiffWriter(stack, bigtiff=True) as tif:
+        for z in range(sections):
+            tif.write(section(z), photometric="minisblack", contiguous=True)
+    assert stack.stat().st_size > (cap_mb + 100) << 20
+    output = tmp_path / "raw.ome.zarr"
+    script = (
+        "import json, resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_DATA, ({cap_mb << 20}, {cap_mb << 20}))\n"
+        "from unet_pipeline.ingest import ingest\n"
+        f"ingest('raw', {str(stack)!r}, {str(output)!r}, chunks=[1, 1024, 1024], compression=json.loads(sys.argv[1]),"
+        " voxel_size=[50.0, 4.0, 4.0], unit='nanometer')\n")
+    result = subprocess.run([sys.executable, "-c", script, json.dumps(COMPRESSION)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stored = io.open_image(output)
+    assert stored.shape == (sections, 1024, 1024)
+    for z in range(0, sections, 37):
+        assert np.array_equal(stored[z], section(z)), z
+    assert np.array_equal(stored[sections - 1], section(sections - 1))
+
+
+def test_the_memory_cap_is_real(tmp_path):
+    """The same cap makes a whole-volume read of that size fail, so the test above could fail."""
+    script = ("import resource, numpy\n"
+              f"resource.setrlimit(resource.RLIMIT_DATA, ({450 << 20}, {450 << 20}))\n"
+              "numpy.ones((600, 1024, 1024), numpy.uint8)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode != 0 and "MemoryError" in result.stderr

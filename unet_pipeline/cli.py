@@ -95,7 +95,9 @@ def _synth(args: argparse.Namespace) -> None:
     compression = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
     for name, volume in (("raw", raw), ("labels", labels)):
         with io.atomic_output(Path(args.output) / f"{name}.ome.zarr") as partial:
-            io.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name)[:] = volume
+            io.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name,
+                            labels=name == "labels")[:] = volume
+            io.write_pyramid(partial)
             io.set_attrs(partial, synthetic={"shape": list(shape), "seed": args.seed, "version": __version__})
 
 

@@ -62,11 +62,12 @@ def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chun
     dtype = storage_dtype(kind, array.dtype)
     settings = {"kind": kind, "chunks": list(chunks), "compression": compression, "voxel_size": list(voxel_size),
                 "unit": unit}
-    key = resume.run_key(source=str(source), fingerprint=resume.input_fingerprint(source_file(source)),
+    key = resume.run_key(source=str(source), fingerprint=provenance.input_fingerprint(source_file(source)),
                          dtype=str(dtype), **settings)
 
     def create(partial: os.PathLike) -> Any:
-        return io.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind)
+        return io.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind,
+                               labels=kind == "labels")
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
@@ -78,5 +79,5 @@ def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chun
         converted = lazy.map_blocks(checked_block, str(source), kind, dtype, dtype=dtype)
         stats = resume.store_slabs(converted, target, f"ingest {kind}")
         io.set_attrs(target.partial, provenance=provenance.record(
-            "ingest", settings, {"source": str(source)}, started, slabs=stats))
+            "ingest", settings, {"source": str(source_file(source))}, started, source_spec=str(source), slabs=stats))
     return stats

@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
+import dask.array as da
 import numcodecs
 import zarr
 from ome_zarr.format import FormatV04
 from ome_zarr.writer import write_multiscales_metadata
 
+from . import pyramid
 from .geometry import Shape
 
 LEVEL0 = "0"
@@ -51,33 +53,84 @@ def create_image(
     unit: str,
     name: str,
     channels: int | None = None,
+    labels: bool = False,
 ) -> zarr.Array:
-    """Create an empty OME-Zarr image (axes zyx, or czyx with `channels`) and return level 0."""
+    """Create an empty OME-Zarr image (axes zyx, or czyx with `channels`) and return level 0.
+
+    A `labels` image (cell ids) is marked as an NGFF label image, so napari
+    opens it as a labels layer, and its pyramid takes the mode of each block
+    instead of the mean (the multiscale's type, used by `write_pyramid`).
+    """
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     spatial = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
     axes = spatial if channels is None else [{"name": "c", "type": "channel"}, *spatial]
-    scale = list(map(float, voxel_size)) if channels is None else [1.0, *map(float, voxel_size)]
     full_shape = tuple(shape) if channels is None else (channels, *shape)
     full_chunks = tuple(min(c, n) for c, n in zip(chunks, shape))
     if channels is not None:
         full_chunks = (channels, *full_chunks)
-    array = group.create_array(
-        LEVEL0,
-        shape=full_shape,
-        chunks=full_chunks,
-        dtype=dtype,
-        compressors=make_compressor(compression),
-        fill_value=0,
-        chunk_key_encoding={"name": "v2", "separator": "/"},
-    )
-    write_multiscales_metadata(
-        group,
-        [{"path": LEVEL0, "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-        fmt=FormatV04(),
-        axes=axes,
-        name=name,
-    )
+    array = _create_level(group, LEVEL0, full_shape, full_chunks, dtype, make_compressor(compression))
+    _write_multiscales(group, axes, name, "mode" if labels else "mean", [(1, 1, 1)], list(map(float, voxel_size)))
+    if labels:
+        group.attrs["image-label"] = {"version": FormatV04().version}
     return array
+
+
+def _create_level(group: zarr.Group, path: str, shape: Shape, chunks: Shape, dtype: Any,
+                  compressors: Any) -> zarr.Array:
+    return group.create_array(path, shape=shape, chunks=chunks, dtype=dtype, compressors=compressors, fill_value=0,
+                              chunk_key_encoding={"name": "v2", "separator": "/"})
+
+
+def _write_multiscales(group: zarr.Group, axes: list[dict[str, str]], name: str, downsampling: str,
+                       factors: list[Shape], voxel_size: list[float]) -> None:
+    """NGFF 0.4 multiscales metadata for levels 0.. with cumulative (z, y, x) `factors` relative to level 0.
+
+    Each level's scale is the voxel size times its factor; its translation puts
+    its voxel centres at the centres of the level-0 voxels they cover.
+    """
+    lead = [1.0] * (len(axes) - 3)
+    datasets = []
+    for level, factor in enumerate(factors):
+        scale = [v * f for v, f in zip(voxel_size, factor)]
+        transforms = [{"type": "scale", "scale": lead + scale}]
+        if level:
+            shift = [(f - 1) * v / 2 for v, f in zip(voxel_size, factor)]
+            transforms.append({"type": "translation", "translation": [0.0] * len(lead) + shift})
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    write_multiscales_metadata(group, datasets, fmt=FormatV04(), axes=axes, name=name)
+    multiscales = group.attrs["multiscales"]
+    multiscales[0]["type"] = downsampling
+    group.attrs["multiscales"] = multiscales
+
+
+def write_pyramid(path: str | os.PathLike) -> None:
+    """Add the downsampled levels of an image whose level 0 is written, and list them in its metadata.
+
+    One Dask graph computes every level from the one before it, chunk by
+    chunk, reading level 0 once (see `pyramid` for the factors and methods).
+    """
+    group = zarr.open_group(str(path), mode="a")
+    multiscale = group.attrs["multiscales"][0]
+    level0 = group[LEVEL0]
+    voxel, _ = voxel_size(path)
+    lead = level0.ndim - 3
+    previous, cumulative, factors = da.from_zarr(level0), (1, 1, 1), [(1, 1, 1)]
+    sources, targets = [], []
+    for level, step in enumerate(pyramid.level_factors(voxel, level0.shape[lead:], level0.chunks[lead:]), start=1):
+        full_step = (1,) * lead + step
+        even = previous.rechunk(tuple(c[0] if f == 1 or c[0] % 2 == 0 else 2 * c[0]  # whole blocks per chunk
+                                      for c, f in zip(previous.chunks, full_step)))
+        previous = even.map_blocks(pyramid.downsample, full_step, multiscale["type"], dtype=level0.dtype,
+                                   chunks=tuple(tuple(-(-n // f) for n in c) for c, f in zip(even.chunks, full_step)))
+        target = _create_level(group, str(level), previous.shape,
+                               tuple(min(c, n) for c, n in zip(level0.chunks, previous.shape)), level0.dtype,
+                               level0.compressors)
+        sources.append(previous.rechunk(target.chunks))
+        targets.append(target)
+        cumulative = tuple(c * f for c, f in zip(cumulative, step))
+        factors.append(cumulative)
+    da.store(sources, targets, lock=False)
+    _write_multiscales(group, multiscale["axes"], multiscale["name"], multiscale["type"], factors, voxel)
 
 
 def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:

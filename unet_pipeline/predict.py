@@ -133,7 +133,7 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     else:
         shape = tile_shape(config.geometry, chunks, tuple(tile))
     tiles = plan_tiles(config.geometry, image.shape, shape)
-    key = resume.run_key(checkpoint=checksum, image=resume.input_fingerprint(image_path), tile=shape,
+    key = resume.run_key(checkpoint=checksum, image=provenance.input_fingerprint(image_path), tile=shape,
                          chunks=chunks, dtype=dtype, amp=amp, tta=tta, compression=compression)
 
     def create(partial: Path) -> zarr.Array:

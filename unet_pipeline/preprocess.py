@@ -42,7 +42,7 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, low_perce
     raw = da.from_zarr(raw_array)
     voxel, unit = io.voxel_size(raw_path)
     settings = {"low_percentile": low_percentile, "high_percentile": high_percentile}
-    key = resume.run_key(raw=resume.input_fingerprint(raw_path), compression=compression, **settings)
+    key = resume.run_key(raw=provenance.input_fingerprint(raw_path), compression=compression, **settings)
 
     def create(partial: os.PathLike) -> Any:
         return io.create_image(partial, raw.shape, np.float32, raw_array.chunks, compression, voxel, unit, "norm")

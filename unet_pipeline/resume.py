@@ -30,21 +30,6 @@ KEY_FILE = "run_key"
 RECORDS = "blocks.done"  # not a Zarr node: readers of the image ignore it
 
 
-def input_fingerprint(path: str | os.PathLike) -> str:
-    """Checksum over the name, size and modification time of a file or of every file in a folder,
-    and over the contents of Zarr metadata files."""
-    root = Path(path)
-    digest = hashlib.sha256()
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    for file in files:
-        stat = file.stat()
-        digest.update(f"{file.relative_to(root) if file != root else file.name}\0{stat.st_size}\0"
-                      f"{stat.st_mtime_ns}\n".encode())
-        if file.name.startswith(".z") or file.name == "zarr.json":
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 def run_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -73,8 +58,8 @@ def resumable_image(output: str | os.PathLike, key: str,
 
     The partial image is reopened with its finished blocks when an earlier run
     of `key` left it, else made afresh by `create(partial)`. On success the
-    records are dropped, the key is added to the provenance the stage wrote,
-    and the image moves into place.
+    records are dropped, the pyramid is built, the key is added to the
+    provenance the stage wrote, and the image moves into place.
     """
     with io.output_lock(output):
         if complete_for(output, key):
@@ -86,6 +71,7 @@ def resumable_image(output: str | os.PathLike, key: str,
             seal(partial, key)
         yield Resumable(partial, io.open_image(partial, mode="r+"), finished_blocks(partial))
         clear(partial)
+        io.write_pyramid(partial)
         io.set_attrs(partial, provenance={**io.image_attrs(partial).get("provenance", {}), "run_key": key})
         io.commit(partial, output)
 
@@ -102,7 +88,8 @@ def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, in
     `target`, in parallel on Dask's threads, recording each slab once written."""
     array, slab = target.array, target.array.chunks[0]
     starts = range(0, source.shape[0], slab)
-    todo = [z for z in starts if block_name((z,)) not in target.finished]
+    slabs = source.rechunk((slab, *source.shape[1:])).to_delayed().ravel()  # one graph, optimised once
+    todo = [(z, block) for z, block in zip(starts, slabs) if block_name((z,)) not in target.finished]
     meter = progress.Meter(label, len(todo))
     counting = threading.Lock()
 
@@ -112,7 +99,7 @@ def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, in
         with counting:
             meter.advance()
 
-    dask.compute(*(dask.delayed(write)(source[z : z + slab], z) for z in todo))
+    dask.compute(*(dask.delayed(write)(block, z) for z, block in todo))
     return {"blocks": len(starts), "computed": len(todo), "resumed": len(starts) - len(todo)}
 
 

@@ -85,7 +85,8 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, me
         return as_probability(probs[CELL_CHANNEL, first:last])
 
     with io.atomic_output(output) as partial:
-        target = io.create_image(partial, shape, np.uint32, chunks, compression, voxel, unit, "segmentation")
+        target = io.create_image(partial, shape, np.uint32, chunks, compression, voxel, unit, "segmentation",
+                                 labels=True)
         if mode == "2d":
             next_id = 1
             for z in progress.track(range(0, shape[0], slab), "segment slabs"):
@@ -106,5 +107,6 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, me
             raise ValueError(f"segment.mode must be '2d' or '3d', got {mode!r}")
         settings = {"method": method, "mode": mode, "threshold": threshold, "seed_threshold": seed_threshold,
                     "min_size": min_size}
+        io.write_pyramid(partial)
         io.set_attrs(partial, provenance=provenance.record(
             "segment", settings, {"probabilities": str(probabilities_path)}, started))

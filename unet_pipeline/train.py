@@ -110,8 +110,8 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
             opt, lambda i: schedule_factor(schedule, i, iterations, step_size, gamma))
         scaler = torch.amp.GradScaler(target_device.type, enabled=amp == "fp16" and target_device.type == "cuda")
         state_dir = Path(checkpoint_path).parent / "state"
-        key = resume.run_key(settings=settings, norm=resume.input_fingerprint(norm_path),
-                             labels=resume.input_fingerprint(labels_path), weights=resume.input_fingerprint(weights_path))
+        key = resume.run_key(settings=settings, norm=provenance.input_fingerprint(norm_path),
+                             labels=provenance.input_fingerprint(labels_path), weights=provenance.input_fingerprint(weights_path))
         state = _load_state(state_dir, key)
         rows: list[dict[str, Any]] = []
         best: dict[str, Any] = {"val_rand_error": math.inf, "iteration": 0}

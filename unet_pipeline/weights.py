@@ -137,7 +137,7 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
     if mode not in ("2d", "3d"):
         raise ValueError(f"weights mode must be '2d' or '3d', got {mode!r}")
     settings = {"w0": w0, "sigma": sigma, "class_balance": class_balance, "mode": mode, "tolerance": tolerance}
-    key = resume.run_key(labels=resume.input_fingerprint(labels_path), compression=compression, **settings)
+    key = resume.run_key(labels=provenance.input_fingerprint(labels_path), compression=compression, **settings)
     voxel, unit = io.voxel_size(labels_path)
     foreground = float((labels > 0).mean().compute())
     if not 0 < foreground < 1:

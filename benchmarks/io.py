@@ -1,0 +1,127 @@
+"""Benchmark of ingest and of our chunked writer against a plain zarr-python copy, in one run.
+
+Both sides copy the same data into arrays with the same chunks and codec
+(Blosc zstd level 5, bit shuffle), slab by slab so memory stays bounded:
+
+- ingest: a multi-page TIFF stack -> OME-Zarr. Baseline: tifffile's Zarr view
+  of the stack copied slab by slab into a zarr-python array. Ours:
+  `unet_pipeline.ingest.ingest` (checks, per-slab completion records, two
+  Dask threads), reported with and without the pyramid it also writes.
+- write: a float32 volume already in memory -> OME-Zarr. Baseline: slab
+  assignments into a zarr-python array. Ours: `resume.store_slabs` into a
+  resumable image (records and threads included).
+
+The data is the package's synthetic EM-like volume (realistic compression;
+an 8 x 512 x 512 block tiled to the shape, as generating it is slow).
+Runs alternate (baseline, ours) and the best of `--repeats` counts. Goal:
+ours / baseline throughput >= 0.8.
+
+    python benchmarks/io.py [--shape 48,1024,1024] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import dask.array as da
+import numpy as np
+import tifffile
+import zarr
+
+from unet_pipeline import io, resume
+from unet_pipeline.ingest import ingest
+from unet_pipeline.synth import synthetic_volume
+
+COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
+VOXEL = [50.0, 4.0, 4.0]
+
+
+def plain_copy(source: zarr.Array | np.ndarray, target_path: Path, chunks: tuple[int, ...]) -> None:
+    """The baseline: a zarr-python array with the same chunks and codec, filled slab by slab."""
+    target = zarr.create_array(str(target_path), shape=source.shape, chunks=chunks, dtype=source.dtype,
+                               compressors=io.make_compressor(COMPRESSION), zarr_format=2, fill_value=0,
+                               chunk_key_encoding={"name": "v2", "separator": "/"})
+    for z in range(0, source.shape[0], chunks[0]):
+        target[z : z + chunks[0]] = source[z : z + chunks[0]]
+
+
+def our_ingest(stack: Path, target_path: Path, chunks: tuple[int, ...], pyramid: bool) -> None:
+    if pyramid:
+        ingest("raw", stack, target_path, chunks, COMPRESSION, VOXEL, "nanometer")
+        return
+    original = io.write_pyramid
+    io.write_pyramid = lambda path: None  # level 0 only, for the like-for-like ratio
+    try:
+        ingest("raw", stack, target_path, chunks, COMPRESSION, VOXEL, "nanometer")
+    finally:
+        io.write_pyramid = original
+
+
+def our_write(volume: np.ndarray, target_path: Path, chunks: tuple[int, ...]) -> None:
+    def create(partial: Path) -> zarr.Array:
+        return io.create_image(partial, volume.shape, volume.dtype, chunks, COMPRESSION, VOXEL, "nanometer", "norm")
+
+    with resume.resumable_image(target_path, "benchmark", create) as target:
+        resume.store_slabs(da.from_array(volume, chunks=(chunks[0], -1, -1)), target, "write")
+
+
+def best_seconds(runs: list[Callable[[Path], None]], folder: Path, repeats: int) -> list[float]:
+    """Best wall time of each run, alternating them `repeats` times, on fresh output paths."""
+    best = [float("inf")] * len(runs)
+    for repeat in range(repeats):
+        for index, run in enumerate(runs):
+            target = folder / f"out-{index}-{repeat}.zarr"
+            started = time.perf_counter()
+            run(target)
+            best[index] = min(best[index], time.perf_counter() - started)
+            shutil.rmtree(target)
+            for leftover in folder.glob(f"out-{index}-{repeat}.zarr*"):  # the lock file
+                leftover.unlink()
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", default="48,1024,1024")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    shape = tuple(int(n) for n in args.shape.split(","))
+    chunks = (1, 512, 512)
+    tile = (min(8, shape[0]), min(512, shape[1]), min(512, shape[2]))
+    raw = np.tile(synthetic_volume(tile, seed=0)[0], [-(-n // t) for n, t in zip(shape, tile)])
+    raw = np.ascontiguousarray(raw[: shape[0], : shape[1], : shape[2]])
+    megabytes = raw.nbytes / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        stack = folder / "stack.tif"
+        tifffile.imwrite(stack, raw, photometric="minisblack")
+        tiff_view = zarr.open(tifffile.imread(stack, aszarr=True), mode="r")
+        plain, level0, with_pyramid = best_seconds([
+            lambda out: plain_copy(tiff_view, out, chunks),
+            lambda out: our_ingest(stack, out, chunks, pyramid=False),
+            lambda out: our_ingest(stack, out, chunks, pyramid=True),
+        ], folder, args.repeats)
+        print(f"ingest of a {shape} uint8 TIFF stack ({megabytes:.0f} MB), chunks {chunks}, best of {args.repeats}:")
+        print(f"  plain zarr copy   {plain:6.2f} s  {megabytes / plain:7.1f} MB/s")
+        print(f"  ingest, level 0   {level0:6.2f} s  {megabytes / level0:7.1f} MB/s  ratio {plain / level0:.2f}")
+        print(f"  ingest + pyramid  {with_pyramid:6.2f} s  {megabytes / with_pyramid:7.1f} MB/s  "
+              f"ratio {plain / with_pyramid:.2f}")
+
+        volume = raw.astype(np.float32) / 255
+        plain, ours = best_seconds([
+            lambda out: plain_copy(volume, out, chunks),
+            lambda out: our_write(volume, out, chunks),
+        ], folder, args.repeats)
+        megabytes = volume.nbytes / 1e6
+        print(f"write of a {shape} float32 volume ({megabytes:.0f} MB) with records and pyramid:")
+        print(f"  plain zarr write  {plain:6.2f} s  {megabytes / plain:7.1f} MB/s")
+        print(f"  store_slabs       {ours:6.2f} s  {megabytes / ours:7.1f} MB/s  ratio {plain / ours:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Multiscale pyramids: factors follow the voxel size, blocks are averaged or take their mode, and the
+chunked pyramid equals downsampling the whole volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.measure import block_reduce
+
+from conftest import COMPRESSION
+from unet_pipeline import io
+from unet_pipeline.pyramid import downsample, level_factors
+
+
+def test_anisotropic_em_halves_y_and_x_first_then_all_axes():
+    # 4 -> 64 nm in y and x, then all axes at (100, 128, 128) nm; z alone once y and x fit one chunk
+    assert level_factors((50, 4, 4), (400, 16384, 16384), (16, 256, 256)) == [
+        (1, 2, 2), (1, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 1, 1), (2, 1, 1)]
+    assert level_factors((8, 8, 8), (256, 256, 256), (64, 64, 64)) == [(2, 2, 2), (2, 2, 2)]
+    assert level_factors((4, 4, 4), (1, 512, 512), (1, 128, 128)) == [(1, 2, 2), (1, 2, 2)]
+    assert level_factors((50, 4, 4), (4, 64, 64), (4, 64, 64)) == []  # fits one chunk
+
+
+def test_mean_and_mode_equal_a_per_block_reference():
+    rng = np.random.default_rng(0)
+    values = rng.random((4, 6, 8)).astype(np.float32)
+    assert np.allclose(downsample(values, (2, 2, 2), "mean"), block_reduce(values, (2, 2, 2), np.mean))
+    labels = rng.integers(0, 4, size=(2, 6, 8)).astype(np.uint32)
+    expected = np.empty((1, 3, 4), np.uint32)
+    for y in range(3):
+        for x in range(4):
+            counts = np.bincount(labels[:, 2 * y : 2 * y + 2, 2 * x : 2 * x + 2].ravel())
+            expected[0, y, x] = counts.argmax()  # the smallest of the most frequent
+    assert np.array_equal(downsample(labels, (2, 2, 2), "mode"), expected)
+    assert set(np.unique(downsample(labels, (2, 2, 2), "mode"))) <= set(np.unique(labels))
+
+
+def test_a_ragged_edge_repeats_its_last_row():
+    block = np.array([[0, 2, 4], [2, 4, 6]], np.uint8)
+    assert np.array_equal(downsample(block, (2, 2), "mean"), [[2, 5]])
+
+
+@pytest.mark.parametrize("method,dtype", [("mean", np.uint8), ("mean", np.float32), ("mode", np.uint32)])
+def test_chunked_pyramid_equals_downsampling_the_whole_volume(tmp_path, method, dtype):
+    volume = (np.random.default_rng(1).random((5, 150, 70)) * 200).astype(dtype)
+    path = tmp_path / "image.ome.zarr"
+    io.create_image(path, volume.shape, dtype, (1, 32, 32), COMPRESSION, (30.0, 5.0, 5.0), "nanometer", "image",
+                    labels=method == "mode")[:] = volume
+    io.write_pyramid(path)
+    multiscale = io.image_attrs(path)["multiscales"][0]
+    steps = level_factors((30.0, 5.0, 5.0), volume.shape, (1, 32, 32))
+    assert len(steps) >= 3 and multiscale["type"] == method
+    assert [d["path"] for d in multiscale["datasets"]] == [str(level) for level in range(len(steps) + 1)]
+    expected, factor = volume, np.ones(3)
+    for level, step in enumerate(steps, start=1):
+        expected = downsample(expected, step, method)
+        factor *= step
+        stored = io.zarr.open_array(str(path / str(level)), mode="r")
+        assert stored.dtype == dtype and stored.shape == expected.shape and np.array_equal(stored[:], expected)
+        scale, translation = multiscale["datasets"][level]["coordinateTransformations"]
+        assert scale["scale"] == list(np.array([30.0, 5.0, 5.0]) * factor)
+        assert translation["translation"] == list((factor - 1) * np.array([30.0, 5.0, 5.0]) / 2)
+
+
+def test_probabilities_keep_their_channel_axis(tmp_path):
+    probs = np.random.default_rng(2).random((2, 3, 64, 64)).astype(np.float32)
+    path = tmp_path / "p.ome.zarr"
+    io.create_image(path, probs.shape[1:], np.float32, (1, 16, 16), COMPRESSION, (50.0, 4.0, 4.0), "nanometer",
+                    "probabilities", channels=2)[:] = probs
+    io.write_pyramid(path)
+    level1 = io.zarr.open_array(str(path / "1"), mode="r")
+    assert level1.shape == (2, 3, 32, 32)
+    assert np.allclose(level1[:], downsample(probs, (1, 1, 2, 2), "mean"))
+    assert io.image_attrs(path)["multiscales"][0]["datasets"][1]["coordinateTransformations"][0]["scale"] == [
+        1.0, 50.0, 8.0, 8.0]
