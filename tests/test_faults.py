@@ -93,3 +93,24 @@ def test_a_waiting_writer_takes_over_when_the_holder_ends(tmp_path, capsys):
         holder.wait()
     assert output.read_text() == "done"
     assert f"waiting for {output}: another run (pid {holder.pid} on" in capsys.readouterr().out
+
+
+def test_chunks_and_tiles_larger_than_the_volume_are_clipped_to_it(tmp_path, random_checkpoint):
+    volume = np.random.default_rng(5).random((2, 40, 30)).astype(np.float32)
+    image = tmp_path / "norm.ome.zarr"
+    io.create_image(image, volume.shape, np.float32, (64, 512, 512), COMPRESSION, (50.0, 4.0, 4.0), "nanometer",
+                    "norm")[:] = volume
+    assert io.open_image(image).chunks == (2, 40, 30)
+    checkpoint = random_checkpoint(depth=2)
+    run_predict(image, checkpoint, tmp_path / "big-tile.ome.zarr", tile=[8, 1024, 1024])
+    run_predict(image, checkpoint, tmp_path / "reference.ome.zarr", tile=[2, 40, 30])
+    assert np.array_equal(io.open_image(tmp_path / "big-tile.ome.zarr")[:],
+                          io.open_image(tmp_path / "reference.ome.zarr")[:])
+
+
+def test_a_tile_too_small_for_the_model_is_rounded_up_to_a_valid_output():
+    from unet_pipeline.geometry import UNetGeometry
+
+    geometry = UNetGeometry(depth=4)
+    assert geometry.smallest_output_at_least(1) == 4  # never an empty output
+    assert geometry.output_size(geometry.input_size(geometry.smallest_output_at_least(1))) == 4

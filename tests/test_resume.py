@@ -126,7 +126,8 @@ def test_a_complete_output_of_the_same_run_is_kept_and_any_change_recomputes(tmp
 def test_a_killed_ingest_resumes_at_the_first_missing_slab(tmp_path):
     volume = np.random.default_rng(4).integers(0, 256, size=(600, 64, 64)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "stack.tif", volume)
-    options = dict(chunks=[1, 64, 64], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer")
+    options = dict(chunks=[1, 64, 64], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer",
+                   shards=None, ngff="0.4")
     output = tmp_path / "raw.ome.zarr"
     done_before = kill_after(stage_command("ingest", "raw", tmp_path / "stack.tif", output, **options), output, 50)
     assert not output.exists() and 50 <= done_before < 600

@@ -54,27 +54,31 @@ def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
 
 
 def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chunks: Shape,
-           compression: dict[str, Any], voxel_size: Sequence[float], unit: str) -> dict[str, int]:
-    """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'); returns slab counts."""
+           compression: dict[str, Any], voxel_size: Sequence[float], unit: str, shards: Shape | None = None,
+           ngff: str = "0.4") -> dict[str, int]:
+    """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'); returns slab counts.
+
+    `chunks`, `shards` and `ngff` set the layout that every later stage inherits.
+    """
     started = provenance.now()
     array = open_source(source)
     check_source(source, array, kind)
     dtype = storage_dtype(kind, array.dtype)
     settings = {"kind": kind, "chunks": list(chunks), "compression": compression, "voxel_size": list(voxel_size),
-                "unit": unit}
+                "unit": unit, "shards": list(shards) if shards else None, "ngff": ngff}
     key = resume.run_key(source=str(source), fingerprint=provenance.input_fingerprint(source_file(source)),
                          dtype=str(dtype), **settings)
 
     def create(partial: os.PathLike) -> Any:
         return io.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind,
-                               labels=kind == "labels")
+                               labels=kind == "labels", shards=shards, ngff=ngff)
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
             print(f"ingest: {output} is already complete for this source and settings", flush=True)
-            slabs = -(-array.shape[0] // min(chunks[0], array.shape[0]))
+            slabs = len(range(0, array.shape[0], io.write_unit(io.open_image(output))[0]))
             return {"blocks": slabs, "computed": 0, "resumed": slabs}
-        lazy = da.from_array(array, chunks=(target.array.chunks[0], -1, -1), name=False,
+        lazy = da.from_array(array, chunks=(io.write_unit(target.array)[0], -1, -1), name=False,
                              meta=np.empty((0, 0, 0), array.dtype))
         converted = lazy.map_blocks(checked_block, str(source), kind, dtype, dtype=dtype)
         stats = resume.store_slabs(converted, target, f"ingest {kind}")

@@ -1,8 +1,11 @@
 """OME-Zarr images on disk: create, open, metadata, provenance and atomic outputs.
 
-Every array we write is an OME-NGFF 0.4 image (Zarr format 2, '/' chunk
-keys): the version that napari-ome-zarr, neuroglancer, tensorstore and
-ome-zarr-py all open today. Level 0 lives at `<image>/0`.
+Every array we write is an OME-NGFF image with a multiscale pyramid; level 0
+lives at `<image>/0`. The default is NGFF 0.4 (Zarr format 2, '/' chunk
+keys), which napari-ome-zarr, neuroglancer, tensorstore, ome-zarr-py and the
+older readers still in use all open; NGFF 0.5 (Zarr format 3) is available
+for sharded volumes with very many chunks. Later stages inherit the layout
+(chunks, shards, version) of their input.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import IO, Any, Iterator, Sequence
 import dask.array as da
 import numcodecs
 import zarr
-from ome_zarr.format import FormatV04
+from ome_zarr.format import FormatV04, FormatV05
 from ome_zarr.writer import write_multiscales_metadata
 
 from . import pyramid
@@ -33,14 +36,35 @@ class InputError(ValueError):
     """Bad input: the message names the file or array and what was expected."""
 
 
-def make_compressor(settings: dict[str, Any]) -> numcodecs.abc.Codec:
-    """A numcodecs compressor from the config's `storage.compression` block."""
+NGFF_VERSIONS = {"0.4": (FormatV04, 2), "0.5": (FormatV05, 3)}
+
+
+def make_compressor(settings: dict[str, Any], zarr_format: int = 2) -> Any:
+    """The compressor of the config's `storage.compression` block, as numcodecs (Zarr 2) or zarr (Zarr 3) codec."""
     codec = settings["codec"]
-    if codec == "blosc":
-        return numcodecs.Blosc(cname=settings["cname"], clevel=settings["level"], shuffle=_SHUFFLE[settings["shuffle"]])
+    if codec not in ("blosc", "zstd"):
+        raise ValueError(f"unknown codec {codec!r}: expected 'blosc' or 'zstd'")
+    if zarr_format == 3:
+        if codec == "zstd":
+            return zarr.codecs.ZstdCodec(level=settings["level"])
+        shuffle = {"none": "noshuffle", "byte": "shuffle", "bit": "bitshuffle"}[settings["shuffle"]]
+        return zarr.codecs.BloscCodec(cname=settings["cname"], clevel=settings["level"], shuffle=shuffle)
     if codec == "zstd":
         return numcodecs.Zstd(level=settings["level"])
-    raise ValueError(f"unknown codec {codec!r}: expected 'blosc' or 'zstd'")
+    return numcodecs.Blosc(cname=settings["cname"], clevel=settings["level"], shuffle=_SHUFFLE[settings["shuffle"]])
+
+
+def layout(array: zarr.Array) -> dict[str, Any]:
+    """The (z, y, x) chunks, shards and NGFF version of an image's level 0: what an image derived from it reuses."""
+    spatial = slice(array.ndim - 3, None)
+    shards = array.shards[spatial] if array.shards else None
+    return {"chunks": tuple(array.chunks[spatial]), "shards": shards,
+            "ngff": "0.5" if array.metadata.zarr_format == 3 else "0.4"}
+
+
+def write_unit(array: zarr.Array) -> Shape:
+    """The smallest region parallel writers may own: a shard when sharded, else a chunk."""
+    return tuple(array.shards or array.chunks)
 
 
 def create_image(
@@ -54,36 +78,62 @@ def create_image(
     name: str,
     channels: int | None = None,
     labels: bool = False,
+    shards: Shape | None = None,
+    ngff: str = "0.4",
 ) -> zarr.Array:
     """Create an empty OME-Zarr image (axes zyx, or czyx with `channels`) and return level 0.
 
     A `labels` image (cell ids) is marked as an NGFF label image, so napari
     opens it as a labels layer, and its pyramid takes the mode of each block
     instead of the mean (the multiscale's type, used by `write_pyramid`).
+    `shards` (NGFF 0.5 only) groups chunks into one file each.
     """
-    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    fmt, zarr_format = NGFF_VERSIONS[ngff]
+    if shards is not None and zarr_format != 3:
+        raise ValueError(f"{path}: shards need NGFF 0.5 (Zarr format 3), got NGFF {ngff}")
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
     spatial = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
     axes = spatial if channels is None else [{"name": "c", "type": "channel"}, *spatial]
-    full_shape = tuple(shape) if channels is None else (channels, *shape)
+    lead = () if channels is None else (channels,)
     full_chunks = tuple(min(c, n) for c, n in zip(chunks, shape))
-    if channels is not None:
-        full_chunks = (channels, *full_chunks)
-    array = _create_level(group, LEVEL0, full_shape, full_chunks, dtype, make_compressor(compression))
-    _write_multiscales(group, axes, name, "mode" if labels else "mean", [(1, 1, 1)], list(map(float, voxel_size)))
+    full_shards = None
+    if shards is not None:
+        if any(s % c for s, c in zip(shards, chunks)):
+            raise ValueError(f"{path}: shards {list(shards)} must be multiples of the chunks {list(chunks)}")
+        # a shard never larger than the volume (rounded up to whole chunks)
+        full_shards = lead + tuple(min(s, -(-n // c) * c) for s, n, c in zip(shards, shape, full_chunks))
+    array = _create_level(group, LEVEL0, lead + tuple(shape), lead + full_chunks, dtype,
+                          make_compressor(compression, zarr_format), full_shards)
+    _write_multiscales(group, fmt(), axes, name, "mode" if labels else "mean", [(1, 1, 1)],
+                       list(map(float, voxel_size)))
     if labels:
-        group.attrs["image-label"] = {"version": FormatV04().version}
+        _update_ome(group, {"image-label": {"version": fmt().version}})
     return array
 
 
-def _create_level(group: zarr.Group, path: str, shape: Shape, chunks: Shape, dtype: Any,
-                  compressors: Any) -> zarr.Array:
-    return group.create_array(path, shape=shape, chunks=chunks, dtype=dtype, compressors=compressors, fill_value=0,
-                              chunk_key_encoding={"name": "v2", "separator": "/"})
+def _create_level(group: zarr.Group, path: str, shape: Shape, chunks: Shape, dtype: Any, compressors: Any,
+                  shards: Shape | None = None) -> zarr.Array:
+    separator = {"name": "v2", "separator": "/"} if group.metadata.zarr_format == 2 else {"name": "default"}
+    return group.create_array(path, shape=shape, chunks=chunks, shards=shards, dtype=dtype, compressors=compressors,
+                              fill_value=0, chunk_key_encoding=separator)
 
 
-def _write_multiscales(group: zarr.Group, axes: list[dict[str, str]], name: str, downsampling: str,
+def _ome(group: zarr.Group) -> dict[str, Any]:
+    """The NGFF attributes of a group: top level in 0.4, under 'ome' in 0.5."""
+    attrs = dict(group.attrs)
+    return dict(attrs.get("ome", attrs))
+
+
+def _update_ome(group: zarr.Group, values: dict[str, Any]) -> None:
+    if group.metadata.zarr_format == 3:
+        group.attrs["ome"] = {**group.attrs.get("ome", {}), **values}
+    else:
+        group.attrs.update(values)
+
+
+def _write_multiscales(group: zarr.Group, fmt: Any, axes: list[dict[str, str]], name: str, downsampling: str,
                        factors: list[Shape], voxel_size: list[float]) -> None:
-    """NGFF 0.4 multiscales metadata for levels 0.. with cumulative (z, y, x) `factors` relative to level 0.
+    """NGFF multiscales metadata for levels 0.. with cumulative (z, y, x) `factors` relative to level 0.
 
     Each level's scale is the voxel size times its factor; its translation puts
     its voxel centres at the centres of the level-0 voxels they cover.
@@ -97,10 +147,10 @@ def _write_multiscales(group: zarr.Group, axes: list[dict[str, str]], name: str,
             shift = [(f - 1) * v / 2 for v, f in zip(voxel_size, factor)]
             transforms.append({"type": "translation", "translation": [0.0] * len(lead) + shift})
         datasets.append({"path": str(level), "coordinateTransformations": transforms})
-    write_multiscales_metadata(group, datasets, fmt=FormatV04(), axes=axes, name=name)
-    multiscales = group.attrs["multiscales"]
+    write_multiscales_metadata(group, datasets, fmt=fmt, axes=axes, name=name)
+    multiscales = _ome(group)["multiscales"]
     multiscales[0]["type"] = downsampling
-    group.attrs["multiscales"] = multiscales
+    _update_ome(group, {"multiscales": multiscales})
 
 
 def write_pyramid(path: str | os.PathLike) -> None:
@@ -108,9 +158,10 @@ def write_pyramid(path: str | os.PathLike) -> None:
 
     One Dask graph computes every level from the one before it, chunk by
     chunk, reading level 0 once (see `pyramid` for the factors and methods).
+    Every level keeps level 0's chunks, shards (clipped to its size) and codec.
     """
     group = zarr.open_group(str(path), mode="a")
-    multiscale = group.attrs["multiscales"][0]
+    multiscale = _ome(group)["multiscales"][0]
     level0 = group[LEVEL0]
     voxel, _ = voxel_size(path)
     lead = level0.ndim - 3
@@ -122,15 +173,17 @@ def write_pyramid(path: str | os.PathLike) -> None:
                                       for c, f in zip(previous.chunks, full_step)))
         previous = even.map_blocks(pyramid.downsample, full_step, multiscale["type"], dtype=level0.dtype,
                                    chunks=tuple(tuple(-(-n // f) for n in c) for c, f in zip(even.chunks, full_step)))
-        target = _create_level(group, str(level), previous.shape,
-                               tuple(min(c, n) for c, n in zip(level0.chunks, previous.shape)), level0.dtype,
-                               level0.compressors)
-        sources.append(previous.rechunk(target.chunks))
+        chunks = tuple(min(c, n) for c, n in zip(level0.chunks, previous.shape))
+        shards = (tuple(min(s, -(-n // c) * c) for s, n, c in zip(level0.shards, previous.shape, chunks))
+                  if level0.shards else None)
+        target = _create_level(group, str(level), previous.shape, chunks, level0.dtype, level0.compressors, shards)
+        sources.append(previous.rechunk(write_unit(target)))
         targets.append(target)
         cumulative = tuple(c * f for c, f in zip(cumulative, step))
         factors.append(cumulative)
     da.store(sources, targets, lock=False)
-    _write_multiscales(group, multiscale["axes"], multiscale["name"], multiscale["type"], factors, voxel)
+    fmt = NGFF_VERSIONS["0.5" if group.metadata.zarr_format == 3 else "0.4"][0]()
+    _write_multiscales(group, fmt, multiscale["axes"], multiscale["name"], multiscale["type"], factors, voxel)
 
 
 def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:
@@ -145,8 +198,10 @@ def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:
 
 
 def image_attrs(path: str | os.PathLike) -> dict[str, Any]:
-    """The attributes of an OME-Zarr image's group (multiscales, provenance, ...)."""
-    return dict(zarr.open_group(str(path), mode="r").attrs)
+    """The attributes of an OME-Zarr image's group (multiscales, provenance, ...), with NGFF 0.5's 'ome'
+    attributes at the top level as in 0.4."""
+    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    return {**attrs, **attrs.get("ome", {})}
 
 
 def voxel_size(path: str | os.PathLike) -> tuple[list[float], str]:

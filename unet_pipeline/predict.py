@@ -127,18 +127,18 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     if image.ndim != 3:
         raise io.InputError(f"{image_path}: expected a (z, y, x) image, got shape {image.shape}")
     voxel, unit = io.voxel_size(image_path)
-    chunks = image.chunks
+    unit_shape = io.write_unit(image)  # tiles own whole chunks (whole shards when sharded)
     if tile == "auto":
-        shape = auto_tile(config, chunks, image.shape, memory_budget_mb << 20, batch_tiles)
+        shape = auto_tile(config, unit_shape, image.shape, memory_budget_mb << 20, batch_tiles)
     else:
-        shape = tile_shape(config.geometry, chunks, tuple(tile))
+        shape = tile_shape(config.geometry, unit_shape, tuple(tile))
     tiles = plan_tiles(config.geometry, image.shape, shape)
     key = resume.run_key(checkpoint=checksum, image=provenance.input_fingerprint(image_path), tile=shape,
-                         chunks=chunks, dtype=dtype, amp=amp, tta=tta, compression=compression)
+                         layout=io.layout(image), dtype=dtype, amp=amp, tta=tta, compression=compression)
 
     def create(partial: Path) -> zarr.Array:
-        return io.create_image(partial, image.shape, dtype, chunks, compression, voxel, unit, "probabilities",
-                               channels=config.classes)
+        return io.create_image(partial, image.shape, dtype, compression=compression, voxel_size=voxel, unit=unit,
+                               name="probabilities", channels=config.classes, **io.layout(image))
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:  # e.g. finished by a job that a killed Snakemake left running

@@ -45,7 +45,8 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, low_perce
     key = resume.run_key(raw=provenance.input_fingerprint(raw_path), compression=compression, **settings)
 
     def create(partial: os.PathLike) -> Any:
-        return io.create_image(partial, raw.shape, np.float32, raw_array.chunks, compression, voxel, unit, "norm")
+        return io.create_image(partial, raw.shape, np.float32, compression=compression, voxel_size=voxel, unit=unit,
+                               name="norm", **io.layout(raw_array))
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:

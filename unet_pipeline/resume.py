@@ -86,7 +86,7 @@ def complete_for(output: str | os.PathLike, key: str) -> bool:
 def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, int]:
     """Compute and write every slab of `source` (whole output chunks along z) not yet recorded in
     `target`, in parallel on Dask's threads, recording each slab once written."""
-    array, slab = target.array, target.array.chunks[0]
+    array, slab = target.array, io.write_unit(target.array)[0]
     starts = range(0, source.shape[0], slab)
     slabs = source.rechunk((slab, *source.shape[1:])).to_delayed().ravel()  # one graph, optimised once
     todo = [(z, block) for z, block in zip(starts, slabs) if block_name((z,)) not in target.finished]

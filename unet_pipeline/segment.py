@@ -78,15 +78,14 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, me
     if probs.ndim != 4:
         raise io.InputError(f"{probabilities_path}: expected class probabilities (c, z, y, x), got {probs.shape}")
     voxel, unit = io.voxel_size(probabilities_path)
-    shape, chunks = probs.shape[1:], probs.chunks[1:]
-    slab = chunks[0]
+    shape, slab = probs.shape[1:], io.write_unit(probs)[1]
 
     def cell(first: int, last: int) -> np.ndarray:
         return as_probability(probs[CELL_CHANNEL, first:last])
 
     with io.atomic_output(output) as partial:
-        target = io.create_image(partial, shape, np.uint32, chunks, compression, voxel, unit, "segmentation",
-                                 labels=True)
+        target = io.create_image(partial, shape, np.uint32, compression=compression, voxel_size=voxel, unit=unit,
+                                 name="segmentation", labels=True, **io.layout(probs))
         if mode == "2d":
             next_id = 1
             for z in progress.track(range(0, shape[0], slab), "segment slabs"):

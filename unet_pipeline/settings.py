@@ -14,8 +14,9 @@ def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
     compression = config["storage"]["compression"]
     if stage == "ingest":
         data = config["data"]
-        return {"chunks": config["storage"]["chunks"], "compression": compression,
-                "voxel_size": data["voxel_size"], "unit": data["unit"]}
+        storage = config["storage"]
+        return {"chunks": storage["chunks"], "compression": compression, "voxel_size": data["voxel_size"],
+                "unit": data["unit"], "shards": storage["shards"], "ngff": storage["ngff"]}
     if stage in ("preprocess", "weights", "segment"):
         return {**config[stage], "compression": compression}
     if stage == "train":

@@ -147,8 +147,8 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
     balance = class_weights(foreground, class_balance)
 
     def create(partial: os.PathLike) -> Any:
-        return io.create_image(partial, labels.shape, np.float32, labels_array.chunks, compression, voxel, unit,
-                               "weights")
+        return io.create_image(partial, labels.shape, np.float32, compression=compression, voxel_size=voxel,
+                               unit=unit, name="weights", **io.layout(labels_array))
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
