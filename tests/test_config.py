@@ -44,6 +44,7 @@ def test_schema_fills_defaults_for_a_minimal_config():
         (lambda c: c["model"].update(depthh=3), "depthh"),
         (lambda c: c["storage"].update(chunks=[1, 2]), "chunks"),
         (lambda c: c["data"].update(raw="x.tif"), "labels"),
+        (lambda c: c["storage"].update(shards=[1, 64, 64]), "'0.5' was expected"),  # shards need NGFF 0.5
     ],
 )
 def test_bad_config_is_rejected_naming_the_key(change, message):

@@ -90,7 +90,7 @@ def test_negative_labels_are_refused(tmp_path):
     labels = np.ones((2, 8, 8), np.int16)
     labels[1, 2, 3] = -1
     source = write_image(tmp_path / "in.ome.zarr", labels, (1, 8, 8))
-    with pytest.raises(io.InputError, match=r"in.ome.zarr: labels has negative labels .* first at z=1, y=2, x=3"):
+    with pytest.raises(io.InputError, match=r"in.ome.zarr: labels have negative values .* first at z=1, y=2, x=3"):
         ingest("labels", source, tmp_path / "labels.ome.zarr", **settings())
 
 

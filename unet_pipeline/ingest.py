@@ -47,8 +47,8 @@ def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
     bad = ~np.isfinite(block) if np.issubdtype(block.dtype, np.floating) else (block < 0) if kind == "labels" else None
     if bad is not None and bad.any():
         z, y, x = np.argwhere(bad)[0]
-        what = "NaN or Inf values" if kind == "raw" else "negative labels"
-        raise io.InputError(f"{spec}: {kind} has {what} ({int(bad.sum())} in sections {z0}-{z0 + len(block) - 1}, "
+        what = "raw has NaN or Inf values" if kind == "raw" else "labels have negative values"
+        raise io.InputError(f"{spec}: {what} ({int(bad.sum())} in sections {z0}-{z0 + len(block) - 1}, "
                             f"first at z={z0 + z}, y={y}, x={x}); replace them before ingest")
     return block.astype(dtype, copy=False)
 
