@@ -18,13 +18,19 @@ from unet_pipeline import io
 from unet_pipeline.weights import weights
 
 
-def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not_stuck(tmp_path):
-    output = tmp_path / "out.ome.zarr"
+def hold_lock(output, seconds: float) -> subprocess.Popen:
+    """Another process that holds `output`'s lock for `seconds`; returns once it holds it."""
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from unet_pipeline import io\n"
-        f"with io.output_lock({str(output)!r}):\n    print('held', flush=True); time.sleep(60)")],
+        "import time; from unet_pipeline import io\n"
+        f"with io.output_lock({str(output)!r}):\n    print('held', flush=True); time.sleep({seconds})")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not_stuck(tmp_path):
+    output = tmp_path / "out.ome.zarr"
+    holder = hold_lock(output, 60)
     with pytest.raises(io.OutputBusy, match=rf"out.ome.zarr: another run \(pid {holder.pid} on [^)]+\) is writing"):
         with io.atomic_output(output):
             pass
@@ -39,11 +45,7 @@ def test_cli_reports_a_busy_output_with_exit_code_2(tmp_path):
     labels = write_image(tmp_path / "labels.ome.zarr", np.eye(8, dtype=np.uint8)[None], (1, 8, 8))
     settings = {"w0": 10, "sigma": 5, "class_balance": "none", "mode": "2d", "tolerance": 1e-3,
                 "compression": COMPRESSION}
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from unet_pipeline import io\n"
-        f"with io.output_lock({str(tmp_path / 'w.ome.zarr')!r}):\n    print('held', flush=True); time.sleep(60)")],
-        stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_lock(tmp_path / "w.ome.zarr", 60)
     try:
         result = subprocess.run([sys.executable, "-m", "unet_pipeline.cli", "weights", str(labels),
                                  str(tmp_path / "w.ome.zarr"), "--settings", json.dumps(settings)],
@@ -77,11 +79,7 @@ def test_an_incompatible_checkpoint_is_named(tmp_path):
 
 def test_a_waiting_writer_takes_over_when_the_holder_ends(tmp_path, capsys):
     output = tmp_path / "out.ome.zarr"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from unet_pipeline import io\n"
-        f"with io.output_lock({str(output)!r}):\n    print('held', flush=True); time.sleep(3)")],
-        stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_lock(output, 3)
     io.set_on_busy("wait")
     started = time.monotonic()
     try:

@@ -19,7 +19,7 @@ import yaml
 from conftest import REPO, write_image
 from test_predict import run_predict
 from test_workflow import TINY, environment, scheduled_rules
-from unet_pipeline import io
+from unet_pipeline import io, resume
 
 
 def slurm_up() -> str | None:
@@ -113,7 +113,7 @@ def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_pa
     first = subprocess.Popen(snakemake_command(workdir, *SLURM_PROFILE), cwd=REPO, env=environment(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
-    while not (out / "probabilities.ome.zarr.partial" / "tiles.done").exists():
+    while not (out / "probabilities.ome.zarr.partial" / resume.RECORDS).exists():
         assert first.poll() is None and time.monotonic() < deadline, "predict never started"
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)

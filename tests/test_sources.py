@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import h5py
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 from conftest import COMPRESSION
 from unet_pipeline import io
 from unet_pipeline.ingest import ingest
-from unet_pipeline.sources import natural_key, open_source, source_file
+from unet_pipeline.sources import natural_key, open_source, source_file, source_voxel_size
 
 VOLUME = np.random.default_rng(0).integers(0, 256, size=(11, 24, 20)).astype(np.uint8)
 
@@ -80,3 +81,27 @@ def test_n5_dataset(tmp_path):
     tensorstore.open(spec).result().write(VOLUME).result()
     assert source_file(tmp_path / "data.n5" / "raw") == tmp_path / "data.n5"
     assert np.array_equal(ingested(tmp_path / "data.n5" / "raw", tmp_path), VOLUME)
+    attributes = tmp_path / "data.n5" / "raw" / "attributes.json"
+    attributes.write_text(json.dumps({**json.loads(attributes.read_text()),
+                                      "pixelResolution": {"dimensions": [4.0, 5.0, 40.0], "unit": "nm"}}))
+    assert source_voxel_size(tmp_path / "data.n5" / "raw") == ([40.0, 5.0, 4.0], "nanometer")  # N5 lists x, y, z
+
+
+def test_voxel_size_comes_from_the_source_metadata_when_the_config_leaves_it_out(tmp_path):
+    tifffile.imwrite(tmp_path / "calibrated.tif", VOLUME[:, None], imagej=True, resolution=(1 / 0.004, 1 / 0.005),
+                     metadata={"spacing": 0.05, "unit": "um", "axes": "ZCYX"})
+    assert source_voxel_size(tmp_path / "calibrated.tif") == ([0.05, 0.005, 0.004], "micrometer")
+    with h5py.File(tmp_path / "volume.h5", "w") as handle:
+        handle["raw"] = VOLUME
+        handle["raw"].attrs["element_size_um"] = [0.03, 0.006, 0.006]
+    assert source_voxel_size(tmp_path / "volume.h5" / "raw") == ([0.03, 0.006, 0.006], "micrometer")
+    out = tmp_path / "raw.ome.zarr"
+    ingest("raw", tmp_path / "volume.h5" / "raw", out, chunks=(2, 16, 16), compression=COMPRESSION, voxel_size=None,
+           unit="nanometer")
+    assert io.voxel_size(out) == ([0.03, 0.006, 0.006], "micrometer")
+    assert source_voxel_size(out) == ([0.03, 0.006, 0.006], "micrometer")  # an OME-Zarr image
+    tifffile.imwrite(tmp_path / "plain.tif", VOLUME)
+    assert source_voxel_size(tmp_path / "plain.tif") is None
+    with pytest.raises(io.InputError, match="plain.tif: its metadata has no voxel size; set data.voxel_size"):
+        ingest("raw", tmp_path / "plain.tif", tmp_path / "p.ome.zarr", chunks=(2, 16, 16), compression=COMPRESSION,
+               voxel_size=None, unit="nanometer")

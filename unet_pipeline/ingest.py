@@ -16,7 +16,7 @@ import numpy as np
 
 from . import io, provenance, resume
 from .geometry import Shape
-from .sources import open_source, source_file
+from .sources import open_source, source_file, source_voxel_size
 
 RAW_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
@@ -54,15 +54,23 @@ def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
 
 
 def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chunks: Shape,
-           compression: dict[str, Any], voxel_size: Sequence[float], unit: str, shards: Shape | None = None,
-           ngff: str = "0.4") -> dict[str, int]:
+           compression: dict[str, Any], voxel_size: Sequence[float] | None, unit: str,
+           shards: Shape | None = None, ngff: str = "0.4") -> dict[str, int]:
     """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'); returns slab counts.
 
     `chunks`, `shards` and `ngff` set the layout that every later stage inherits.
+    A `voxel_size` of None takes the voxel size and unit from the source's own
+    metadata (see `sources.source_voxel_size`).
     """
     started = provenance.now()
     array = open_source(source)
     check_source(source, array, kind)
+    if voxel_size is None:
+        found = source_voxel_size(source)
+        if found is None:
+            raise io.InputError(f"{source}: its metadata has no voxel size; set data.voxel_size (z, y, x) and "
+                                "data.unit in the config")
+        voxel_size, unit = found
     dtype = storage_dtype(kind, array.dtype)
     settings = {"kind": kind, "chunks": list(chunks), "compression": compression, "voxel_size": list(voxel_size),
                 "unit": unit, "shards": list(shards) if shards else None, "ngff": ngff}

@@ -9,6 +9,7 @@ until a region is sliced.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -168,3 +169,49 @@ def _read_section(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             return np.asarray(image)
     return tifffile.imread(path)
+
+
+UNITS = {"nm": "nanometer", "nanometer": "nanometer", "um": "micrometer", "micron": "micrometer",
+         "\u00b5m": "micrometer", "\\u00B5m": "micrometer", "micrometer": "micrometer", "angstrom": "angstrom",
+         "\u00c5": "angstrom"}
+
+
+def source_voxel_size(spec: str | os.PathLike) -> tuple[list[float], str] | None:
+    """The (z, y, x) voxel size and NGFF unit recorded in a source's own metadata, or None when it has none.
+
+    Read from: OME-Zarr scales; ImageJ TIFF (spacing, resolution, unit);
+    HDF5 `element_size_um` (Fiji, ilastik); N5 `pixelResolution` or
+    `resolution` (x, y, z order, reversed here).
+    """
+    path, file = Path(spec), source_file(spec)
+    suffix = file.suffix.lower()
+    if (file / io.LEVEL0).exists() and path == file:
+        return io.voxel_size(file)
+    if suffix in (".tif", ".tiff"):
+        return _tiff_voxel_size(file)
+    if suffix in HDF5_SUFFIXES:
+        import h5py
+
+        with h5py.File(file, "r") as handle:
+            node = handle[str(path.relative_to(file))] if path != file else None
+            size = node.attrs.get("element_size_um") if node is not None else None
+            return ([float(v) for v in size], "micrometer") if size is not None and len(size) == 3 else None
+    if suffix == ".n5":
+        attributes = path / "attributes.json"
+        attrs = json.loads(attributes.read_text()) if attributes.exists() else {}
+        pixel = attrs.get("pixelResolution") or {}
+        size, unit = pixel.get("dimensions") or attrs.get("resolution"), pixel.get("unit") or attrs.get("unit", "nm")
+        return ([float(v) for v in reversed(size)], UNITS[unit]) if size and unit in UNITS else None
+    return None
+
+
+def _tiff_voxel_size(file: Path) -> tuple[list[float], str] | None:
+    """ImageJ's calibration: z spacing in its metadata, y and x from the resolution tags, in its unit."""
+    with tifffile.TiffFile(file) as tif:
+        metadata = tif.imagej_metadata or {}
+        unit = UNITS.get(str(metadata.get("unit", "")))
+        tags = tif.pages[0].tags
+        if unit is None or "XResolution" not in tags or "YResolution" not in tags:
+            return None
+        (xn, xd), (yn, yd) = tags["XResolution"].value, tags["YResolution"].value
+        return [float(metadata.get("spacing", 1.0)), yd / yn, xd / xn], unit

@@ -7,7 +7,7 @@ rule synth:
         shape=",".join(map(str, config["data"]["synthetic"]["shape"])),
         seed=config["data"]["synthetic"]["seed"],
         chunks=",".join(map(str, config["storage"]["chunks"])),
-        voxel_size=",".join(map(str, config["data"]["voxel_size"])),
+        voxel_size=",".join(map(str, config["data"]["synthetic"]["voxel_size"])),
     resources:
         **resources_of("ingest"),
     log:
