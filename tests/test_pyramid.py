@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 from skimage.measure import block_reduce
 
 from conftest import COMPRESSION
 from unet_pipeline import io
+from unet_pipeline.ingest import ingest
+from unet_pipeline.preprocess import preprocess
 from unet_pipeline.pyramid import downsample, level_factors
 
 
@@ -73,3 +76,40 @@ def test_probabilities_keep_their_channel_axis(tmp_path):
     assert np.allclose(level1[:], downsample(probs, (1, 1, 2, 2), "mean"))
     assert io.image_attrs(path)["multiscales"][0]["datasets"][1]["coordinateTransformations"][0]["scale"] == [
         1.0, 50.0, 8.0, 8.0]
+
+
+def expected_levels(volume: np.ndarray, voxel, chunks, method: str) -> list[np.ndarray]:
+    levels = [volume]
+    for step in level_factors(voxel, volume.shape, chunks):
+        levels.append(downsample(levels[-1], step, method))
+    return levels
+
+
+def assert_pyramid_equals(path, volume: np.ndarray, voxel, chunks, method: str) -> None:
+    expected = expected_levels(volume, voxel, chunks, method)
+    datasets = io.image_attrs(path)["multiscales"][0]["datasets"]
+    assert len(datasets) == len(expected)
+    for dataset, level in zip(datasets, expected):
+        assert np.array_equal(io.zarr.open_array(str(path / dataset["path"]), mode="r")[:], level), dataset["path"]
+
+
+@pytest.mark.parametrize("kind", ["raw", "labels"])
+def test_levels_written_slab_by_slab_with_level_0_equal_the_whole_volume_chain(tmp_path, kind):
+    volume = (np.random.default_rng(3).random((5, 150, 70)) * 200).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", volume)
+    out = tmp_path / f"{kind}.ome.zarr"
+    ingest(kind, tmp_path / "stack.tif", out, (1, 32, 32), COMPRESSION, (30.0, 5.0, 5.0), "nanometer")
+    assert level_factors((30.0, 5.0, 5.0), volume.shape, (1, 32, 32))[0][0] == 1  # some levels are slab-local
+    assert_pyramid_equals(out, volume, (30.0, 5.0, 5.0), (1, 32, 32), "mean" if kind == "raw" else "mode")
+
+
+def test_without_a_pyramid_every_derived_image_keeps_level_0_alone(tmp_path):
+    volume = (np.random.default_rng(4).random((3, 150, 70)) * 200).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", volume)
+    ingest("raw", tmp_path / "stack.tif", tmp_path / "raw.ome.zarr", (1, 32, 32), COMPRESSION, (30.0, 5.0, 5.0),
+           "nanometer", pyramid=False)
+    preprocess(tmp_path / "raw.ome.zarr", tmp_path / "norm.ome.zarr", 0.5, 99.5, COMPRESSION)
+    for name in ("raw", "norm"):
+        assert [d["path"] for d in io.image_attrs(tmp_path / f"{name}.ome.zarr")["multiscales"][0]["datasets"]] == ["0"]
+        assert not (tmp_path / f"{name}.ome.zarr" / "1").exists()
+    assert np.array_equal(io.open_image(tmp_path / "raw.ome.zarr")[:], volume)

@@ -16,6 +16,7 @@ import tifffile
 
 from conftest import COMPRESSION, write_image
 from test_predict import run_predict
+from test_pyramid import assert_pyramid_equals
 from unet_pipeline import io, resume
 from unet_pipeline.ingest import ingest
 from unet_pipeline.synth import synthetic_volume
@@ -126,14 +127,14 @@ def test_a_complete_output_of_the_same_run_is_kept_and_any_change_recomputes(tmp
 def test_a_killed_ingest_resumes_at_the_first_missing_slab(tmp_path):
     volume = np.random.default_rng(4).integers(0, 256, size=(600, 64, 64)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "stack.tif", volume)
-    options = dict(chunks=[1, 64, 64], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer",
-                   shards=None, ngff="0.4")
+    options = dict(chunks=[1, 32, 32], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer",
+                   shards=None, ngff="0.4", pyramid=True)
     output = tmp_path / "raw.ome.zarr"
     done_before = kill_after(stage_command("ingest", "raw", tmp_path / "stack.tif", output, **options), output, 50)
     assert not output.exists() and 50 <= done_before < 600
     assert ingest("raw", tmp_path / "stack.tif", output, **options) == {
         "blocks": 600, "computed": 600 - done_before, "resumed": done_before}
-    assert np.array_equal(io.open_image(output)[:], volume)
+    assert_pyramid_equals(output, volume, (50.0, 4.0, 4.0), (1, 32, 32), "mean")  # every level, not only 0
 
 
 def test_a_killed_weights_run_resumes_and_equals_an_uninterrupted_one(tmp_path):

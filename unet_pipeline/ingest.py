@@ -55,10 +55,10 @@ def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
 
 def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chunks: Shape,
            compression: dict[str, Any], voxel_size: Sequence[float] | None, unit: str,
-           shards: Shape | None = None, ngff: str = "0.4") -> dict[str, int]:
+           shards: Shape | None = None, ngff: str = "0.4", pyramid: bool = True) -> dict[str, int]:
     """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'); returns slab counts.
 
-    `chunks`, `shards` and `ngff` set the layout that every later stage inherits.
+    `chunks`, `shards`, `ngff` and `pyramid` set the layout that every later stage inherits.
     A `voxel_size` of None takes the voxel size and unit from the source's own
     metadata (see `sources.source_voxel_size`).
     """
@@ -73,13 +73,14 @@ def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chun
         voxel_size, unit = found
     dtype = storage_dtype(kind, array.dtype)
     settings = {"kind": kind, "chunks": list(chunks), "compression": compression, "voxel_size": list(voxel_size),
-                "unit": unit, "shards": list(shards) if shards else None, "ngff": ngff}
+                "unit": unit, "shards": list(shards) if shards else None, "ngff": ngff,
+                "pyramid": pyramid}
     key = resume.run_key(source=str(source), fingerprint=provenance.input_fingerprint(source_file(source)),
                          dtype=str(dtype), **settings)
 
     def create(partial: os.PathLike) -> Any:
         return io.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind,
-                               labels=kind == "labels", shards=shards, ngff=ngff)
+                               labels=kind == "labels", shards=shards, ngff=ngff, pyramid=pyramid)
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:

@@ -21,6 +21,7 @@ from typing import IO, Any, Iterator, Sequence
 
 import dask.array as da
 import numcodecs
+import numpy as np
 import zarr
 from ome_zarr.format import FormatV04, FormatV05
 from ome_zarr.writer import write_multiscales_metadata
@@ -29,6 +30,7 @@ from . import pyramid
 from .geometry import Shape
 
 LEVEL0 = "0"
+PYRAMID = "pyramid"  # group attribute: whether the image gets downsampled levels
 _SHUFFLE = {"none": numcodecs.Blosc.NOSHUFFLE, "byte": numcodecs.Blosc.SHUFFLE, "bit": numcodecs.Blosc.BITSHUFFLE}
 
 
@@ -54,12 +56,15 @@ def make_compressor(settings: dict[str, Any], zarr_format: int = 2) -> Any:
     return numcodecs.Blosc(cname=settings["cname"], clevel=settings["level"], shuffle=_SHUFFLE[settings["shuffle"]])
 
 
-def layout(array: zarr.Array) -> dict[str, Any]:
-    """The (z, y, x) chunks, shards and NGFF version of an image's level 0: what an image derived from it reuses."""
+def layout(path: str | os.PathLike) -> dict[str, Any]:
+    """The (z, y, x) chunks and shards, NGFF version and pyramid choice of an image: what an image derived
+    from it reuses."""
+    array = open_image(path)
     spatial = slice(array.ndim - 3, None)
     shards = array.shards[spatial] if array.shards else None
     return {"chunks": tuple(array.chunks[spatial]), "shards": shards,
-            "ngff": "0.5" if array.metadata.zarr_format == 3 else "0.4"}
+            "ngff": "0.5" if array.metadata.zarr_format == 3 else "0.4",
+            "pyramid": image_attrs(path).get(PYRAMID, True)}
 
 
 def write_unit(array: zarr.Array) -> Shape:
@@ -80,13 +85,15 @@ def create_image(
     labels: bool = False,
     shards: Shape | None = None,
     ngff: str = "0.4",
+    pyramid: bool = True,
 ) -> zarr.Array:
     """Create an empty OME-Zarr image (axes zyx, or czyx with `channels`) and return level 0.
 
     A `labels` image (cell ids) is marked as an NGFF label image, so napari
     opens it as a labels layer, and its pyramid takes the mode of each block
     instead of the mean (the multiscale's type, used by `write_pyramid`).
-    `shards` (NGFF 0.5 only) groups chunks into one file each.
+    `shards` (NGFF 0.5 only) groups chunks into one file each. Without
+    `pyramid` the image keeps level 0 alone.
     """
     fmt, zarr_format = NGFF_VERSIONS[ngff]
     if shards is not None and zarr_format != 3:
@@ -108,14 +115,15 @@ def create_image(
                        list(map(float, voxel_size)))
     if labels:
         _update_ome(group, {"image-label": {"version": fmt().version}})
+    group.attrs[PYRAMID] = pyramid
     return array
 
 
 def _create_level(group: zarr.Group, path: str, shape: Shape, chunks: Shape, dtype: Any, compressors: Any,
-                  shards: Shape | None = None) -> zarr.Array:
+                  shards: Shape | None = None, overwrite: bool = False) -> zarr.Array:
     separator = {"name": "v2", "separator": "/"} if group.metadata.zarr_format == 2 else {"name": "default"}
     return group.create_array(path, shape=shape, chunks=chunks, shards=shards, dtype=dtype, compressors=compressors,
-                              fill_value=0, chunk_key_encoding=separator)
+                              fill_value=0, chunk_key_encoding=separator, overwrite=overwrite)
 
 
 def _ome(group: zarr.Group) -> dict[str, Any]:
@@ -153,37 +161,74 @@ def _write_multiscales(group: zarr.Group, fmt: Any, axes: list[dict[str, str]], 
     _update_ome(group, {"multiscales": multiscales})
 
 
-def write_pyramid(path: str | os.PathLike) -> None:
-    """Add the downsampled levels of an image whose level 0 is written, and list them in its metadata.
+def _level_steps(group: zarr.Group, path: str | os.PathLike) -> list[Shape]:
+    """Each pyramid level's (z, y, x) factor relative to the level before (see `pyramid.level_factors`);
+    none when the image was made without a pyramid."""
+    if not group.attrs.get(PYRAMID, True):
+        return []
+    level0 = group[LEVEL0]
+    lead = level0.ndim - 3
+    return pyramid.level_factors(voxel_size(path)[0], level0.shape[lead:], level0.chunks[lead:])
 
-    One Dask graph computes every level from the one before it, chunk by
-    chunk, reading level 0 once (see `pyramid` for the factors and methods).
-    Every level keeps level 0's chunks, shards (clipped to its size) and codec.
+
+def _level_array(group: zarr.Group, level: int, shape: Shape, overwrite: bool) -> zarr.Array:
+    """Level `level` of an image, with level 0's chunks, shards (clipped to its size) and codec; an existing
+    array of that shape is reused unless `overwrite`."""
+    if not overwrite and str(level) in group and group[str(level)].shape == tuple(shape):
+        return group[str(level)]
+    level0 = group[LEVEL0]
+    chunks = tuple(min(c, n) for c, n in zip(level0.chunks, shape))
+    shards = tuple(min(s, -(-n // c) * c) for s, n, c in zip(level0.shards, shape, chunks)) if level0.shards else None
+    return _create_level(group, str(level), shape, chunks, level0.dtype, level0.compressors, shards, overwrite=True)
+
+
+def slab_levels(path: str | os.PathLike) -> list[tuple[zarr.Array, Shape, str]]:
+    """The pyramid levels that each z-slab of level 0 determines on its own: the leading levels that halve
+    only y and x. Made (or reopened, on resume) in the image; each with its factor (over all axes) relative
+    to the level before and the downsampling method. Writers fill them slab by slab with level 0."""
+    group = zarr.open_group(str(path), mode="a")
+    level0 = group[LEVEL0]
+    lead, method = level0.ndim - 3, _ome(group)["multiscales"][0]["type"]
+    levels, shape = [], level0.shape
+    if not group.attrs.get(PYRAMID, True):
+        return levels
+    for level, step in enumerate(_level_steps(group, path), start=1):
+        if step[0] != 1:
+            break
+        full_step = (1,) * lead + step
+        shape = tuple(-(-n // f) for n, f in zip(shape, full_step))
+        levels.append((_level_array(group, level, shape, overwrite=False), full_step, method))
+    return levels
+
+
+def write_pyramid(path: str | os.PathLike, levels_written: int = 0) -> None:
+    """Add the downsampled levels of an image beyond the `levels_written` ones (see `slab_levels`), and list
+    every level in its metadata.
+
+    One Dask graph computes each level from the one before it, chunk by
+    chunk, reading the last written level once (see `pyramid` for the factors
+    and methods). Every level keeps level 0's chunks, shards and codec.
     """
     group = zarr.open_group(str(path), mode="a")
     multiscale = _ome(group)["multiscales"][0]
-    level0 = group[LEVEL0]
-    voxel, _ = voxel_size(path)
-    lead = level0.ndim - 3
-    previous, cumulative, factors = da.from_zarr(level0), (1, 1, 1), [(1, 1, 1)]
+    steps = _level_steps(group, path)
+    lead = group[LEVEL0].ndim - 3
+    previous = da.from_zarr(group[str(levels_written)])
     sources, targets = [], []
-    for level, step in enumerate(pyramid.level_factors(voxel, level0.shape[lead:], level0.chunks[lead:]), start=1):
+    for level, step in enumerate(steps[levels_written:], start=levels_written + 1):
         full_step = (1,) * lead + step
         even = previous.rechunk(tuple(c[0] if f == 1 or c[0] % 2 == 0 else 2 * c[0]  # whole blocks per chunk
                                       for c, f in zip(previous.chunks, full_step)))
-        previous = even.map_blocks(pyramid.downsample, full_step, multiscale["type"], dtype=level0.dtype,
+        previous = even.map_blocks(pyramid.downsample, full_step, multiscale["type"], dtype=previous.dtype,
                                    chunks=tuple(tuple(-(-n // f) for n in c) for c, f in zip(even.chunks, full_step)))
-        chunks = tuple(min(c, n) for c, n in zip(level0.chunks, previous.shape))
-        shards = (tuple(min(s, -(-n // c) * c) for s, n, c in zip(level0.shards, previous.shape, chunks))
-                  if level0.shards else None)
-        target = _create_level(group, str(level), previous.shape, chunks, level0.dtype, level0.compressors, shards)
+        target = _level_array(group, level, previous.shape, overwrite=True)
         sources.append(previous.rechunk(write_unit(target)))
         targets.append(target)
-        cumulative = tuple(c * f for c, f in zip(cumulative, step))
-        factors.append(cumulative)
     da.store(sources, targets, lock=False)
+    factors = [tuple(int(np.prod(column)) for column in zip((1, 1, 1), *steps[:level])) for level in range(len(steps) + 1)]
     fmt = NGFF_VERSIONS["0.5" if group.metadata.zarr_format == 3 else "0.4"][0]()
-    _write_multiscales(group, fmt, multiscale["axes"], multiscale["name"], multiscale["type"], factors, voxel)
+    _write_multiscales(group, fmt, multiscale["axes"], multiscale["name"], multiscale["type"], factors,
+                       voxel_size(path)[0])
 
 
 def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:

@@ -46,7 +46,7 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, low_perce
 
     def create(partial: os.PathLike) -> Any:
         return io.create_image(partial, raw.shape, np.float32, compression=compression, voxel_size=voxel, unit=unit,
-                               name="norm", **io.layout(raw_array))
+                               name="norm", **io.layout(raw_path))
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:

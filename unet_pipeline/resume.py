@@ -24,7 +24,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from . import io, progress
+from . import io, progress, pyramid
 
 KEY_FILE = "run_key"
 RECORDS = "blocks.done"  # not a Zarr node: readers of the image ignore it
@@ -40,11 +40,13 @@ def block_name(start: Sequence[int]) -> str:
 
 @dataclass
 class Resumable:
-    """An output being written: its partial image, and the blocks an earlier run of the same key finished."""
+    """An output being written: its partial image, the blocks an earlier run of the same key finished, and
+    how many pyramid levels the writer fills along with level 0."""
 
     partial: Path
     array: zarr.Array
     finished: set[str]
+    levels_written: int = 0
 
     def record(self, name: str) -> None:
         record_block(self.partial, name)
@@ -69,9 +71,10 @@ def resumable_image(output: str | os.PathLike, key: str,
         if not open_partial(partial, key):
             create(partial)
             seal(partial, key)
-        yield Resumable(partial, io.open_image(partial, mode="r+"), finished_blocks(partial))
+        target = Resumable(partial, io.open_image(partial, mode="r+"), finished_blocks(partial))
+        yield target
         clear(partial)
-        io.write_pyramid(partial)
+        io.write_pyramid(partial, target.levels_written)
         io.set_attrs(partial, provenance={**io.image_attrs(partial).get("provenance", {}), "run_key": key})
         io.commit(partial, output)
 
@@ -85,8 +88,13 @@ def complete_for(output: str | os.PathLike, key: str) -> bool:
 
 def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, int]:
     """Compute and write every slab of `source` (whole output chunks along z) not yet recorded in
-    `target`, in parallel on Dask's threads, recording each slab once written."""
+    `target`, in parallel on Dask's threads, recording each slab once written.
+
+    Each slab also fills the pyramid levels it determines on its own (see
+    `io.slab_levels`), so the pyramid need not read level 0 back.
+    """
     array, slab = target.array, io.write_unit(target.array)[0]
+    levels = io.slab_levels(target.partial)
     starts = range(0, source.shape[0], slab)
     slabs = source.rechunk((slab, *source.shape[1:])).to_delayed().ravel()  # one graph, optimised once
     todo = [(z, block) for z, block in zip(starts, slabs) if block_name((z,)) not in target.finished]
@@ -95,11 +103,15 @@ def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, in
 
     def write(block: np.ndarray, z: int) -> None:
         array[z : z + len(block)] = block
+        for level, step, method in levels:  # y and x only: the slab keeps its z range
+            block = pyramid.downsample(block, step, method)
+            level[z : z + len(block)] = block
         target.record(block_name((z,)))
         with counting:
             meter.advance()
 
     dask.compute(*(dask.delayed(write)(block, z) for z, block in todo))
+    target.levels_written = len(levels)
     return {"blocks": len(starts), "computed": len(todo), "resumed": len(starts) - len(todo)}
 
 

@@ -85,7 +85,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, me
 
     with io.atomic_output(output) as partial:
         target = io.create_image(partial, shape, np.uint32, compression=compression, voxel_size=voxel, unit=unit,
-                                 name="segmentation", labels=True, **io.layout(probs))
+                                 name="segmentation", labels=True, **io.layout(probabilities_path))
         if mode == "2d":
             next_id = 1
             for z in progress.track(range(0, shape[0], slab), "segment slabs"):

@@ -16,7 +16,8 @@ def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
         data = config["data"]
         storage = config["storage"]
         return {"chunks": storage["chunks"], "compression": compression, "voxel_size": data["voxel_size"],
-                "unit": data["unit"], "shards": storage["shards"], "ngff": storage["ngff"]}
+                "unit": data["unit"], "shards": storage["shards"], "ngff": storage["ngff"],
+                "pyramid": storage["pyramid"]}
     if stage in ("preprocess", "weights", "segment"):
         return {**config[stage], "compression": compression}
     if stage == "train":

@@ -148,7 +148,7 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
 
     def create(partial: os.PathLike) -> Any:
         return io.create_image(partial, labels.shape, np.float32, compression=compression, voxel_size=voxel,
-                               unit=unit, name="weights", **io.layout(labels_array))
+                               unit=unit, name="weights", **io.layout(labels_path))
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
