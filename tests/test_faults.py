@@ -112,3 +112,23 @@ def test_a_tile_too_small_for_the_model_is_rounded_up_to_a_valid_output():
     geometry = UNetGeometry(depth=4)
     assert geometry.smallest_output_at_least(1) == 4  # never an empty output
     assert geometry.output_size(geometry.input_size(geometry.smallest_output_at_least(1))) == 4
+
+
+def test_labels_or_predictions_of_another_shape_are_named(tmp_path):
+    from unet_pipeline.augment import AugmentSettings
+    from unet_pipeline.evaluate import evaluate
+    from unet_pipeline.geometry import UNetGeometry
+    from unet_pipeline.train_data import TileSource, check_source
+
+    image = write_image(tmp_path / "norm.ome.zarr", np.zeros((2, 16, 16), np.float32), (1, 16, 16))
+    labels = write_image(tmp_path / "labels.ome.zarr", np.eye(12, dtype=np.uint8)[None].repeat(2, 0), (1, 12, 12))
+    source = TileSource(str(image), str(labels), str(image), (0, 2), UNetGeometry(depth=1), 8, 1, 0.0,
+                        AugmentSettings(), 0)
+    with pytest.raises(io.InputError, match=r"labels.ome.zarr: labels shape \(2, 12, 12\) differs from the image's "
+                                            r"\(2, 16, 16\)"):
+        check_source(source)
+    cells = write_image(tmp_path / "seg.ome.zarr", np.ones((2, 16, 16), np.uint32), (1, 16, 16))
+    with pytest.raises(io.InputError, match=r"seg.ome.zarr: shape \(2, 16, 16\) does not match the labels' "
+                                            r"\(2, 12, 12\)"):
+        evaluate(cells, labels, tmp_path / "metrics.json", None, 0.5, [0.5], "components", 0.9, 0, False, None)
+    assert not (tmp_path / "metrics.json").exists()
