@@ -127,3 +127,19 @@ def test_gpu_cluster_pins_one_worker_per_gpu():
         seen = client.run(lambda: __import__("os").environ["CUDA_VISIBLE_DEVICES"])
         assert sorted(seen.values()) == ["0", "1"]
         assert cluster.gpu_workers(client) == 2
+
+
+def test_the_probability_pyramid_is_built_on_the_cluster_and_equals_downsampling(tmp_path, random_checkpoint):
+    from unet_pipeline.pyramid import downsample, level_factors
+
+    volume = np.random.default_rng(6).random((2, 96, 80)).astype(np.float32)
+    image = write_image(tmp_path / "norm.ome.zarr", volume, (1, 16, 16))
+    output = tmp_path / "p.ome.zarr"
+    run_predict(image, random_checkpoint(depth=2), output, workers=2, tile=[1, 32, 32])
+    steps = level_factors((50.0, 4.0, 4.0), volume.shape, (1, 16, 16))
+    datasets = io.image_attrs(output)["multiscales"][0]["datasets"]
+    assert len(datasets) == len(steps) + 1 >= 3
+    level = io.open_image(output)[:]
+    for dataset, step in zip(datasets[1:], steps):
+        level = downsample(level, (1, *step), "mean")
+        assert np.array_equal(io.zarr.open_array(str(output / dataset["path"]), mode="r")[:], level)

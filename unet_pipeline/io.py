@@ -201,13 +201,14 @@ def slab_levels(path: str | os.PathLike) -> list[tuple[zarr.Array, Shape, str]]:
     return levels
 
 
-def write_pyramid(path: str | os.PathLike, levels_written: int = 0) -> None:
-    """Add the downsampled levels of an image beyond the `levels_written` ones (see `slab_levels`), and list
-    every level in its metadata.
+def write_pyramid(path: str | os.PathLike, levels_written: int = 0) -> int:
+    """Add the downsampled levels of an image beyond the `levels_written` ones (see `slab_levels`), list
+    every level in its metadata, and return how many levels there are beyond level 0.
 
     One Dask graph computes each level from the one before it, chunk by
     chunk, reading the last written level once (see `pyramid` for the factors
-    and methods). Every level keeps level 0's chunks, shards and codec.
+    and methods), on the active Dask scheduler (a cluster's, inside
+    `cluster.connect`). Every level keeps level 0's chunks, shards and codec.
     """
     group = zarr.open_group(str(path), mode="a")
     multiscale = _ome(group)["multiscales"][0]
@@ -229,6 +230,7 @@ def write_pyramid(path: str | os.PathLike, levels_written: int = 0) -> None:
     fmt = NGFF_VERSIONS["0.5" if group.metadata.zarr_format == 3 else "0.4"][0]()
     _write_multiscales(group, fmt, multiscale["axes"], multiscale["name"], multiscale["type"], factors,
                        voxel_size(path)[0])
+    return len(steps)
 
 
 def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:

@@ -150,6 +150,7 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
                   torch_threads, key)
         with cluster.connect(**cluster_settings, device=device, torch_threads=torch_threads) as client:
             _run(client, [todo[i : i + batch_tiles] for i in range(0, len(todo), batch_tiles)], job, stall_timeout_s)
+            target.levels_written = io.write_pyramid(target.partial)  # on the cluster's workers, not in here
         stats = {"tiles": len(tiles), "computed": len(todo), "resumed": len(tiles) - len(todo)}
         settings = {"tile": list(shape), "batch_tiles": batch_tiles, "dtype": dtype, "amp": amp, "tta": tta,
                     "device": device}
