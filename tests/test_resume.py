@@ -147,3 +147,14 @@ def test_a_killed_weights_run_resumes_and_equals_an_uninterrupted_one(tmp_path):
     assert not output.exists() and 5 <= done_before < 120
     assert weights(image, output, **options) == {"blocks": 120, "computed": 120 - done_before, "resumed": done_before}
     assert np.array_equal(io.open_image(output)[:], io.open_image(tmp_path / "reference.ome.zarr")[:])
+
+
+def test_rerunning_a_slab_stage_on_its_complete_output_keeps_every_slab(tmp_path):
+    volume = np.random.default_rng(7).integers(0, 256, size=(5, 32, 32)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", volume)
+    options = dict(chunks=[1, 16, 16], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer",
+                   shards=[2, 32, 32], ngff="0.5")
+    first = ingest("raw", tmp_path / "stack.tif", tmp_path / "raw.ome.zarr", **options)
+    assert first == {"blocks": 3, "computed": 3, "resumed": 0}  # slabs are whole shards
+    assert ingest("raw", tmp_path / "stack.tif", tmp_path / "raw.ome.zarr", **options) == {
+        "blocks": 3, "computed": 0, "resumed": 3}

@@ -84,9 +84,7 @@ def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chun
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
-            print(f"ingest: {output} is already complete for this source and settings", flush=True)
-            slabs = len(range(0, array.shape[0], io.write_unit(io.open_image(output))[0]))
-            return {"blocks": slabs, "computed": 0, "resumed": slabs}
+            return resume.kept_complete(output, "ingest")
         lazy = da.from_array(array, chunks=(io.write_unit(target.array)[0], -1, -1), name=False,
                              meta=np.empty((0, 0, 0), array.dtype))
         converted = lazy.map_blocks(checked_block, str(source), kind, dtype, dtype=dtype)

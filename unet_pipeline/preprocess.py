@@ -50,8 +50,7 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, low_perce
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
-            print(f"preprocess: {output} is already complete for this input and settings", flush=True)
-            return {"blocks": len(raw.chunks[0]), "computed": 0, "resumed": len(raw.chunks[0])}
+            return resume.kept_complete(output, "preprocess")
         low, high = histogram_percentiles(*_histogram(raw), (low_percentile, high_percentile))
         stats = resume.store_slabs(raw.map_blocks(normalise, low, high, dtype=np.float32), target, "preprocess")
         io.set_attrs(target.partial, provenance=provenance.record(

@@ -152,8 +152,7 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
-            print(f"weights: {output} is already complete for these labels and settings", flush=True)
-            return {"blocks": len(labels.chunks[0]), "computed": 0, "resumed": len(labels.chunks[0])}
+            return resume.kept_complete(output, "weights")
         spacing = tuple(v / voxel[-1] for v in voxel)
         if mode == "2d":
             cells = labels.rechunk((labels_array.chunks[0], -1, -1)).map_blocks(
