@@ -24,6 +24,7 @@ from skimage.morphology import skeletonize
 
 from . import io, metrics, progress, provenance
 from .cells import cell_mask, separate_cells
+from .preprocess import FLOAT_BINS
 from .segment import CELL_CHANNEL, as_probability, label_sections, segment_block
 
 SECTION_FIELDS = ["section", "pixel_error", "rand_error", "rand_split", "rand_merge", "info_error",
@@ -160,10 +161,10 @@ def _baseline(raw_path: str, labels: Any, first: int, last: int) -> dict[str, fl
 
 def _intensity_levels(raw: Any, first: int, last: int) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
     """Raw intensities as histogram bins, and the intensity of each bin: integer raw is its own bins;
-    float raw gets 65,536 bins between the evaluated sections' minimum and maximum."""
+    float raw gets FLOAT_BINS (as preprocess) between the evaluated sections' minimum and maximum."""
     if np.issubdtype(raw.dtype, np.integer):
         return (lambda section: section), np.arange(int(np.iinfo(raw.dtype).max) + 1)
     low = min(float(np.min(raw[z])) for z in range(first, last))
     high = max(float(np.max(raw[z])) for z in range(first, last))
-    step = max(high - low, 1e-6) / 65535
-    return (lambda section: np.round((section - low) / step).astype(np.int64)), low + step * np.arange(65536)
+    step = max(high - low, 1e-6) / (FLOAT_BINS - 1)
+    return (lambda section: np.round((section - low) / step).astype(np.int64)), low + step * np.arange(FLOAT_BINS)
