@@ -64,7 +64,9 @@ def test_hdf5_dataset_by_inner_path_or_as_the_only_dataset(tmp_path):
         open_source(tmp_path / "volume.h5" / "em" / "other")
     with h5py.File(tmp_path / "only.h5", "w") as handle:
         handle["data"] = VOLUME
+        handle["data"].attrs["element_size_um"] = [0.04, 0.004, 0.004]
     assert np.array_equal(open_source(tmp_path / "only.h5")[:], VOLUME)
+    assert source_voxel_size(tmp_path / "only.h5") == ([0.04, 0.004, 0.004], "micrometer")  # the same dataset
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])

@@ -34,12 +34,17 @@ def source_file(spec: str | os.PathLike) -> Path:
     return path
 
 
+def _split(spec: str | os.PathLike) -> tuple[Path, str]:
+    """The file or folder on disk and the path inside it ('' for none) that a source spec names."""
+    path, file = Path(spec), source_file(spec)
+    return file, str(path.relative_to(file)) if path != file else ""
+
+
 def open_source(spec: str | os.PathLike) -> Any:
     """A lazily sliceable (z, y, x) view of the source `spec`; a single (y, x) image is one section."""
-    path, file = Path(spec), source_file(spec)
+    file, inner = _split(spec)
     if not file.exists():
         raise io.InputError(f"{file}: no such file or directory")
-    inner = str(path.relative_to(file)) if path != file else ""
     kind, opener = _reader(file)
     try:
         array = opener(file, inner)
@@ -82,7 +87,13 @@ def _open_zarr(file: Path, inner: str) -> zarr.Array:
 def _open_hdf5(file: Path, inner: str) -> Any:
     import h5py
 
-    handle = h5py.File(file, "r")
+    return _hdf5_dataset(h5py.File(file, "r"), file, inner)
+
+
+def _hdf5_dataset(handle: Any, file: Path, inner: str) -> Any:
+    """The dataset `inner` of an open HDF5 file, or its only dataset when `inner` is ''."""
+    import h5py
+
     if not inner:
         datasets: list[str] = []
         handle.visititems(lambda name, node: datasets.append(name) if isinstance(node, h5py.Dataset) else None)
@@ -183,9 +194,9 @@ def source_voxel_size(spec: str | os.PathLike) -> tuple[list[float], str] | None
     HDF5 `element_size_um` (Fiji, ilastik); N5 `pixelResolution` or
     `resolution` (x, y, z order, reversed here).
     """
-    path, file = Path(spec), source_file(spec)
+    file, inner = _split(spec)
     suffix = file.suffix.lower()
-    if (file / io.LEVEL0).exists() and path == file:
+    if (file / io.LEVEL0).exists() and not inner:
         return io.voxel_size(file)
     if suffix in (".tif", ".tiff"):
         return _tiff_voxel_size(file)
@@ -193,11 +204,10 @@ def source_voxel_size(spec: str | os.PathLike) -> tuple[list[float], str] | None
         import h5py
 
         with h5py.File(file, "r") as handle:
-            node = handle[str(path.relative_to(file))] if path != file else None
-            size = node.attrs.get("element_size_um") if node is not None else None
+            size = _hdf5_dataset(handle, file, inner).attrs.get("element_size_um")
             return ([float(v) for v in size], "micrometer") if size is not None and len(size) == 3 else None
     if suffix == ".n5":
-        attributes = path / "attributes.json"
+        attributes = file / inner / "attributes.json"
         attrs = json.loads(attributes.read_text()) if attributes.exists() else {}
         pixel = attrs.get("pixelResolution") or {}
         size, unit = pixel.get("dimensions") or attrs.get("resolution"), pixel.get("unit") or attrs.get("unit", "nm")
