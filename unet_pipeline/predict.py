@@ -133,12 +133,13 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     else:
         shape = tile_shape(config.geometry, unit_shape, tuple(tile))
     tiles = plan_tiles(config.geometry, image.shape, shape)
+    layout = io.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
     key = resume.run_key(checkpoint=checksum, image=provenance.input_fingerprint(image_path), tile=shape,
-                         layout=io.layout(image_path), dtype=dtype, amp=amp, tta=tta, compression=compression)
+                         layout=layout, dtype=dtype, amp=amp, tta=tta, compression=compression)
 
     def create(partial: Path) -> zarr.Array:
         return io.create_image(partial, image.shape, dtype, compression=compression, voxel_size=voxel, unit=unit,
-                               name="probabilities", channels=config.classes, **io.layout(image_path))
+                               name="probabilities", channels=config.classes, **layout)
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:  # e.g. finished by a job that a killed Snakemake left running
