@@ -33,3 +33,38 @@ def random_checkpoint(tmp_path: Path):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """Cluster settings of one real local Dask cluster (2 worker processes) that the tests share."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        yield {"kind": "address", "address": cluster.scheduler_address, "workers": 2, "threads_per_worker": 1}
+
+
+def segment_settings(cluster_settings: dict, **changes) -> dict:
+    """Keyword arguments of `segment.segment`: the schema's defaults, with `changes`."""
+    settings = {"method": "agglomerate", "mode": "2d", "connectivity": None, "threshold": 0.5, "seed_threshold": 0.9,
+                "seed_distance": 4, "agglomeration": "mean_threshold", "merge_threshold": 0.5, "min_size": 0,
+                "block": [4, 512, 512], "context": [2, 64, 64], "compression": COMPRESSION,
+                "cluster_settings": cluster_settings}
+    return {**settings, **changes}
+
+
+def probability_image(path: Path, cell_probability: np.ndarray, chunks: tuple[int, ...],
+                      dtype: type = np.float32) -> Path:
+    """A (c, z, y, x) probability image whose cell channel is `cell_probability`."""
+    volume = np.stack([1 - cell_probability, cell_probability]).astype(dtype)
+    io.create_image(path, cell_probability.shape, dtype, chunks, COMPRESSION, (50, 4, 4), "nanometer", "p",
+                    channels=2)[:] = volume
+    return path
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to renaming of ids (0 stays 0)."""
+    if not np.array_equal(a == 0, b == 0):
+        return False
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]

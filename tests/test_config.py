@@ -74,7 +74,7 @@ def run_cli(*args):
 def test_cli_rejects_settings_with_unknown_or_missing_keys(tmp_path):
     result = run_cli("segment", "a", "b", "--settings", json.dumps({"threshold": 0.5, "colour": 1}))
     assert result.returncode == 2
-    assert "unknown keys ['colour']" in result.stderr and "missing keys ['compression', 'method'" in result.stderr
+    assert "unknown keys ['colour']" in result.stderr and "missing keys ['agglomeration', 'block'" in result.stderr
 
 
 def test_cli_names_a_missing_input(tmp_path):

@@ -130,5 +130,6 @@ def test_labels_or_predictions_of_another_shape_are_named(tmp_path):
     cells = write_image(tmp_path / "seg.ome.zarr", np.ones((2, 16, 16), np.uint32), (1, 16, 16))
     with pytest.raises(io.InputError, match=r"seg.ome.zarr: shape \(2, 16, 16\) does not match the labels' "
                                             r"\(2, 12, 12\)"):
-        evaluate(cells, labels, tmp_path / "metrics.json", None, 0.5, [0.5], "components", 0.9, 0, False, None)
+        evaluate(cells, image, labels, tmp_path / "metrics.json", sections=None, threshold=0.5, thresholds=[0.5],
+                 warping=False, baseline_raw=None)
     assert not (tmp_path / "metrics.json").exists()

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import COMPRESSION, REPO
+from conftest import COMPRESSION, REPO, segment_settings
 from unet_pipeline import cli, io
 from unet_pipeline.segment import segment
 
@@ -23,7 +23,7 @@ def readme_snippets() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory):
+def outputs(tmp_path_factory, dask_cluster):
     """results/demo/ with raw and labels from `unet-pipeline synth`, probabilities and a segmentation."""
     root = tmp_path_factory.mktemp("readers")
     demo = root / "results" / "demo"
@@ -33,8 +33,8 @@ def outputs(tmp_path_factory):
     io.create_image(demo / "probabilities.ome.zarr", cell.shape, np.float32, (2, 64, 64), COMPRESSION, VOXEL,
                     "nanometer", "probabilities", channels=2)[:] = probs
     io.write_pyramid(demo / "probabilities.ome.zarr")
-    segment(demo / "probabilities.ome.zarr", demo / "segmentation.ome.zarr", "components", "2d", 0.5, 0.9, 0,
-            COMPRESSION)
+    segment(demo / "probabilities.ome.zarr", demo / "segmentation.ome.zarr",
+            **segment_settings(dask_cluster, method="components"))
     return root
 
 

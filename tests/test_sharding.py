@@ -10,7 +10,7 @@ import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
-from conftest import COMPRESSION
+from conftest import COMPRESSION, segment_settings
 from test_predict import run_predict
 from unet_pipeline import io
 from unet_pipeline.ingest import ingest
@@ -18,24 +18,24 @@ from unet_pipeline.preprocess import preprocess
 from unet_pipeline.segment import segment
 
 
-def run_chain(tmp_path, stack, checkpoint, **layout):
+def run_chain(tmp_path, stack, checkpoint, dask_cluster, **layout):
     folder = tmp_path / layout.get("ngff", "0.4")
     folder.mkdir()
     ingest("raw", stack, folder / "raw.ome.zarr", (1, 32, 32), COMPRESSION, (50.0, 4.0, 4.0), "nanometer", **layout)
     preprocess(folder / "raw.ome.zarr", folder / "norm.ome.zarr", 0.5, 99.5, COMPRESSION)
     stats = run_predict(folder / "norm.ome.zarr", checkpoint, folder / "probabilities.ome.zarr", workers=2,
                         tile=[1, 32, 32])
-    segment(folder / "probabilities.ome.zarr", folder / "segmentation.ome.zarr", "components", "2d", 0.5, 0.9, 0,
-            COMPRESSION)
+    segment(folder / "probabilities.ome.zarr", folder / "segmentation.ome.zarr",
+            **segment_settings(dask_cluster, method="components"))
     return folder, stats
 
 
-def test_sharded_chain_equals_unsharded_and_readers_open_it(tmp_path, random_checkpoint):
+def test_sharded_chain_equals_unsharded_and_readers_open_it(tmp_path, random_checkpoint, dask_cluster):
     volume = np.random.default_rng(0).integers(0, 256, size=(5, 150, 70)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "stack.tif", volume)
     checkpoint = random_checkpoint(depth=2)
-    plain, _ = run_chain(tmp_path, tmp_path / "stack.tif", checkpoint)
-    sharded, stats = run_chain(tmp_path, tmp_path / "stack.tif", checkpoint, shards=(2, 64, 64), ngff="0.5")
+    plain, _ = run_chain(tmp_path, tmp_path / "stack.tif", checkpoint, dask_cluster)
+    sharded, stats = run_chain(tmp_path, tmp_path / "stack.tif", checkpoint, dask_cluster, shards=(2, 64, 64), ngff="0.5")
     assert stats["tiles"] == 3 * 3 * 2  # tiles are whole shards: 2 x 64 x 64 over 5 x 150 x 70
     for name in ("raw", "norm", "probabilities", "segmentation"):
         a, b = io.open_image(plain / f"{name}.ome.zarr"), io.open_image(sharded / f"{name}.ome.zarr")

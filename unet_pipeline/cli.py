@@ -35,7 +35,7 @@ def _stages() -> dict[str, tuple[Callable[..., Any], tuple[str, ...]]]:
         "train": (train, ("norm_path", "labels_path", "weights_path", "checkpoint_path", "log_path")),
         "predict": (predict, ("image_path", "checkpoint", "output")),
         "segment": (segment, ("probabilities_path", "output")),
-        "evaluate": (evaluate, ("prediction", "labels_path", "output")),
+        "evaluate": (evaluate, ("segmentation_path", "probabilities_path", "labels_path", "output")),
         "report": (report, ("raw_path", "probabilities_path", "segmentation_path", "labels_path", "weights_path",
                             "metrics_path", "train_log", "output")),
     }

@@ -1,13 +1,15 @@
-"""Evaluate a prediction (class probabilities or a segmentation) against labels, per section and pooled.
+"""Evaluate the segmentation that `segment` wrote against the labels, per section and pooled.
 
 Metrics are those of the ISBI 2012 challenge (see `metrics`), computed on 2D
-sections: pixel error, foreground-restricted Rand and information scores,
-variation of information, warping error, Dice and Jaccard of the membrane
-class. For probabilities the Rand error is also swept over thresholds
-(the challenge's 1 - max V_Rand) and given after thinning the proposal's
-boundaries. Contingency tables are kept per section and summed, so the pooled
-figures are exact. Optionally, a trivial baseline: the best global threshold
-of the raw intensity, followed by the same connected components.
+sections: foreground-restricted Rand and information scores and the
+variation of information of the segmentation (also after thinning its
+boundaries), and, of the cell probabilities at `threshold`, the pixel error,
+the warping error and the membrane Dice and Jaccard. A 3D segmentation is
+scored section by section, as the challenge does. Extras: the Rand error of
+threshold + connected components swept over thresholds, and a trivial
+baseline (the best global threshold of the raw intensity, then components).
+Contingency tables are kept per section and summed, so the pooled figures
+are exact.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from skimage.morphology import skeletonize
 from . import io, metrics, progress, provenance
 from .cells import cell_mask, separate_cells
 from .preprocess import FLOAT_BINS
-from .segment import CELL_CHANNEL, as_probability, label_sections, segment_block
+from .labeling import label_components
+from .segment import CELL_CHANNEL, as_probability
 
 SECTION_FIELDS = ["section", "pixel_error", "rand_error", "rand_split", "rand_merge", "info_error",
                   "variation_of_information", "warping_error", "membrane_dice", "membrane_jaccard"]
@@ -51,36 +54,43 @@ def scores(table: metrics.Contingency) -> dict[str, float]:
     return {**metrics.rand_scores(table), **metrics.info_scores(table)}
 
 
-def evaluate(prediction: str | os.PathLike, labels_path: str | os.PathLike, output: str | os.PathLike,
-             sections: list[int] | None, threshold: float, thresholds: list[float], method: str,
-             seed_threshold: float, min_size: int, warping: bool, baseline_raw: str | None) -> dict:
-    """Write metrics.json and <name>_sections.csv for sections [first, last) (all when None); return the metrics."""
+def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.PathLike,
+             labels_path: str | os.PathLike, output: str | os.PathLike, *, sections: list[int] | None,
+             threshold: float, thresholds: list[float], warping: bool, baseline_raw: str | None) -> dict:
+    """Score the segmentation against the labels; write metrics.json and <name>_sections.csv; return the metrics.
+
+    Args:
+        sections: [first, last) sections to score; None: all.
+        threshold: cell probability above which a pixel counts as cell for the
+            pixel error, the warping error and the membrane Dice/Jaccard.
+        thresholds: the extra sweep: threshold + connected components of the
+            probabilities at each (the challenge's Rand error is 1 - its best
+            V_Rand); empty: no sweep.
+        warping: compute the warping error (compiled, per section).
+        baseline_raw: a raw image whose best global threshold is scored too; None: no baseline.
+    """
     started = provenance.now()
-    predicted, labels = io.open_image(prediction), io.open_image(labels_path)
-    probabilities = predicted.ndim == 4
-    if predicted.shape[-3:] != labels.shape:
-        raise io.InputError(f"{prediction}: shape {predicted.shape} does not match the labels' {labels.shape}")
+    segmentation, labels = io.open_image(segmentation_path), io.open_image(labels_path)
+    probabilities = io.open_image(probabilities_path)
+    for path, array in ((segmentation_path, segmentation), (probabilities_path, probabilities)):
+        if array.shape[-3:] != labels.shape:
+            raise io.InputError(f"{path}: shape {array.shape} does not match the labels' {labels.shape}")
     first, last = sections or (0, labels.shape[0])
     if not 0 <= first < last <= labels.shape[0]:
         raise ValueError(f"evaluation sections [{first}, {last}) do not fit a volume of {labels.shape[0]} sections")
 
     pooled, thinned = metrics.Contingency(), metrics.Contingency()
-    sweep = {t: metrics.Contingency() for t in thresholds} if probabilities else {}
+    sweep = {t: metrics.Contingency() for t in thresholds}
     rows, mismatched, warped, pixels = [], 0, 0, 0
-    membrane_predicted, membrane_true = [], []
+    membrane = {"predicted": 0, "true": 0, "both": 0, "either": 0}
     for z in progress.track(range(first, last), "evaluate sections"):
         truth = np.asarray(labels[z])
         true_cell, truth_cells = cell_mask(truth), separate_cells(truth)
-        if probabilities:
-            cell = as_probability(predicted[CELL_CHANNEL, z])[np.newaxis]
-            proposal = segment_block(cell, method, threshold, seed_threshold, min_size)[0]
-            for t, table in sweep.items():
-                table.merge(section_table(segment_block(cell, method, t, max(seed_threshold, t), min_size)[0],
-                                          truth_cells, z))
-            predicted_cell = cell[0] > threshold
-        else:
-            proposal = np.asarray(predicted[z])
-            predicted_cell = proposal > 0
+        proposal = np.asarray(segmentation[z])
+        cell = as_probability(probabilities[CELL_CHANNEL, z])
+        predicted_cell = cell > threshold
+        for t, table in sweep.items():
+            table.merge(section_table(label_components(cell[np.newaxis] > t, "2d", 4)[0][0], truth_cells, z))
         table = section_table(proposal, truth_cells, z)
         pooled.merge(table)
         thinned.merge(section_table(thin_boundaries(proposal), truth_cells, z))
@@ -88,8 +98,7 @@ def evaluate(prediction: str | os.PathLike, labels_path: str | os.PathLike, outp
                **_membrane(~predicted_cell, ~true_cell)}
         mismatched += int(np.count_nonzero(predicted_cell != true_cell))
         pixels += truth.size
-        membrane_predicted.append(~predicted_cell)
-        membrane_true.append(~true_cell)
+        _count_membrane(membrane, ~predicted_cell, ~true_cell)
         if warping:
             error, errors = metrics.warping_error(predicted_cell, true_cell)
             row["warping_error"] = error
@@ -98,11 +107,9 @@ def evaluate(prediction: str | os.PathLike, labels_path: str | os.PathLike, outp
 
     result: dict[str, Any] = {
         "sections": [first, last],
-        "prediction": "probabilities" if probabilities else "segmentation",
-        "threshold": threshold if probabilities else None,
+        "threshold": threshold,
         "model": {"pixel_error": mismatched / pixels, **scores(pooled),
-                  "v_rand_thinned": metrics.rand_scores(thinned)["v_rand"],
-                  **_membrane(np.stack(membrane_predicted), np.stack(membrane_true))},
+                  "v_rand_thinned": metrics.rand_scores(thinned)["v_rand"], **_membrane_scores(membrane)},
     }
     if warping:
         result["model"]["warping_error"] = warped / pixels
@@ -114,9 +121,9 @@ def evaluate(prediction: str | os.PathLike, labels_path: str | os.PathLike, outp
     if baseline_raw:
         result["baseline_raw_threshold"] = _baseline(baseline_raw, labels, first, last)
     result["provenance"] = provenance.record(
-        "evaluate", {"sections": [first, last], "threshold": threshold, "thresholds": thresholds, "method": method,
-                     "seed_threshold": seed_threshold, "min_size": min_size, "warping": warping},
-        {"prediction": str(prediction), "labels": str(labels_path), "baseline_raw": baseline_raw}, started)
+        "evaluate", {"sections": [first, last], "threshold": threshold, "thresholds": thresholds, "warping": warping},
+        {"segmentation": str(segmentation_path), "probabilities": str(probabilities_path),
+         "labels": str(labels_path), "baseline_raw": baseline_raw}, started)
     table_path = sections_table_path(output)
     with io.atomic_output(table_path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=SECTION_FIELDS, extrasaction="ignore")
@@ -138,6 +145,20 @@ def _membrane(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"membrane_dice": values["dice"], "membrane_jaccard": values["jaccard"]}
 
 
+def _count_membrane(counts: dict[str, int], predicted: np.ndarray, truth: np.ndarray) -> None:
+    """Add a section's membrane overlap counts (pooled Dice and Jaccard without keeping the sections)."""
+    counts["predicted"] += int(np.count_nonzero(predicted))
+    counts["true"] += int(np.count_nonzero(truth))
+    counts["both"] += int(np.count_nonzero(predicted & truth))
+    counts["either"] += int(np.count_nonzero(predicted | truth))
+
+
+def _membrane_scores(counts: dict[str, int]) -> dict[str, float]:
+    total = counts["predicted"] + counts["true"]
+    return {"membrane_dice": 2 * counts["both"] / total if total else 1.0,
+            "membrane_jaccard": counts["both"] / counts["either"] if counts["either"] else 1.0}
+
+
 def _baseline(raw_path: str, labels: Any, first: int, last: int) -> dict[str, float]:
     """Best global raw threshold (chosen on these sections: an upper bound for thresholding), then components."""
     raw = io.open_image(raw_path)
@@ -155,7 +176,7 @@ def _baseline(raw_path: str, labels: Any, first: int, last: int) -> dict[str, fl
     table = metrics.Contingency()
     for z in range(first, last):
         cell = (levels(np.asarray(raw[z])) >= best).astype(np.float32)[np.newaxis]
-        table.merge(section_table(label_sections(cell, 0.5)[0], separate_cells(np.asarray(labels[z])), z))
+        table.merge(section_table(label_components(cell > 0.5, "2d", 4)[0][0], separate_cells(np.asarray(labels[z])), z))
     return {"threshold": float(value_of[best]), "pixel_error": float(errors[best]), **scores(table)}
 
 

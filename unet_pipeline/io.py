@@ -109,7 +109,7 @@ def create_image(
             raise ValueError(f"{path}: shards {list(shards)} must be multiples of the chunks {list(chunks)}")
         # a shard never larger than the volume (rounded up to whole chunks)
         full_shards = lead + tuple(min(s, -(-n // c) * c) for s, n, c in zip(shards, shape, full_chunks))
-    array = _create_level(group, LEVEL0, lead + tuple(shape), lead + full_chunks, dtype,
+    array = create_level(group, LEVEL0, lead + tuple(shape), lead + full_chunks, dtype,
                           make_compressor(compression, zarr_format), full_shards)
     _write_multiscales(group, fmt(), axes, name, "mode" if labels else "mean", [(1, 1, 1)],
                        list(map(float, voxel_size)))
@@ -119,7 +119,7 @@ def create_image(
     return array
 
 
-def _create_level(group: zarr.Group, path: str, shape: Shape, chunks: Shape, dtype: Any, compressors: Any,
+def create_level(group: zarr.Group, path: str, shape: Shape, chunks: Shape, dtype: Any, compressors: Any,
                   shards: Shape | None = None, overwrite: bool = False) -> zarr.Array:
     separator = {"name": "v2", "separator": "/"} if group.metadata.zarr_format == 2 else {"name": "default"}
     return group.create_array(path, shape=shape, chunks=chunks, shards=shards, dtype=dtype, compressors=compressors,
@@ -179,7 +179,7 @@ def _level_array(group: zarr.Group, level: int, shape: Shape, overwrite: bool) -
     level0 = group[LEVEL0]
     chunks = tuple(min(c, n) for c, n in zip(level0.chunks, shape))
     shards = tuple(min(s, -(-n // c) * c) for s, n, c in zip(level0.shards, shape, chunks)) if level0.shards else None
-    return _create_level(group, str(level), shape, chunks, level0.dtype, level0.compressors, shards, overwrite=True)
+    return create_level(group, str(level), shape, chunks, level0.dtype, level0.compressors, shards, overwrite=True)
 
 
 def slab_levels(path: str | os.PathLike) -> list[tuple[zarr.Array, Shape, str]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 import zarr
-from distributed import Client, as_completed
 
-from . import cluster, io, progress, provenance, resume
+from . import cluster, io, provenance, resume, tasks
 from .geometry import Box, Shape, Tile, UNetGeometry, plan_tiles, tile_shape
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
@@ -150,7 +148,9 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         job = Job(str(image_path), str(target.partial), str(checkpoint), checksum, device, amp, tta, dtype,
                   torch_threads, key)
         with cluster.connect(**cluster_settings, device=device, torch_threads=torch_threads) as client:
-            _run(client, [todo[i : i + batch_tiles] for i in range(0, len(todo), batch_tiles)], job, stall_timeout_s)
+            batches = [todo[i : i + batch_tiles] for i in range(0, len(todo), batch_tiles)]
+            tasks.run_tasks(client, run_tiles, batches, "predict tiles", stall_timeout_s, describe=_describe, weight=len,
+                            resources={cluster.GPU: 1} if cluster.gpu_workers(client) else None, job=job)
             target.levels_written = io.write_pyramid(target.partial)  # on the cluster's workers, not in here
         stats = {"tiles": len(tiles), "computed": len(todo), "resumed": len(tiles) - len(todo)}
         settings = {"tile": list(shape), "batch_tiles": batch_tiles, "dtype": dtype, "amp": amp, "tta": tta,
@@ -161,25 +161,5 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     return stats
 
 
-def _run(client: Client, batches: list[list[Tile]], job: Job, stall_timeout_s: float) -> None:
-    """Run every batch; stop naming the tile when one fails after its retries or nothing finishes for too long."""
-    resources = {cluster.GPU: 1} if cluster.gpu_workers(client) else None
-    futures = client.map(run_tiles, batches, job=job, retries=2, pure=False, resources=resources)
-    batch_of = {future.key: batch for future, batch in zip(futures, batches)}
-    meter = progress.Meter("predict tiles", sum(map(len, batches)))
-    finished = as_completed(futures)
-    last_progress = time.monotonic()
-    while not finished.is_empty():
-        ready = finished.next_batch(block=False)
-        if not ready:
-            if time.monotonic() - last_progress > stall_timeout_s:
-                raise TimeoutError(f"no tile finished within {stall_timeout_s} s ({finished.count()} batches pending, "
-                                   f"{len(client.scheduler_info()['workers'])} workers): is the cluster alive?")
-            time.sleep(0.2)
-            continue
-        last_progress = time.monotonic()
-        for future in ready:
-            if future.status != "finished":
-                tiles = ", ".join(str(t.output) for t in batch_of[future.key])
-                raise RuntimeError(f"tile {tiles} failed after retries: {future.exception()!r}")
-            meter.advance(future.result())
+def _describe(batch: list[Tile]) -> str:
+    return "tile " + ", ".join(str(tile.output) for tile in batch)

@@ -28,7 +28,7 @@ def section_panels(raw: np.ndarray, cell_probability: np.ndarray, segmentation: 
     edge = _edges(segmentation)
     borders[edge] = (255, 40, 40)
     errors = gray // 2
-    predicted, actual = segmentation > 0, cell_mask(truth)  # the classes the metrics compare
+    predicted, actual = (segmentation > 0) & ~edge, cell_mask(truth)  # a segmentation's boundary: 0 or borders
     errors[predicted & ~actual] = (255, 60, 60)  # called cell, is membrane
     errors[~predicted & actual] = (60, 120, 255)  # called membrane, is cell
     return np.concatenate([gray, prob, borders, errors], axis=1)

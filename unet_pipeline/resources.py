@@ -18,6 +18,7 @@ from .io import InputError
 from .model import ModelConfig, activation_bytes
 
 MiB = 1 << 20
+SEGMENT_BYTES_PER_VOXEL = 64  # a segment block and its context: probabilities, boundary units, ids, watershed
 
 
 def volume_shape(config: dict[str, Any]) -> tuple[int, int, int]:
@@ -57,6 +58,13 @@ def stage_resources(config: dict[str, Any], stage: str) -> dict[str, Any]:
         minutes = voxels / (0.07e6 * max(workers, 1)) / 60
         threads = max(1, workers * cluster["threads_per_worker"] * config["predict"]["torch_threads"])
         gpu = int(slurm["gpus"]) if cluster["kind"] == "local" else 0
+    elif stage == "segment":
+        cluster, segment = config["cluster"], config["segment"]
+        workers = cluster["workers"] if cluster["kind"] == "local" else 0
+        read = math.prod(b + 2 * c for b, c in zip(segment["block"], segment["context"]))
+        mem_mb = 1500 + workers * (1000 + SEGMENT_BYTES_PER_VOXEL * read / MiB)
+        minutes = voxels / 1e6 / 60
+        threads = max(1, workers * cluster["threads_per_worker"])
     else:
         mem_mb = 1500 + 16 * section_mb * config["storage"]["chunks"][0]
         minutes = voxels / 1e6 / 60

@@ -18,20 +18,21 @@ def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
         return {"chunks": storage["chunks"], "compression": compression, "voxel_size": data["voxel_size"],
                 "unit": data["unit"], "shards": storage["shards"], "ngff": storage["ngff"],
                 "pyramid": storage["pyramid"]}
-    if stage in ("preprocess", "weights", "segment"):
+    if stage in ("preprocess", "weights"):
         return {**config[stage], "compression": compression}
+    if stage == "segment":  # CPU work: Dask workers on Slurm ask for no GPU
+        return {**config["segment"], "compression": compression, "stall_timeout_s": config["predict"]["stall_timeout_s"],
+                "cluster_settings": {**config["cluster"], "job_gpus": 0, "slurm": config["slurm"]}}
     if stage == "train":
         return {**config["train"], "model": config["model"]}
     if stage == "predict":
         return {**config["predict"], "compression": compression,
                 "cluster_settings": {**config["cluster"], "slurm": config["slurm"]}}
     if stage == "evaluate":
-        segment = config["segment"]
         evaluate = config["evaluate"]
         raw = f"{config['results_dir']}/{config['name']}/raw.ome.zarr" if evaluate["baseline"] else None
         return {"sections": evaluate["sections"], "thresholds": evaluate["thresholds"], "warping": evaluate["warping"],
-                "threshold": segment["threshold"], "method": segment["method"],
-                "seed_threshold": segment["seed_threshold"], "min_size": segment["min_size"], "baseline_raw": raw}
+                "threshold": config["segment"]["threshold"], "baseline_raw": raw}
     if stage == "report":
         return {**config["report"], "config": config}
     raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")

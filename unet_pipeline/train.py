@@ -30,7 +30,7 @@ from .cells import cell_mask, separate_cells
 from .evaluate import section_table
 from .inference import predict_in_memory
 from .model import ModelConfig, UNet, save_checkpoint, select_device
-from .segment import label_sections
+from .labeling import label_components
 from .train_data import TileSource, batches, check_source
 
 LOG_FIELDS = ["iteration", "loss", "learning_rate", "seconds", "val_loss", "val_pixel_error", "val_rand_error"]
@@ -71,7 +71,7 @@ def validate(network: UNet, image: Any, labels: Any, weights: Any, sections: lis
     true_cell = np.stack([cell_mask(s) for s in truth])
     picked = np.where(true_cell, probabilities[1], probabilities[0])
     loss = float(np.mean(-np.log(np.clip(picked, 1e-7, 1)) * weight))
-    segmentation = label_sections(probabilities[1], 0.5)
+    segmentation = label_components(probabilities[1] > 0.5, "2d", 4)[0]
     table = metrics.Contingency()
     for z, (proposal, section) in enumerate(zip(segmentation, truth)):
         table.merge(section_table(proposal, separate_cells(section), z))

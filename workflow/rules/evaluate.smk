@@ -1,5 +1,6 @@
 rule evaluate:
     input:
+        segmentation=result("segmentation.ome.zarr"),
         probabilities=result("probabilities.ome.zarr"),
         labels=result("labels.ome.zarr"),
         raw=result("raw.ome.zarr"),
@@ -15,5 +16,5 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "unet-pipeline --on-busy wait evaluate {input.probabilities:q} {input.labels:q} {output.metrics:q}"
-        " --settings {params.settings:q} > {log:q} 2>&1"
+        "unet-pipeline --on-busy wait evaluate {input.segmentation:q} {input.probabilities:q} {input.labels:q}"
+        " {output.metrics:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -5,6 +5,7 @@ rule segment:
         directory(result("segmentation.ome.zarr")),
     params:
         settings=settings("segment"),
+    threads: config["cluster"]["workers"] * config["cluster"]["threads_per_worker"]
     resources:
         **resources_of("segment"),
     log:

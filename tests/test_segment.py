@@ -1,0 +1,105 @@
+"""Blockwise segmentation on a real Dask cluster equals whole-volume processing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from conftest import probability_image, same_partition, segment_settings
+from unet_pipeline import io
+from unet_pipeline.blocks import block_grid, block_indices, global_ids
+from unet_pipeline.labeling import forward_offsets
+from unet_pipeline.region_graph import block_edges, merge_tables, quantize
+from unet_pipeline.segment import segment
+from unet_pipeline.synth import synthetic_volume
+
+STRUCTURES = {  # scipy's structuring element of each connectivity, an independent whole-volume reference
+    ("2d", 4): np.pad(ndimage.generate_binary_structure(2, 1)[None], ((1, 1), (0, 0), (0, 0))),
+    ("2d", 8): np.pad(ndimage.generate_binary_structure(2, 2)[None], ((1, 1), (0, 0), (0, 0))),
+    ("3d", 6): ndimage.generate_binary_structure(3, 1),
+    ("3d", 18): ndimage.generate_binary_structure(3, 2),
+    ("3d", 26): ndimage.generate_binary_structure(3, 3),
+}
+
+
+def hard_cases(shape: tuple[int, int, int]) -> np.ndarray:
+    """A cell-probability volume with what breaks naive blockwise labelling: smooth random blobs, an object
+    winding through many blocks, voxels that touch only across a block corner or edge, and an empty region."""
+    probability = ndimage.gaussian_filter(np.random.default_rng(0).random(shape), (1, 3, 3))
+    probability = (probability - probability.min()) / (probability.max() - probability.min())
+    probability[:, :, 30:] = 0  # empty blocks
+    depth, height, _ = shape
+    probability[:, 2, :30] = 1  # a bar through every block along x, in every section
+    probability[depth // 2, :, 12] = 1  # a wall across blocks in y
+    probability[2:5, 15:17, 15:17] = 0  # diagonal contacts across the corner of blocks (3, 16, 16) ...
+    probability[2, 15, 15] = probability[3, 16, 16] = 1  # ... in 3D (corner) and 2D (edge)
+    probability[3, 15, 16] = probability[3, 16, 15] = 0
+    probability[3, 15, 15] = 1
+    return probability.astype(np.float32)
+
+
+@pytest.mark.parametrize("mode,connectivity", list(STRUCTURES))
+def test_blockwise_components_equal_whole_volume_labelling(tmp_path, dask_cluster, mode, connectivity):
+    probability = hard_cases((11, 40, 44))
+    path = probability_image(tmp_path / "p.ome.zarr", probability, (1, 8, 8))
+    output = tmp_path / "s.ome.zarr"
+    stats = segment(path, output, **segment_settings(dask_cluster, method="components", mode=mode,
+                                                     connectivity=connectivity, block=[3, 16, 16]))
+    assert stats["blocks"] == 4 * 3 * 3  # 3 x 16 x 16 does not divide 11 x 40 x 44
+    whole, count = ndimage.label(probability > 0.5, structure=STRUCTURES[mode, connectivity])
+    labels = io.open_image(output)[:]
+    assert labels.dtype == np.uint32 and same_partition(labels, whole)
+    assert stats["segments"] == count and set(np.unique(labels)) == set(range(count + 1))  # consecutive 1..N
+
+
+def test_blockwise_region_graph_equals_the_whole_volume_graph():
+    fragments = ndimage.label(ndimage.gaussian_filter(np.random.default_rng(1).random((5, 37, 41)), 1) > 0.5)[0]
+    fragments = np.where(fragments > 0, fragments, 1 + fragments.max())  # fragments cover every voxel
+    boundary = quantize(np.random.default_rng(2).random(fragments.shape).astype(np.float16))
+    offsets = forward_offsets("3d", 6)
+    block, volume = (2, 16, 16), fragments.shape
+    grid = block_grid(volume, block)
+    ids = global_ids(fragments, block_indices(grid[0].read_box(volume, volume), block, volume))  # cut at blocks
+    whole = block_edges(ids, boundary, tuple(slice(0, n) for n in volume), offsets)
+    tables = []
+    for b in grid:
+        read = b.read_box((1, 1, 1), volume)
+        tables.append(block_edges(ids[read.slices()], boundary[read.slices()], b.box.relative_to(read), offsets))
+    uv, stats = merge_tables(tables)
+    assert np.array_equal(uv, whole[0]) and np.array_equal(stats, whole[1])  # counts, sums, minima, maxima exactly
+    assert len(uv) > 100
+
+
+def cells_probability(shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """A realistic cell probability: the synthetic EM's cells, blurred, with membrane gaps."""
+    _, labels = synthetic_volume(shape, seed=seed)
+    cell = np.stack([ndimage.binary_erosion(s > 0) for s in labels]).astype(np.float32)
+    return ndimage.gaussian_filter(cell, (0, 1.5, 1.5))
+
+
+@pytest.mark.parametrize("agglomeration", ["mean_threshold", "multicut", "gasp"])
+def test_blockwise_agglomeration_equals_whole_volume_agglomeration(tmp_path, dask_cluster, agglomeration):
+    probability = cells_probability((3, 160, 176), 4)
+    path = probability_image(tmp_path / "p.ome.zarr", probability, (1, 32, 32), np.float16)
+    settings = segment_settings(dask_cluster, agglomeration=agglomeration, context=[0, 64, 64])
+    segment(path, tmp_path / "whole.ome.zarr", **settings)  # one block holds the volume
+    stats = segment(path, tmp_path / "blocks.ome.zarr", **{**settings, "block": [1, 64, 64]})
+    assert stats["blocks"] == 3 * 3 * 3
+    whole, blocks = io.open_image(tmp_path / "whole.ome.zarr")[:], io.open_image(tmp_path / "blocks.ome.zarr")[:]
+    assert same_partition(whole, blocks)
+    assert 20 < stats["segments"] < 200
+
+
+@pytest.mark.parametrize("mode", ["2d", "3d"])
+def test_blockwise_watershed_equals_whole_volume_watershed(tmp_path, dask_cluster, mode):
+    probability = cells_probability((6, 96, 96), 5)
+    path = probability_image(tmp_path / "p.ome.zarr", probability, (1, 16, 16))
+    settings = segment_settings(dask_cluster, method="watershed", mode=mode, seed_threshold=0.8, min_size=20,
+                                context=[6, 48, 48])
+    whole = segment(path, tmp_path / "whole.ome.zarr", **settings)
+    blocks = segment(path, tmp_path / "blocks.ome.zarr", **{**settings, "block": [2, 32, 32]})
+    assert blocks["blocks"] == 3 * 3 * 3 and whole["segments"] == blocks["segments"] > 5
+    flooded = io.open_image(tmp_path / "blocks.ome.zarr")[:]
+    assert same_partition(io.open_image(tmp_path / "whole.ome.zarr")[:], flooded)
+    assert np.bincount(flooded.ravel())[1:].min() >= 20 and np.all(probability[flooded > 0] > 0.5)

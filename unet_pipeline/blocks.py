@@ -1,0 +1,75 @@
+"""The block grid of blockwise stages: each block's write region, the region it reads, and its id space.
+
+A block owns whole output chunks (its write region); it reads that region
+grown by a context, clipped to the volume (clipping, not mirroring: the
+whole-volume computation ends at the same border). Ids a block makes are
+unique without coordination: the block's index sits in the high bits of a
+uint64 (`global_ids`), so no two blocks ever hand out the same id.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry import Box, Shape
+
+LOCAL_ID_BITS = 32  # a block holds at most 2**32 - 1 ids of its own
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block of a grid: its index (C order), grid position and write region."""
+
+    index: int
+    position: Shape
+    box: Box
+
+    @property
+    def name(self) -> str:
+        """The key of its completion record (as predict's tiles: the start voxel)."""
+        return "_".join(map(str, self.box.start))
+
+    def read_box(self, context: Shape, volume: Shape) -> Box:
+        """The write region grown by `context` voxels on each side, clipped to the volume."""
+        grown = self.box.grow(context, context)
+        return Box(tuple(max(a, 0) for a in grown.start), tuple(min(b, n) for b, n in zip(grown.stop, volume)))
+
+
+def aligned_block_shape(requested: Shape, unit: Shape, volume: Shape) -> Shape:
+    """`requested` rounded up to whole write units (chunks or shards), never beyond the volume's units."""
+    return tuple(min(-(-r // u), -(-n // u)) * u for r, u, n in zip(requested, unit, volume))
+
+
+def block_grid(volume: Shape, block: Shape) -> list[Block]:
+    """The blocks of shape `block` covering `volume` (the last ones clipped), in C order."""
+    counts = [-(-n // b) for n, b in zip(volume, block)]
+    blocks = []
+    for index, position in enumerate(itertools.product(*map(range, counts))):
+        start = tuple(p * b for p, b in zip(position, block))
+        stop = tuple(min(s + b, n) for s, b, n in zip(start, block, volume))
+        blocks.append(Block(index, tuple(position), Box(start, stop)))
+    return blocks
+
+
+def global_ids(local: np.ndarray, block_index: int | np.ndarray) -> np.ndarray:
+    """Block-local ids (0 = none) as uint64 ids unique across blocks: the block index (one, or one per
+    voxel) in the high bits."""
+    local = np.asarray(local).astype(np.uint64)
+    high = np.left_shift(np.asarray(block_index, dtype=np.uint64), np.uint64(LOCAL_ID_BITS))
+    return np.where(local > 0, local | high, np.uint64(0))
+
+
+def block_indices(box: Box, block: Shape, volume: Shape) -> np.ndarray:
+    """The index of the block (of a `block_grid(volume, block)`) holding each voxel of `box`."""
+    counts = [-(-n // b) for n, b in zip(volume, block)]
+    positions = np.ix_(*(np.arange(a, b) // s for a, b, s in zip(box.start, box.stop, block)))
+    return np.ravel_multi_index(positions, counts)
+
+
+def split_global_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(block index, local id) of uint64 ids made by `global_ids`."""
+    ids = np.asarray(ids, dtype=np.uint64)
+    return (ids >> np.uint64(LOCAL_ID_BITS)).astype(np.int64), (ids & np.uint64((1 << LOCAL_ID_BITS) - 1)).astype(np.int64)
