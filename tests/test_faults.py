@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import COMPRESSION, write_image
+from conftest import COMPRESSION, evaluate_settings, write_image
 from test_predict import run_predict
 from unet_pipeline import io
 from unet_pipeline.weights import weights
@@ -130,6 +130,5 @@ def test_labels_or_predictions_of_another_shape_are_named(tmp_path):
     cells = write_image(tmp_path / "seg.ome.zarr", np.ones((2, 16, 16), np.uint32), (1, 16, 16))
     with pytest.raises(io.InputError, match=r"seg.ome.zarr: shape \(2, 16, 16\) does not match the labels' "
                                             r"\(2, 12, 12\)"):
-        evaluate(cells, image, labels, tmp_path / "metrics.json", sections=None, threshold=0.5, thresholds=[0.5],
-                 warping=False, baseline_raw=None)
+        evaluate(cells, image, labels, tmp_path / "metrics.json", **evaluate_settings({"kind": "local"}))
     assert not (tmp_path / "metrics.json").exists()

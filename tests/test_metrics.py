@@ -108,3 +108,20 @@ def test_dice_jaccard_and_threshold_errors():
     errors = threshold_errors(np.bincount(image[~cell], minlength=256), np.bincount(image[cell], minlength=256))
     for t in (0, 17, 128, 256):
         assert errors[t] == pytest.approx(np.mean((image >= t) != cell))
+
+
+def test_compiled_warping_error_equals_the_vectorised_reference():
+    from scipy import ndimage
+
+    from warping_reference import reference_warping_error
+
+    rng = np.random.default_rng(7)
+    for seed in range(4):
+        field = ndimage.gaussian_filter(rng.random((96, 80)), 2)
+        truth = field > np.median(field)
+        predicted = ndimage.gaussian_filter(field + 0.05 * rng.random(field.shape), 1) > np.median(field)
+        predicted[rng.random(field.shape) < 0.01 * seed] ^= True  # isolated errors too
+        error, errors = warping_error(predicted, truth)
+        reference, reference_errors = reference_warping_error(predicted, truth)
+        assert error == reference and np.array_equal(errors, reference_errors)
+        assert 0 < error < np.mean(predicted != truth)

@@ -158,3 +158,29 @@ def test_rerunning_a_slab_stage_on_its_complete_output_keeps_every_slab(tmp_path
     assert first == {"blocks": 3, "computed": 3, "resumed": 0}  # slabs are whole shards
     assert ingest("raw", tmp_path / "stack.tif", tmp_path / "raw.ome.zarr", **options) == {
         "blocks": 3, "computed": 0, "resumed": 3}
+
+
+def chunk_files(image) -> dict[str, bytes]:
+    """Every stored chunk of an image, all pyramid levels, by path: byte-identical outputs have equal maps."""
+    return {str(path.relative_to(image)): path.read_bytes() for path in sorted(image.rglob("*"))
+            if path.is_file() and not path.name.startswith((".z", "zarr.json"))}
+
+
+def test_sigkill_of_segment_then_rerun_computes_only_missing_blocks(tmp_path, dask_cluster):
+    from conftest import probability_image, segment_settings
+    from test_segment import cells_probability
+    from unet_pipeline.segment import segment
+
+    probability = probability_image(tmp_path / "p.ome.zarr", cells_probability((4, 128, 128), 6), (1, 32, 32),
+                                    np.float16)
+    settings = segment_settings({"kind": "local", "workers": 1, "threads_per_worker": 1, "address": None},
+                                block=[1, 32, 32], context=[0, 32, 32])
+    reference = segment(probability, tmp_path / "reference.ome.zarr", **{**settings, "cluster_settings": dask_cluster})
+    assert reference["blocks"] == 64 and reference["computed"] == 3 * 64  # fragments, edges, relabel
+
+    output = tmp_path / "killed.ome.zarr"
+    done_before = kill_after(stage_command("segment", probability, output, **settings), output, blocks=64 + 5)
+    assert not output.exists() and 64 + 5 <= done_before < 3 * 64  # killed in the edges phase or later
+    stats = segment(probability, output, **{**settings, "cluster_settings": dask_cluster})
+    assert stats == {**reference, "computed": 3 * 64 - done_before}
+    assert chunk_files(output) == chunk_files(tmp_path / "reference.ome.zarr")

@@ -1,15 +1,23 @@
-"""Evaluate the segmentation that `segment` wrote against the labels, per section and pooled.
+"""Evaluate the segmentation that `segment` wrote against the labels, blockwise on the Dask cluster.
 
-Metrics are those of the ISBI 2012 challenge (see `metrics`), computed on 2D
+Metrics are those of the ISBI 2012 challenge (see `metrics`), on 2D
 sections: foreground-restricted Rand and information scores and the
 variation of information of the segmentation (also after thinning its
-boundaries), and, of the cell probabilities at `threshold`, the pixel error,
-the warping error and the membrane Dice and Jaccard. A 3D segmentation is
-scored section by section, as the challenge does. Extras: the Rand error of
-threshold + connected components swept over thresholds, and a trivial
-baseline (the best global threshold of the raw intensity, then components).
-Contingency tables are kept per section and summed, so the pooled figures
-are exact.
+boundaries to one pixel), and, of the cell probabilities at `threshold`, the
+pixel error, the warping error and the membrane Dice and Jaccard. A 3D
+segmentation is scored section by section, as the challenge does. Extras:
+the Rand error of threshold + connected components swept over thresholds,
+and a trivial baseline (the best global threshold of the raw intensity, then
+components).
+
+No process holds a section: the ground-truth cells, the sweep's components
+and the baseline's are labelled blockwise and exactly (`blockwise.components`),
+and each block returns integer tallies (contingency tables, pixel counts)
+that add up to the exact per-section and pooled figures. Two figures are
+local to a block and its context: the thinned boundaries, and the warping
+error, whose topology is checked within each block and its context (equal
+to the per-section figure when a block holds the whole section, as with the
+default block on sections up to 512 x 512).
 """
 
 from __future__ import annotations
@@ -17,28 +25,22 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from skimage.morphology import skeletonize
+from skimage.segmentation import expand_labels
 
-from . import io, metrics, progress, provenance
-from .cells import cell_mask, separate_cells
+from . import cluster, io, metrics, provenance
+from .blocks import Block, aligned_block_shape
+from .blockwise import Mask, Runner, Work, components, open_array, read_cell_probability
 from .preprocess import FLOAT_BINS
-from .labeling import label_components
-from .segment import CELL_CHANNEL, as_probability
 
 SECTION_FIELDS = ["section", "pixel_error", "rand_error", "rand_split", "rand_merge", "info_error",
                   "variation_of_information", "warping_error", "membrane_dice", "membrane_jaccard"]
-
-
-def thin_boundaries(segmentation: np.ndarray) -> np.ndarray:
-    """Segments of a (y, x) section after its boundary is thinned to one pixel (the challenge's later ranking)."""
-    thin = skeletonize(segmentation == 0)
-    cells, _ = ndimage.label(~thin)
-    return cells
+TRUTH = "truth"
 
 
 def _namespaced(ids: np.ndarray, section: int) -> np.ndarray:
@@ -54,9 +56,109 @@ def scores(table: metrics.Contingency) -> dict[str, float]:
     return {**metrics.rand_scores(table), **metrics.info_scores(table)}
 
 
+def thin_boundaries(segmentation: np.ndarray) -> np.ndarray:
+    """A (y, x) segmentation with its boundary (0) thinned to one pixel: boundary pixels off the skeleton join
+    the nearest segment (the challenge's later ranking thinned the proposals' boundaries)."""
+    skeleton = skeletonize(segmentation == 0)
+    return np.where(skeleton, 0, expand_labels(segmentation, distance=max(segmentation.shape)))
+
+
+@dataclass
+class Tally:
+    """Exactly mergeable counts of one section (or of the pool)."""
+
+    table: metrics.Contingency = field(default_factory=metrics.Contingency)
+    thinned: metrics.Contingency = field(default_factory=metrics.Contingency)
+    sweep: list[metrics.Contingency] = field(default_factory=list)
+    mismatched: int = 0
+    pixels: int = 0
+    warped: int = 0
+    membrane: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("predicted", "true", "both", "either"), 0))
+
+    def merge(self, other: "Tally") -> "Tally":
+        self.table.merge(other.table)
+        self.thinned.merge(other.thinned)
+        self.sweep = [a.merge(b) for a, b in zip(self.sweep, other.sweep)] if self.sweep else other.sweep
+        self.mismatched += other.mismatched
+        self.pixels += other.pixels
+        self.warped += other.warped
+        for key, count in other.membrane.items():
+            self.membrane[key] += count
+        return self
+
+    def membrane_scores(self) -> dict[str, float]:
+        m = self.membrane
+        total = m["predicted"] + m["true"]
+        return {"membrane_dice": 2 * m["both"] / total if total else 1.0,
+                "membrane_jaccard": m["both"] / m["either"] if m["either"] else 1.0}
+
+
+def score_block(block: Block, work: Work, segmentation: str, probabilities: str, labels: str, threshold: float,
+                warping: bool, truth_ids: np.ndarray, sweep_ids: list[np.ndarray]) -> dict[int, Tally]:
+    """Worker: the tallies of each section of a block (the segmentation's thinning sees the block's context)."""
+    read = block.read_box(work.context, work.volume)
+    own = block.box.relative_to(read)
+    proposal_read = np.asarray(open_array(str(Path(segmentation) / io.LEVEL0), work.run_key)[read.slices()])
+    proposal = proposal_read[own]
+    truth = truth_ids[work.scratch(TRUTH)[block.box.slices()]]
+    sweeps = [ids[work.scratch(f"sweep-{i}")[block.box.slices()]] for i, ids in enumerate(sweep_ids)]
+    predicted_cell = read_cell_probability(probabilities, block.box, work.run_key) > threshold
+    true_cell = Mask(labels, "labels").read(block.box, work)
+    tallies = {}
+    for index, z in enumerate(range(block.box.start[0], block.box.stop[0])):
+        thinned = thin_boundaries(proposal_read[index + own[0].start])[own[1:]]
+        tally = Tally(section_table(proposal[index], truth[index], z), section_table(thinned, truth[index], z),
+                      [section_table(s[index], truth[index], z) for s in sweeps],
+                      int(np.count_nonzero(predicted_cell[index] != true_cell[index])), true_cell[index].size)
+        membrane, true_membrane = ~predicted_cell[index], ~true_cell[index]
+        tally.membrane = {"predicted": int(membrane.sum()), "true": int(true_membrane.sum()),
+                          "both": int((membrane & true_membrane).sum()),
+                          "either": int((membrane | true_membrane).sum())}
+        tallies[z] = tally
+    if warping:  # warped over the block and its context, errors counted in the block
+        predicted_around = read_cell_probability(probabilities, read, work.run_key) > threshold
+        true_around = Mask(labels, "labels").read(read, work)
+        for index, z in enumerate(range(block.box.start[0], block.box.stop[0])):
+            errors = metrics.warping_error(predicted_around[index], true_around[index])[1]
+            tallies[z].warped = int(np.count_nonzero(errors[own[1:]]))
+    return tallies
+
+
+def intensity_histograms(block: Block, work: Work, raw: str, labels: str, low: float, step: float,
+                         bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Worker: histograms of the raw intensity levels (see `_levels`) on membrane and on cells of a block."""
+    levels = _levels(np.asarray(open_array(str(Path(raw) / io.LEVEL0), work.run_key)[block.box.slices()]), low, step)
+    true_cell = Mask(labels, "labels").read(block.box, work)
+    return (np.bincount(levels[~true_cell], minlength=bins), np.bincount(levels[true_cell], minlength=bins))
+
+
+def intensity_range(block: Block, work: Work, raw: str) -> tuple[float, float]:
+    values = open_array(str(Path(raw) / io.LEVEL0), work.run_key)[block.box.slices()]
+    return float(np.min(values)), float(np.max(values))
+
+
+def baseline_block(block: Block, work: Work, truth_ids: np.ndarray, baseline_ids: np.ndarray) -> metrics.Contingency:
+    """Worker: the contingency table of the baseline's components against the ground-truth cells of a block."""
+    truth = truth_ids[work.scratch(TRUTH)[block.box.slices()]]
+    proposal = baseline_ids[work.scratch("baseline")[block.box.slices()]]
+    table = metrics.Contingency()
+    for index, z in enumerate(range(block.box.start[0], block.box.stop[0])):
+        table.merge(section_table(proposal[index], truth[index], z))
+    return table
+
+
+def _levels(values: np.ndarray, low: float, step: float) -> np.ndarray:
+    """Integer raw is its own histogram bins; float raw is binned in `step`s from `low`."""
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(np.int64)
+    return np.round((values - low) / step).astype(np.int64)
+
+
 def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.PathLike,
              labels_path: str | os.PathLike, output: str | os.PathLike, *, sections: list[int] | None,
-             threshold: float, thresholds: list[float], warping: bool, baseline_raw: str | None) -> dict:
+             threshold: float, thresholds: list[float], warping: bool, baseline_raw: str | None,
+             block: list[int], context: list[int], cluster_settings: dict[str, Any],
+             stall_timeout_s: float = 1800) -> dict:
     """Score the segmentation against the labels; write metrics.json and <name>_sections.csv; return the metrics.
 
     Args:
@@ -66,8 +168,12 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
         thresholds: the extra sweep: threshold + connected components of the
             probabilities at each (the challenge's Rand error is 1 - its best
             V_Rand); empty: no sweep.
-        warping: compute the warping error (compiled, per section).
+        warping: compute the warping error (compiled; topology checked per block and its context).
         baseline_raw: a raw image whose best global threshold is scored too; None: no baseline.
+        block: (z, y, x) block of one task; z is always one section.
+        context: (z, y, x) voxels a block reads around it for thinning boundaries and warping.
+        cluster_settings: the Dask cluster (see `cluster.connect`).
+        stall_timeout_s: stop when no block finishes for this long.
     """
     started = provenance.now()
     segmentation, labels = io.open_image(segmentation_path), io.open_image(labels_path)
@@ -78,60 +184,77 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
     first, last = sections or (0, labels.shape[0])
     if not 0 <= first < last <= labels.shape[0]:
         raise ValueError(f"evaluation sections [{first}, {last}) do not fit a volume of {labels.shape[0]} sections")
-
-    pooled, thinned = metrics.Contingency(), metrics.Contingency()
-    sweep = {t: metrics.Contingency() for t in thresholds}
-    rows, mismatched, warped, pixels = [], 0, 0, 0
-    membrane = {"predicted": 0, "true": 0, "both": 0, "either": 0}
-    for z in progress.track(range(first, last), "evaluate sections"):
-        truth = np.asarray(labels[z])
-        true_cell, truth_cells = cell_mask(truth), separate_cells(truth)
-        proposal = np.asarray(segmentation[z])
-        cell = as_probability(probabilities[CELL_CHANNEL, z])
-        predicted_cell = cell > threshold
-        for t, table in sweep.items():
-            table.merge(section_table(label_components(cell[np.newaxis] > t, "2d", 4)[0][0], truth_cells, z))
-        table = section_table(proposal, truth_cells, z)
-        pooled.merge(table)
-        thinned.merge(section_table(thin_boundaries(proposal), truth_cells, z))
-        row = {"section": z, "pixel_error": float(np.mean(predicted_cell != true_cell)), **scores(table),
-               **_membrane(~predicted_cell, ~true_cell)}
-        mismatched += int(np.count_nonzero(predicted_cell != true_cell))
-        pixels += truth.size
-        _count_membrane(membrane, ~predicted_cell, ~true_cell)
-        if warping:
-            error, errors = metrics.warping_error(predicted_cell, true_cell)
-            row["warping_error"] = error
-            warped += int(np.count_nonzero(errors))
-        rows.append(row)
-
-    result: dict[str, Any] = {
-        "sections": [first, last],
-        "threshold": threshold,
-        "model": {"pixel_error": mismatched / pixels, **scores(pooled),
-                  "v_rand_thinned": metrics.rand_scores(thinned)["v_rand"], **_membrane_scores(membrane)},
-    }
-    if warping:
-        result["model"]["warping_error"] = warped / pixels
-    if sweep:
-        curve = [{"threshold": t, **{k: v for k, v in scores(table).items() if k in ("v_rand", "v_info")}}
-                 for t, table in sweep.items()]
-        result["sweep"] = curve
-        result["model"]["rand_error_best_threshold"] = 1 - max(point["v_rand"] for point in curve)
-    if baseline_raw:
-        result["baseline_raw_threshold"] = _baseline(baseline_raw, labels, first, last)
+    chunks = io.write_unit(labels)
+    block_shape = aligned_block_shape((1, *block[1:]), chunks, labels.shape)
+    work_dir = Path(str(output) + ".work")
+    with io.output_lock(output):
+        io.remove(work_dir)
+        work = Work(str(work_dir), labels.shape, block_shape, (0, *context[1:]), "evaluate", (first, last))
+        with cluster.connect(**cluster_settings) as client:
+            runner = Runner(client, work, stall_timeout_s)
+            truth_graph, truth_of = components(runner, TRUTH, Mask(str(labels_path), "labels"), "2d", 4, chunks)
+            truth_ids = truth_graph.lookups(truth_of + 1)
+            sweep_ids = []
+            for i, t in enumerate(thresholds):
+                graph, component_of = components(runner, f"sweep-{i}", Mask(str(probabilities_path), "probability", t),
+                                                 "2d", 4, chunks)
+                sweep_ids.append(graph.lookups(component_of + 1))
+            per_block = [{"truth_ids": truth_ids[i], "sweep_ids": [ids[i] for ids in sweep_ids]}
+                         for i in range(len(work.grid))]
+            tallies = runner.map("evaluate blocks", score_block, work.grid, per_block,
+                                 segmentation=str(segmentation_path), probabilities=str(probabilities_path),
+                                 labels=str(labels_path), threshold=threshold, warping=warping)
+            baseline = _baseline(runner, baseline_raw, str(labels_path), truth_ids, chunks) if baseline_raw else None
+        io.remove(work_dir)
+    result = _summary(tallies, first, last, threshold, thresholds, warping)
+    if baseline:
+        result["baseline_raw_threshold"] = baseline
     result["provenance"] = provenance.record(
-        "evaluate", {"sections": [first, last], "threshold": threshold, "thresholds": thresholds, "warping": warping},
+        "evaluate", {"sections": [first, last], "threshold": threshold, "thresholds": thresholds, "warping": warping,
+                     "block": list(block_shape), "context": list(context)},
         {"segmentation": str(segmentation_path), "probabilities": str(probabilities_path),
          "labels": str(labels_path), "baseline_raw": baseline_raw}, started)
-    table_path = sections_table_path(output)
-    with io.atomic_output(table_path) as partial, open(partial, "w", newline="") as handle:
+    _write(output, result, result.pop("rows"))
+    return result
+
+
+def _summary(tallies: list[dict[int, Tally]], first: int, last: int, threshold: float, thresholds: list[float],
+             warping: bool) -> dict[str, Any]:
+    """The pooled and per-section metrics from the blocks' tallies."""
+    per_section: dict[int, Tally] = {}
+    for block_tallies in tallies:
+        for z, tally in block_tallies.items():
+            per_section[z] = per_section[z].merge(tally) if z in per_section else tally
+    pooled = Tally()
+    rows = []
+    for z in range(first, last):
+        tally = per_section[z]
+        row = {"section": z, "pixel_error": tally.mismatched / tally.pixels, **scores(tally.table),
+               **tally.membrane_scores()}
+        if warping:
+            row["warping_error"] = tally.warped / tally.pixels
+        rows.append(row)
+        pooled.merge(tally)
+    model = {"pixel_error": pooled.mismatched / pooled.pixels, **scores(pooled.table),
+             "v_rand_thinned": metrics.rand_scores(pooled.thinned)["v_rand"], **pooled.membrane_scores()}
+    if warping:
+        model["warping_error"] = pooled.warped / pooled.pixels
+    result: dict[str, Any] = {"sections": [first, last], "threshold": threshold, "model": model, "rows": rows}
+    if thresholds:
+        curve = [{"threshold": t, **{k: v for k, v in scores(table).items() if k in ("v_rand", "v_info")}}
+                 for t, table in zip(thresholds, pooled.sweep)]
+        result["sweep"] = curve
+        model["rand_error_best_threshold"] = 1 - max(point["v_rand"] for point in curve)
+    return result
+
+
+def _write(output: str | os.PathLike, result: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    with io.atomic_output(sections_table_path(output)) as partial, open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=SECTION_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     with io.atomic_output(output) as partial:
         partial.write_text(json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def sections_table_path(output: str | os.PathLike) -> Path:
@@ -140,52 +263,30 @@ def sections_table_path(output: str | os.PathLike) -> Path:
     return output.with_name(output.stem + "_sections.csv")
 
 
-def _membrane(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    values = metrics.dice_jaccard(predicted, truth)
-    return {"membrane_dice": values["dice"], "membrane_jaccard": values["jaccard"]}
-
-
-def _count_membrane(counts: dict[str, int], predicted: np.ndarray, truth: np.ndarray) -> None:
-    """Add a section's membrane overlap counts (pooled Dice and Jaccard without keeping the sections)."""
-    counts["predicted"] += int(np.count_nonzero(predicted))
-    counts["true"] += int(np.count_nonzero(truth))
-    counts["both"] += int(np.count_nonzero(predicted & truth))
-    counts["either"] += int(np.count_nonzero(predicted | truth))
-
-
-def _membrane_scores(counts: dict[str, int]) -> dict[str, float]:
-    total = counts["predicted"] + counts["true"]
-    return {"membrane_dice": 2 * counts["both"] / total if total else 1.0,
-            "membrane_jaccard": counts["both"] / counts["either"] if counts["either"] else 1.0}
-
-
-def _baseline(raw_path: str, labels: Any, first: int, last: int) -> dict[str, float]:
+def _baseline(runner: Runner, raw_path: str, labels: str, truth_ids: list[np.ndarray],
+              chunks: tuple[int, ...]) -> dict[str, float]:
     """Best global raw threshold (chosen on these sections: an upper bound for thresholding), then components."""
     raw = io.open_image(raw_path)
-    if raw.shape != labels.shape:
-        raise io.InputError(f"{raw_path}: raw shape {raw.shape} differs from the labels' {labels.shape}")
-    levels, value_of = _intensity_levels(raw, first, last)
-    bins = len(value_of)
-    membrane_hist, cell_hist = np.zeros(bins, np.int64), np.zeros(bins, np.int64)
-    for z in range(first, last):
-        section, true_cell = levels(np.asarray(raw[z])), cell_mask(np.asarray(labels[z]))
-        membrane_hist += np.bincount(section[~true_cell], minlength=bins)
-        cell_hist += np.bincount(section[true_cell], minlength=bins)
-    errors = metrics.threshold_errors(membrane_hist, cell_hist)
-    best = int(np.argmin(errors))
-    table = metrics.Contingency()
-    for z in range(first, last):
-        cell = (levels(np.asarray(raw[z])) >= best).astype(np.float32)[np.newaxis]
-        table.merge(section_table(label_components(cell > 0.5, "2d", 4)[0][0], separate_cells(np.asarray(labels[z])), z))
-    return {"threshold": float(value_of[best]), "pixel_error": float(errors[best]), **scores(table)}
-
-
-def _intensity_levels(raw: Any, first: int, last: int) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
-    """Raw intensities as histogram bins, and the intensity of each bin: integer raw is its own bins;
-    float raw gets FLOAT_BINS (as preprocess) between the evaluated sections' minimum and maximum."""
+    if raw.shape != runner.work.volume:
+        raise io.InputError(f"{raw_path}: raw shape {raw.shape} differs from the labels' {runner.work.volume}")
     if np.issubdtype(raw.dtype, np.integer):
-        return (lambda section: section), np.arange(int(np.iinfo(raw.dtype).max) + 1)
-    low = min(float(np.min(raw[z])) for z in range(first, last))
-    high = max(float(np.max(raw[z])) for z in range(first, last))
-    step = max(high - low, 1e-6) / (FLOAT_BINS - 1)
-    return (lambda section: np.round((section - low) / step).astype(np.int64)), low + step * np.arange(FLOAT_BINS)
+        low, step, bins = 0.0, 1.0, int(np.iinfo(raw.dtype).max) + 1
+    else:  # FLOAT_BINS levels (as preprocess) between the evaluated sections' minimum and maximum
+        ranges = runner.map("baseline range", intensity_range, runner.work.grid, raw=raw_path)
+        low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        step, bins = max(high - low, 1e-6) / (FLOAT_BINS - 1), FLOAT_BINS
+    histograms = runner.map("baseline histograms", intensity_histograms, runner.work.grid, raw=raw_path,
+                            labels=labels, low=low, step=step, bins=bins)
+    membrane = np.sum([h[0][:bins] for h in histograms], axis=0)
+    cell = np.sum([h[1][:bins] for h in histograms], axis=0)
+    errors = metrics.threshold_errors(membrane, cell)
+    best = int(np.argmin(errors))
+    cut = low + (best - 0.5) * step  # level >= best
+    graph, component_of = components(runner, "baseline", Mask(raw_path, "intensity", cut), "2d", 4, chunks)
+    baseline_ids = graph.lookups(component_of + 1)
+    tables = runner.map("baseline blocks", baseline_block, runner.work.grid,
+                        [{"truth_ids": t, "baseline_ids": b} for t, b in zip(truth_ids, baseline_ids)])
+    table = metrics.Contingency()
+    for block_table in tables:
+        table.merge(block_table)
+    return {"threshold": float(low + best * step), "pixel_error": float(errors[best]), **scores(table)}

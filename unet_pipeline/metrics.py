@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 
@@ -150,32 +151,49 @@ def _simple_lut() -> np.ndarray:
 _SIMPLE = _simple_lut()
 
 
-def _simple_points(image: np.ndarray) -> np.ndarray:
-    """Boolean map of the simple pixels of a binary image (border pixels padded with background)."""
-    padded = np.pad(image, 1)
-    code = np.zeros(image.shape, dtype=np.int64)
-    offsets = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]
-    height, width = image.shape
-    for bit, (dy, dx) in enumerate(offsets):
-        code |= padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width].astype(np.int64) << bit
-    return _SIMPLE[code]  # the test reads the neighbours only: it holds for adding and for removing a pixel
+@numba.njit(cache=True, nogil=True)
+def _is_simple(image: np.ndarray, y: int, x: int, lut: np.ndarray) -> bool:
+    """Whether pixel (y, x) of a binary image is simple (pixels outside the image count as background)."""
+    code = 0
+    bit = 0
+    for dy, dx in ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)):
+        ny, nx = y + dy, x + dx
+        if 0 <= ny < image.shape[0] and 0 <= nx < image.shape[1] and image[ny, nx]:
+            code |= 1 << bit
+        bit += 1
+    return lut[code]
 
 
-def warping_error(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:
-    """Warping error of a binary 2D prediction against binary truth, and the map of topological errors."""
-    warped = predicted.astype(bool).copy()
-    truth = truth.astype(bool)
+@numba.njit(cache=True, nogil=True)
+def _warp(warped: np.ndarray, truth: np.ndarray, lut: np.ndarray) -> None:
+    """Flip mismatched simple pixels of `warped` (in place) until none is left.
+
+    Sweeps the nine phases (y mod 3, x mod 3) in turn, as often as a sweep
+    flips anything. Pixels of one phase are 3 apart and never share a
+    neighbourhood, so flipping them one by one equals flipping them together.
+    Only mismatched pixels can flip, and a flipped pixel matches for good, so
+    each sweep visits the mismatched pixels alone.
+    """
+    ys, xs = np.nonzero(warped != truth)
+    phase = (ys % 3) * 3 + xs % 3
+    order = np.argsort(phase, kind="mergesort")
+    ys, xs, phase = ys[order], xs[order], phase[order]
+    alive = np.ones(len(ys), dtype=np.bool_)
     changed = True
     while changed:
         changed = False
-        for phase_y in range(3):  # pixels 3 apart never share a neighbourhood: flip them together
-            for phase_x in range(3):
-                flip = (warped != truth) & _simple_points(warped)
-                phase = np.zeros_like(flip)
-                phase[phase_y::3, phase_x::3] = True
-                flip &= phase
-                if flip.any():
-                    warped ^= flip
-                    changed = True
+        for i in range(len(ys)):  # phase order: every pixel of phase k before any of phase k + 1
+            if alive[i] and _is_simple(warped, ys[i], xs[i], lut):
+                warped[ys[i], xs[i]] = truth[ys[i], xs[i]]
+                alive[i] = False
+                changed = True
+
+
+def warping_error(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:
+    """Warping error of a binary 2D prediction against binary truth, and the map of topological errors
+    (a compiled kernel: about a microsecond per mismatched pixel and sweep)."""
+    warped = np.ascontiguousarray(predicted, dtype=np.bool_).copy()
+    truth = np.ascontiguousarray(truth, dtype=np.bool_)
+    _warp(warped, truth, _SIMPLE)
     errors = warped != truth
     return float(np.count_nonzero(errors)) / errors.size, errors

@@ -16,7 +16,7 @@ from PIL import Image
 from . import io
 from .cells import cell_mask
 from .evaluate import SECTION_FIELDS, sections_table_path
-from .segment import CELL_CHANNEL, as_probability
+from .blockwise import CELL_CHANNEL, as_probability
 
 
 def section_panels(raw: np.ndarray, cell_probability: np.ndarray, segmentation: np.ndarray,

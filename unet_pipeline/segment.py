@@ -1,33 +1,27 @@
 """Blockwise segmentation of cell probabilities on the Dask cluster: no process holds a section whole.
 
-The volume is cut into blocks of whole output chunks (`blocks`). Every method
-runs the same phases, each a set of Dask tasks, one per block, recorded per
-block when done, so a killed run resumes with only the missing blocks:
+The volume is cut into blocks of whole output chunks (`blocks`); every step
+is a set of Dask tasks, one per block, recorded per block when done
+(`blockwise`), so a killed run resumes with only the missing blocks:
 
-1. fragments: each block labels its own region with block-local ids
-   (components of p > threshold; for `watershed`, of p > seed_threshold, the
-   seeds; for `agglomerate`, watershed fragments computed on the block and
-   its context). Ids are global without coordination: block index in the
-   high bits (`blocks.global_ids`).
-2. edges: each block lists the contacts it owns between fragments, with
-   exactly mergeable boundary statistics (`region_graph`).
-3. one global step on the graph alone (small next to the volume): union of
-   every contact (`components`, and the seeds of `watershed`) or an
-   agglomeration (`agglomerate`: mean threshold, multicut or GASP), then
-   consecutive ids 1..N with segments under `min_size` voxels dropped.
-   `watershed` then floods each block (with context) from the global seeds
-   and numbers the floods the same way.
-4. relabel: each block writes its final ids (uint32, or uint64 when N does
-   not fit), 0 = boundary / no cell.
+- `components`: connected components of p > threshold, blockwise and exact.
+- `watershed`: the seeds (components of p > seed_threshold) as above, then
+  each block floods 1 - p inside p > threshold from the global seeds over
+  its region and context.
+- `agglomerate`: each block computes watershed fragments on its region and
+  context (`fragments`) and keeps its own part; pieces that a block face
+  cut are stitched back (`stitching`); each block lists its contacts with
+  exactly mergeable boundary statistics (`region_graph`); one global
+  agglomeration on the graph alone (`agglomerate`).
 
-Components and the watershed's seeds equal a whole-volume labelling exactly;
-the floods and the fragments do where the context covers their reach.
+Ids are unique without coordination (block index in the high bits, see
+`blocks`); one global step numbers the segments 1..N (segments under
+`min_size` voxels become 0) and each block writes its final ids (uint32, or
+uint64 when N does not fit).
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,25 +31,18 @@ import fastremap
 import numpy as np
 import zarr
 
-from . import agglomerate, cluster, io, provenance, resume, tasks
-from .blocks import Block, aligned_block_shape, block_grid, block_indices, global_ids, split_global_ids
+from . import agglomerate, cluster, io, provenance, resume
+from .blocks import Block, aligned_block_shape, block_indices, global_ids
+from .blockwise import CELL_CHANNEL, SCRATCH, Mask, PieceGraph, Runner, Work, components, open_array, piece_graph, \
+    read_cell_probability, read_global_ids
 from .fragments import seeded_flood, watershed_fragments
-from .geometry import Box, Shape
-from .labeling import FACE_CONNECTIVITY, check_connectivity, forward_offsets, label_components, touching_pairs
-from .region_graph import block_edges, merge_tables, quantize
+from .labeling import FACE_CONNECTIVITY, check_connectivity, forward_offsets
+from .region_graph import block_edges, quantize
 from .stitching import face_axes, face_views, outside_layer, stitch_pairs
 
-CELL_CHANNEL = 1
 Method = Literal["components", "watershed", "agglomerate"]
 METHODS = ("components", "watershed", "agglomerate")
-WORK = "work"  # scratch inside the partial output: block labels and per-block tables
-FRAGMENTS, FLOODS = "fragments", "floods"
-
-
-def as_probability(values: np.ndarray) -> np.ndarray:
-    """Stored probabilities as float32 in [0, 1] (uint8 storage is scaled by 255)."""
-    values = np.asarray(values)
-    return values.astype(np.float32) / 255 if values.dtype == np.uint8 else values.astype(np.float32)
+SEEDS, FRAGMENTS, FLOODS = "seeds", "fragments", "floods"
 
 
 @dataclass(frozen=True)
@@ -81,197 +68,104 @@ class Settings:
                              f"got {self.agglomeration!r}")
 
 
-@dataclass(frozen=True)
-class Job:
-    """What every task of one segment run shares."""
-
-    probabilities: str
-    work: str  # the partial output
-    volume: Shape
-    block: Shape
-    context: Shape
-    voxel_size: tuple[float, ...]
-    settings: Settings
-    run_key: str
-
-    @property
-    def grid(self) -> list[Block]:
-        return block_grid(self.volume, self.block)
-
-
-@functools.lru_cache(maxsize=16)
-def _worker_array(path: str, run_key: str) -> zarr.Array:
-    """An opened array, reused by the tasks of one run (keyed by it, as predict's)."""
-    return zarr.open_array(path, mode="r+")
-
-
-def _scratch(job: Job, name: str) -> zarr.Array:
-    return _worker_array(str(Path(job.work) / WORK / name), job.run_key)
-
-
-def _cell(job: Job, box: Box) -> np.ndarray:
-    probabilities = _worker_array(str(Path(job.probabilities) / io.LEVEL0), job.run_key)
-    return as_probability(probabilities[(CELL_CHANNEL, *box.slices())])
-
-
-def _table_path(job: Job, phase: str, block: Block) -> Path:
-    return Path(job.work) / WORK / phase / f"{block.name}.npz"
-
-
-def _save_table(job: Job, phase: str, block: Block, **arrays: np.ndarray) -> None:
-    """A block's table, written atomically, then the block's record."""
-    path = _table_path(job, phase, block)
-    scratch = path.with_name(path.stem + ".tmp.npz")
-    np.savez(scratch, **arrays)
-    os.replace(scratch, path)
-    resume.record_block(job.work, f"{phase}-{block.name}")
-
-
-def _load_table(job: Job, phase: str, block: Block) -> dict[str, np.ndarray]:
-    with np.load(_table_path(job, phase, block)) as table:
-        return dict(table)
-
-
-def fragment_block(block: Block, job: Job) -> None:
-    """Phase 1 (worker): label the block's own region with block-local ids; keep each id's size."""
-    s = job.settings
-    views: dict[str, np.ndarray] = {}
-    if s.method == "agglomerate":
-        read = block.read_box(job.context, job.volume)
-        fragments = watershed_fragments(_cell(job, read), s.threshold, s.seed_distance, s.mode, job.voxel_size)
-        own = block.box.relative_to(read)
-        local, remap = fastremap.renumber(np.ascontiguousarray(fragments[own]), preserve_zero=True)
-        local = local.astype(np.uint32)
-        own_ids = np.zeros(int(fragments.max()) + 1, np.uint32)
-        own_ids[list(remap)] = list(remap.values())
-        views = face_views(fragments, own, own_ids, s.mode)
-    else:
-        level = s.seed_threshold if s.method == "watershed" else s.threshold
-        local, _ = label_components(_cell(job, block.box) > level, s.mode, s.connectivity)
-    _scratch(job, FRAGMENTS)[block.box.slices()] = local
-    _save_table(job, FRAGMENTS, block, sizes=np.bincount(local.ravel())[1:], **views)
-
-
-def edge_block(block: Block, job: Job) -> None:
-    """Phase 2 (worker): the contacts the block owns between fragments (global ids), with boundary
-    statistics for agglomeration."""
-    s = job.settings
-    read = block.read_box((1, 1, 1), job.volume)
-    ids = global_ids(_scratch(job, FRAGMENTS)[read.slices()], block_indices(read, job.block, job.volume))
+def fragment_block(block: Block, work: Work, probabilities: str, settings: Settings,
+                   voxel_size: tuple[float, ...]) -> None:
+    """Agglomerate (worker): watershed fragments of the block and its context; keep the block's own part
+    (block-local ids), each piece's size, and the layers just outside its faces as it saw them."""
+    read = block.read_box(work.context, work.volume)
+    fragments = watershed_fragments(read_cell_probability(probabilities, read, work.run_key), settings.threshold,
+                                    settings.seed_distance, settings.mode, voxel_size)
     own = block.box.relative_to(read)
-    stitches = np.zeros((0, 2), np.uint64)
-    if s.method == "agglomerate":
-        boundary = quantize(1.0 - _cell(job, read).astype(np.float64))
-        uv, stats = block_edges(ids, boundary, own, forward_offsets(s.mode, FACE_CONNECTIVITY[s.mode]))
-        stitches = _stitches(block, job, ids, own)
-    else:
-        uv = touching_pairs(ids, own, forward_offsets(s.mode, s.connectivity))
-        stats = np.zeros((len(uv), 4), np.int64)
-    _save_table(job, "edges", block, uv=uv, stats=stats, stitches=stitches)
+    local, remap = fastremap.renumber(np.ascontiguousarray(fragments[own]), preserve_zero=True)
+    own_ids = np.zeros(int(fragments.max()) + 1, np.uint32)
+    own_ids[list(remap)] = list(remap.values())
+    work.scratch(FRAGMENTS)[block.box.slices()] = local.astype(np.uint32)
+    work.save_table(FRAGMENTS, block, sizes=np.bincount(local.ravel())[1:],
+                    **face_views(fragments, own, own_ids, settings.mode))
 
 
-def _stitches(block: Block, job: Job, ids: np.ndarray, own: tuple[slice, ...]) -> np.ndarray:
-    """Pairs of fragment pieces (global ids) that the block and its forward neighbours agree are one fragment
-    (see `stitching`)."""
-    views = _load_table(job, FRAGMENTS, block)
+def edge_block(block: Block, work: Work, probabilities: str, settings: Settings) -> None:
+    """Agglomerate (worker): the contacts the block owns between fragments (global ids) with their boundary
+    statistics, and the pieces it stitches with its forward neighbours."""
+    ids, own = read_global_ids(block, work, FRAGMENTS)
+    read = block.read_box((1, 1, 1), work.volume)
+    boundary = quantize(1.0 - read_cell_probability(probabilities, read, work.run_key).astype(np.float64))
+    uv, stats = block_edges(ids, boundary, own, forward_offsets(settings.mode, FACE_CONNECTIVITY[settings.mode]))
+    work.save_table("edges", block, uv=uv, stats=stats, stitches=_stitches(block, work, ids, own, settings.mode))
+
+
+def _stitches(block: Block, work: Work, ids: np.ndarray, own: tuple[slice, ...], mode: str) -> np.ndarray:
+    """Pairs of pieces (global ids) that the block and its forward neighbours agree are one fragment."""
+    views = work.load_table(FRAGMENTS, block)
     pairs = [np.zeros((0, 2), np.uint64)]
-    for axis in face_axes(job.settings.mode):
-        after = outside_layer(own, axis, 1, ids.shape)
-        if after is None or f"face_{axis}_1" not in views:
+    for axis in face_axes(mode):
+        after, neighbour = outside_layer(own, axis, 1, ids.shape), work.neighbour_after(block, axis)
+        if after is None or neighbour is None:
             continue
+        theirs = work.load_table(FRAGMENTS, neighbour)
+        if f"face_{axis}_1" not in views or f"face_{axis}_0" not in theirs:
+            continue  # no context along this axis: the pieces stay apart (the graph may still merge them)
         before = (*own[:axis], slice(own[axis].stop - 1, own[axis].stop), *own[axis + 1:])
-        neighbour_start = tuple(a + (b if i == axis else 0) for i, (a, b) in enumerate(zip(block.box.start,
-                                                                                             job.block)))
-        neighbour = next(b for b in job.grid if b.box.start == neighbour_start)
-        theirs = _load_table(job, FRAGMENTS, neighbour)
-        if f"face_{axis}_0" not in theirs:
-            continue
         pairs.append(stitch_pairs(ids[before], ids[after], global_ids(views[f"face_{axis}_1"], block.index),
                                   global_ids(theirs[f"face_{axis}_0"], neighbour.index)))
     return np.concatenate(pairs)
 
 
-def flood_block(block: Block, job: Job, seed_ids: dict[int, np.ndarray]) -> None:
-    """Watershed phase (worker): flood the block and its context from the global seeds; keep, per flooded
-    region of the block's own part, its seed and size."""
-    read = block.read_box(job.context, job.volume)
-    local = _scratch(job, FRAGMENTS)[read.slices()]
-    owner = block_indices(read, job.block, job.volume)
+def flood_block(block: Block, work: Work, probabilities: str, settings: Settings,
+                seed_ids: dict[int, np.ndarray]) -> None:
+    """Watershed (worker): flood the block and its context from the global seeds; keep, per flooded region
+    of the block's own part, its seed and size."""
+    read = block.read_box(work.context, work.volume)
+    local = work.scratch(SEEDS)[read.slices()]
+    owner = block_indices(read, work.block, work.volume)
     seeds = np.zeros(local.shape, np.int64)
     for index, lookup in seed_ids.items():
         here = owner == index
         seeds[here] = lookup[local[here]]
-    flooded = seeded_flood(_cell(job, read), seeds, job.settings.threshold, job.settings.mode)
-    own = flooded[block.box.relative_to(read)]
+    cell = read_cell_probability(probabilities, read, work.run_key)
+    own = seeded_flood(cell, seeds, settings.threshold, settings.mode)[block.box.relative_to(read)]
     seed, local_ids, sizes = np.unique(own, return_inverse=True, return_counts=True)
-    has_zero = bool(len(seed)) and seed[0] == 0
-    local_ids = local_ids.reshape(own.shape) + (0 if has_zero else 1)
-    _scratch(job, FLOODS)[block.box.slices()] = local_ids.astype(np.uint32)
-    start = 1 if has_zero else 0
-    _save_table(job, FLOODS, block, seeds=seed[start:], sizes=sizes[start:])
+    first = 1 if len(seed) and seed[0] == 0 else 0
+    work.scratch(FLOODS)[block.box.slices()] = (local_ids.reshape(own.shape) + 1 - first).astype(np.uint32)
+    work.save_table(FLOODS, block, seeds=seed[first:], sizes=sizes[first:])
 
 
-def relabel_block(block: Block, job: Job, lookup: np.ndarray, source: str) -> None:
-    """Phase 4 (worker): the block's final ids from its block-local ones."""
-    output = _worker_array(str(Path(job.work) / io.LEVEL0), job.run_key)
-    output[block.box.slices()] = lookup[_scratch(job, source)[block.box.slices()]].astype(output.dtype)
-    resume.record_block(job.work, f"relabel-{block.name}")
+def relabel_block(block: Block, work: Work, lookup: np.ndarray, source: str, output: str) -> None:
+    """Last step (worker): the block's final ids (into the array `output`) from its block-local ones."""
+    output = open_array(output, work.run_key, "r+")
+    output[block.box.slices()] = lookup[work.scratch(source)[block.box.slices()]].astype(output.dtype)
+    resume.record_block(work.root, f"relabel-{block.name}")
 
 
-def _lookups(final: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
-    """Per block, final id by block-local id (index 0 = none -> 0)."""
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    return [np.concatenate([[0], final[a:b]]) for a, b in zip(offsets[:-1], offsets[1:])]
-
-
-def _graph(job: Job) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The whole fragment graph: edges between fragments (dense ids, after stitching the pieces that block
-    faces cut), their statistics, the fragment of each piece, each piece's size, and the number of pieces
-    of each block."""
-    sizes = [_load_table(job, FRAGMENTS, block)["sizes"] for block in job.grid]
-    counts = np.array([len(s) for s in sizes], np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    tables = [_load_table(job, "edges", block) for block in job.grid]
-    uv, stats = merge_tables([(t["uv"], t["stats"]) for t in tables])
-
-    def dense(ids: np.ndarray) -> np.ndarray:
-        block_index, local = split_global_ids(ids.ravel())
-        return (offsets[block_index] + local - 1).reshape(-1, 2)
-
-    stitched = agglomerate.union(dense(np.concatenate([t["stitches"] for t in tables])), stats, int(offsets[-1]), 0)
-    edges, stats = merge_tables([(np.sort(stitched[dense(uv)], axis=1).astype(np.uint64), stats)])
-    loops = edges[:, 0] == edges[:, 1]
-    return edges[~loops].astype(np.int64), stats[~loops], stitched, np.concatenate(sizes) if sizes else np.zeros(0, np.int64), counts
-
-
-class _Run:
-    """The phases of one segment run on a client, skipping what an earlier run of the same key finished."""
-
-    def __init__(self, client: Any, job: Job, finished: set[str], stall_timeout_s: float) -> None:
-        self.client, self.job, self.finished, self.stall_timeout_s = client, job, finished, stall_timeout_s
-
-    def phase(self, name: str, function: Any, extra: list[dict[str, Any]] | None = None) -> int:
-        """Run `function(block, job, **extra[i])` for every block not yet recorded in phase `name`."""
-        todo = [(i, b) for i, b in enumerate(self.job.grid) if f"{name}-{b.name}" not in self.finished]
-        print(f"segment {name}: {len(self.job.grid)} blocks, {len(self.job.grid) - len(todo)} already done",
-              flush=True)
-        if todo:
-            items = [(function, block, extra[i] if extra else {}) for i, block in todo]
-            tasks.run_tasks(self.client, _call, items, f"segment {name}", self.stall_timeout_s,
-                            describe=lambda item: f"block {item[1].box}", job=self.job)
-        return len(todo)
-
-
-def _call(item: tuple[Any, Block, dict[str, Any]], job: Job) -> None:
-    function, block, extra = item
-    function(block, job, **extra)
-
-
-def _create_scratch(partial: Path, name: str, volume: Shape, chunks: Shape) -> None:
-    zarr.create_array(str(partial / WORK / name), shape=volume, chunks=chunks, dtype=np.uint32, fill_value=0,
-                      overwrite=True)
-    for phase in (FRAGMENTS, "edges", FLOODS):
-        (partial / WORK / phase).mkdir(parents=True, exist_ok=True)
+def segment_pieces(runner: Runner, probabilities: str, settings: Settings, voxel_size: tuple[float, ...],
+                   chunks: tuple[int, ...]) -> tuple[PieceGraph, np.ndarray, str]:
+    """Every phase before relabelling: the graph of the final pieces, the segment (any ids) of each piece,
+    and the scratch array that holds the pieces."""
+    work, s = runner.work, settings
+    if s.method == "components":
+        graph, segment_of = components(runner, FRAGMENTS, Mask(probabilities, "probability", s.threshold), s.mode,
+                                       s.connectivity, chunks)
+        return graph, segment_of, FRAGMENTS
+    if s.method == "watershed":
+        seeds, seed_of = components(runner, SEEDS, Mask(probabilities, "probability", s.seed_threshold), s.mode,
+                                    s.connectivity, chunks)
+        seed_ids = seeds.lookups(agglomerate.consecutive(seed_of, seeds.sizes, 0))
+        work.ensure_scratch(FLOODS, chunks)
+        runner.phase(FLOODS, flood_block, [{"seed_ids": {i: seed_ids[i] for i in work.neighbours(b)}}
+                                           for b in work.grid], probabilities=probabilities, settings=s)
+        floods = [work.load_table(FLOODS, block) for block in work.grid]
+        counts = np.array([len(f["seeds"]) for f in floods], np.int64)
+        graph = PieceGraph(np.zeros((0, 2), np.int64), np.zeros((0, 4), np.int64), np.arange(counts.sum()),
+                           np.concatenate([f["sizes"] for f in floods]).astype(np.int64), counts)
+        return graph, np.concatenate([f["seeds"] for f in floods]).astype(np.int64), FLOODS
+    work.ensure_scratch(FRAGMENTS, chunks)
+    runner.phase(FRAGMENTS, fragment_block, probabilities=probabilities, settings=s, voxel_size=voxel_size)
+    runner.phase("edges", edge_block, probabilities=probabilities, settings=s)
+    graph = piece_graph(work, FRAGMENTS, "edges")
+    segment_of = agglomerate.solve(s.agglomeration, graph.edges, graph.stats, graph.fragments, s.merge_threshold)
+    print(f"segment: {graph.fragments} fragments, {len(graph.edges)} edges agglomerated ({s.agglomeration})",
+          flush=True)
+    return graph, segment_of[graph.fragment_of_piece], FRAGMENTS
 
 
 def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *, method: Method,
@@ -303,8 +197,8 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
         cluster_settings: the Dask cluster (see `cluster.connect`).
         stall_timeout_s: stop when no block finishes for this long.
 
-    Returns the number of blocks, the number computed in this run (over all
-    phases) and the number of segments.
+    Returns the number of blocks, the block tasks computed in this run (over
+    all phases) and the number of segments.
     """
     started = provenance.now()
     connectivity = connectivity or FACE_CONNECTIVITY.get(mode, 0)
@@ -319,67 +213,41 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
     volume = probabilities.shape[1:]
     voxel, unit = io.voxel_size(probabilities_path)
     layout = io.layout(probabilities_path)
-    unit_shape = io.write_unit(probabilities)[1:]
-    block_shape = aligned_block_shape(tuple(block), unit_shape, volume)
+    chunks = io.write_unit(probabilities)[1:]
+    block_shape = aligned_block_shape(tuple(block), chunks, volume)
     key = resume.run_key(probabilities=provenance.input_fingerprint(probabilities_path), settings=asdict(settings),
-                         block=block_shape, context=list(context), layout=layout, compression=compression)
+                         block=block_shape, context=context, layout=layout, compression=compression)
 
     def create(partial: Path) -> zarr.Array:
-        image = io.create_image(partial, volume, np.uint32, compression=compression, voxel_size=voxel, unit=unit,
-                                name="segmentation", labels=True, **layout)
-        _create_scratch(partial, FRAGMENTS, volume, unit_shape)
-        _create_scratch(partial, FLOODS, volume, unit_shape)
-        return image
+        return io.create_image(partial, volume, np.uint32, compression=compression, voxel_size=voxel, unit=unit,
+                               name="segmentation", labels=True, **layout)
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
             print(f"segment: {output} is already complete for these probabilities and settings", flush=True)
             return {**io.image_attrs(output)["provenance"]["blocks"], "computed": 0}
-        job = Job(str(probabilities_path), str(target.partial), volume, block_shape, tuple(context), tuple(voxel),
-                  settings, key)
+        work = Work(str(target.partial), volume, block_shape, tuple(context), key)
         with cluster.connect(**cluster_settings) as client:
-            run = _Run(client, job, target.finished, stall_timeout_s)
-            computed = run.phase(FRAGMENTS, fragment_block) + run.phase("edges", edge_block)
-            edges, stats, stitched, sizes, counts = _graph(job)
-            solver = "union" if method != "agglomerate" else agglomeration
-            fragments = int(stitched.max()) + 1 if len(stitched) else 0
-            nodes = agglomerate.solve(solver, edges, stats, fragments, merge_threshold)[stitched]
-            print(f"segment: graph of {fragments} fragments and {len(edges)} edges solved ({solver})", flush=True)
-            source = FRAGMENTS
-            if method == "watershed":
-                seeds = _lookups(agglomerate.consecutive(nodes, sizes, 0), counts)
-                near = [_neighbours(job, b) for b in job.grid]
-                computed += run.phase(FLOODS, flood_block, [{"seed_ids": {i: seeds[i] for i in n}} for n in near])
-                floods = [_load_table(job, FLOODS, b) for b in job.grid]
-                nodes = np.concatenate([f["seeds"] for f in floods]).astype(np.int64)
-                sizes = np.concatenate([f["sizes"] for f in floods]).astype(np.int64)
-                counts = np.array([len(f["seeds"]) for f in floods], np.int64)
-                source = FLOODS
-            final = agglomerate.consecutive(nodes, sizes, min_size)
+            runner = Runner(client, work, stall_timeout_s)
+            graph, segment_of, source = segment_pieces(runner, str(probabilities_path), settings, tuple(voxel),
+                                                       chunks)
+            final = agglomerate.consecutive(segment_of, graph.sizes, min_size)
             segments = int(final.max()) if len(final) else 0
             _fit_dtype(target.partial, segments)
-            lookups = _lookups(final, counts)
-            computed += run.phase("relabel", relabel_block, [{"lookup": lookups[b.index], "source": source}
-                                                             for b in job.grid])
-            io.remove(target.partial / WORK)
+            lookups = graph.lookups(final)
+            runner.phase("relabel", relabel_block, [{"lookup": lookup} for lookup in lookups], source=source,
+                         output=str(target.partial / io.LEVEL0))
+            io.remove(target.partial / SCRATCH)
             target.levels_written = io.write_pyramid(target.partial)  # on the cluster's workers
-        stats_out = {"blocks": len(job.grid), "computed": computed, "segments": segments}
+        stats = {"blocks": len(work.grid), "computed": runner.computed, "segments": segments}
         io.set_attrs(target.partial, provenance=provenance.record(
-            "segment", {**asdict(settings), "block": list(block_shape), "context": list(context)},
-            {"probabilities": str(probabilities_path)}, started, blocks=stats_out))
-    return stats_out
-
-
-def _neighbours(job: Job, block: Block) -> list[int]:
-    """Indices of the blocks that the block's read region (with context) overlaps."""
-    read = block.read_box(job.context, job.volume)
-    counts = [-(-n // s) for n, s in zip(job.volume, job.block)]
-    ranges = [range(a // s, (b - 1) // s + 1) for a, b, s in zip(read.start, read.stop, job.block)]
-    return [int(np.ravel_multi_index(position, counts)) for position in itertools.product(*ranges)]
+            "segment", {**asdict(settings), "block": list(block_shape), "context": context},
+            {"probabilities": str(probabilities_path)}, started, blocks=stats))
+    return stats
 
 
 def _fit_dtype(partial: Path, segments: int) -> None:
-    """Level 0 as uint64 when the segment count does not fit uint32 (made uint32 at the start)."""
+    """Level 0 as uint64 when the segment count does not fit uint32 (it is made uint32)."""
     array = io.open_image(partial)
     if segments < 2**32 or array.dtype == np.uint64:
         return

@@ -20,9 +20,8 @@ def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
                 "pyramid": storage["pyramid"]}
     if stage in ("preprocess", "weights"):
         return {**config[stage], "compression": compression}
-    if stage == "segment":  # CPU work: Dask workers on Slurm ask for no GPU
-        return {**config["segment"], "compression": compression, "stall_timeout_s": config["predict"]["stall_timeout_s"],
-                "cluster_settings": {**config["cluster"], "job_gpus": 0, "slurm": config["slurm"]}}
+    if stage == "segment":
+        return {**config["segment"], "compression": compression, **_cpu_cluster(config)}
     if stage == "train":
         return {**config["train"], "model": config["model"]}
     if stage == "predict":
@@ -32,7 +31,14 @@ def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
         evaluate = config["evaluate"]
         raw = f"{config['results_dir']}/{config['name']}/raw.ome.zarr" if evaluate["baseline"] else None
         return {"sections": evaluate["sections"], "thresholds": evaluate["thresholds"], "warping": evaluate["warping"],
-                "threshold": config["segment"]["threshold"], "baseline_raw": raw}
+                "threshold": config["segment"]["threshold"], "baseline_raw": raw, "block": config["segment"]["block"],
+                "context": config["segment"]["context"], **_cpu_cluster(config)}
     if stage == "report":
         return {**config["report"], "config": config}
     raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
+
+
+def _cpu_cluster(config: dict[str, Any]) -> dict[str, Any]:
+    """The Dask cluster of a blockwise CPU stage (Slurm worker jobs ask for no GPU) and its stall timeout."""
+    return {"cluster_settings": {**config["cluster"], "job_gpus": 0, "slurm": config["slurm"]},
+            "stall_timeout_s": config["predict"]["stall_timeout_s"]}
