@@ -103,3 +103,28 @@ def test_blockwise_watershed_equals_whole_volume_watershed(tmp_path, dask_cluste
     flooded = io.open_image(tmp_path / "blocks.ome.zarr")[:]
     assert same_partition(io.open_image(tmp_path / "whole.ome.zarr")[:], flooded)
     assert np.bincount(flooded.ravel())[1:].min() >= 20 and np.all(probability[flooded > 0] > 0.5)
+
+
+def test_auto_merge_threshold_is_the_best_candidate_on_the_tune_sections(tmp_path, dask_cluster):
+    from conftest import evaluate_settings, write_image
+    from unet_pipeline.evaluate import evaluate
+
+    _, labels = synthetic_volume((4, 96, 96), seed=7)
+    cell = np.stack([ndimage.binary_erosion(s > 0) for s in labels]).astype(np.float32)
+    cell = ndimage.gaussian_filter(cell + 0.3 * np.random.default_rng(0).random(cell.shape), (0, 1.5, 1.5)) / 1.3
+    path = probability_image(tmp_path / "p.ome.zarr", cell, (1, 32, 32), np.float16)
+    labels_image = write_image(tmp_path / "labels.ome.zarr", labels, (1, 32, 32))
+    candidates = [0.2, 0.45, 0.7]
+    settings = segment_settings(dask_cluster, block=[1, 64, 64], context=[0, 32, 32], merge_thresholds=candidates)
+    auto = segment(path, tmp_path / "auto.ome.zarr", **{**settings, "merge_threshold": "auto",
+                                                         "tune_sections": [1, 3], "labels": str(labels_image)})
+    errors = []
+    for t in candidates:  # the independent way: segment with each threshold, evaluate on the tune sections
+        segment(path, tmp_path / f"{t}.ome.zarr", **{**settings, "merge_threshold": t})
+        errors.append(evaluate(tmp_path / f"{t}.ome.zarr", path, labels_image, tmp_path / f"{t}.json",
+                               **evaluate_settings(dask_cluster, sections=[1, 3], thresholds=[], warping=False)
+                               )["model"]["rand_error"])
+    assert [point["rand_error"] for point in auto["tuning"]["curve"]] == pytest.approx(errors, abs=1e-12)
+    best = candidates[int(np.argmin(errors))]
+    assert auto["tuning"]["merge_threshold"] == best and len(set(errors)) > 1
+    assert np.array_equal(io.open_image(tmp_path / "auto.ome.zarr")[:], io.open_image(tmp_path / f"{best}.ome.zarr")[:])

@@ -207,6 +207,8 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
             baseline = _baseline(runner, baseline_raw, str(labels_path), truth_ids, chunks) if baseline_raw else None
         io.remove(work_dir)
     result = _summary(tallies, first, last, threshold, thresholds, warping)
+    made = io.image_attrs(segmentation_path).get("provenance", {})  # what segment chose, e.g. a tuned threshold
+    result["segmentation"] = {**made.get("settings", {}), **made.get("blocks", {})}
     if baseline:
         result["baseline_raw_threshold"] = baseline
     result["provenance"] = provenance.record(

@@ -39,6 +39,7 @@ from .fragments import seeded_flood, watershed_fragments
 from .labeling import FACE_CONNECTIVITY, check_connectivity, forward_offsets
 from .region_graph import block_edges, quantize
 from .stitching import face_axes, face_views, outside_layer, stitch_pairs
+from .tune import choose_merge_threshold
 
 Method = Literal["components", "watershed", "agglomerate"]
 METHODS = ("components", "watershed", "agglomerate")
@@ -56,7 +57,9 @@ class Settings:
     seed_threshold: float
     seed_distance: int
     agglomeration: str
-    merge_threshold: float
+    merge_threshold: float | Literal["auto"]
+    merge_thresholds: tuple[float, ...]
+    tune_sections: tuple[int, int] | None
     min_size: int
 
     def check(self) -> None:
@@ -66,6 +69,13 @@ class Settings:
         if self.agglomeration not in agglomerate.SOLVERS:
             raise ValueError(f"segment.agglomeration must be one of {sorted(agglomerate.SOLVERS)}, "
                              f"got {self.agglomeration!r}")
+        if self.tuned and not (self.tune_sections and self.merge_thresholds):
+            raise ValueError("segment.merge_threshold 'auto' needs segment.tune_sections and segment.merge_thresholds")
+
+    @property
+    def tuned(self) -> bool:
+        """Whether the merge threshold is chosen on labelled sections."""
+        return self.method == "agglomerate" and self.merge_threshold == "auto"
 
 
 def fragment_block(block: Block, work: Work, probabilities: str, settings: Settings,
@@ -138,14 +148,14 @@ def relabel_block(block: Block, work: Work, lookup: np.ndarray, source: str, out
 
 
 def segment_pieces(runner: Runner, probabilities: str, settings: Settings, voxel_size: tuple[float, ...],
-                   chunks: tuple[int, ...]) -> tuple[PieceGraph, np.ndarray, str]:
+                   chunks: tuple[int, ...], labels: str | None) -> tuple[PieceGraph, np.ndarray, str, dict[str, Any]]:
     """Every phase before relabelling: the graph of the final pieces, the segment (any ids) of each piece,
-    and the scratch array that holds the pieces."""
+    the scratch array that holds the pieces, and how the merge threshold was chosen."""
     work, s = runner.work, settings
     if s.method == "components":
         graph, segment_of = components(runner, FRAGMENTS, Mask(probabilities, "probability", s.threshold), s.mode,
                                        s.connectivity, chunks)
-        return graph, segment_of, FRAGMENTS
+        return graph, segment_of, FRAGMENTS, {}
     if s.method == "watershed":
         seeds, seed_of = components(runner, SEEDS, Mask(probabilities, "probability", s.seed_threshold), s.mode,
                                     s.connectivity, chunks)
@@ -157,22 +167,31 @@ def segment_pieces(runner: Runner, probabilities: str, settings: Settings, voxel
         counts = np.array([len(f["seeds"]) for f in floods], np.int64)
         graph = PieceGraph(np.zeros((0, 2), np.int64), np.zeros((0, 4), np.int64), np.arange(counts.sum()),
                            np.concatenate([f["sizes"] for f in floods]).astype(np.int64), counts)
-        return graph, np.concatenate([f["seeds"] for f in floods]).astype(np.int64), FLOODS
+        return graph, np.concatenate([f["seeds"] for f in floods]).astype(np.int64), FLOODS, {}
     work.ensure_scratch(FRAGMENTS, chunks)
     runner.phase(FRAGMENTS, fragment_block, probabilities=probabilities, settings=s, voxel_size=voxel_size)
     runner.phase("edges", edge_block, probabilities=probabilities, settings=s)
     graph = piece_graph(work, FRAGMENTS, "edges")
-    segment_of = agglomerate.solve(s.agglomeration, graph.edges, graph.stats, graph.fragments, s.merge_threshold)
-    print(f"segment: {graph.fragments} fragments, {len(graph.edges)} edges agglomerated ({s.agglomeration})",
-          flush=True)
-    return graph, segment_of[graph.fragment_of_piece], FRAGMENTS
+
+    def solve(threshold: float) -> np.ndarray:
+        return agglomerate.solve(s.agglomeration, graph.edges, graph.stats, graph.fragments, threshold)
+
+    threshold, tuning = s.merge_threshold, {}
+    if s.tuned:
+        threshold, curve = choose_merge_threshold(runner, graph, solve, list(s.merge_thresholds), s.min_size,
+                                                  str(labels), list(s.tune_sections), FRAGMENTS, chunks)
+        tuning = {"merge_threshold": threshold, "tune_sections": list(s.tune_sections), "curve": curve}
+    print(f"segment: {graph.fragments} fragments, {len(graph.edges)} edges agglomerated ({s.agglomeration}, "
+          f"merge threshold {threshold})", flush=True)
+    return graph, solve(threshold)[graph.fragment_of_piece], FRAGMENTS, tuning
 
 
 def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *, method: Method,
             mode: Literal["2d", "3d"], connectivity: int | None, threshold: float, seed_threshold: float,
-            seed_distance: int, agglomeration: str, merge_threshold: float, min_size: int, block: list[int],
-            context: list[int], compression: dict[str, Any], cluster_settings: dict[str, Any],
-            stall_timeout_s: float = 1800) -> dict[str, int]:
+            seed_distance: int, agglomeration: str, merge_threshold: float | Literal["auto"],
+            merge_thresholds: list[float], tune_sections: list[int] | None, labels: str | None, min_size: int,
+            block: list[int], context: list[int], compression: dict[str, Any], cluster_settings: dict[str, Any],
+            stall_timeout_s: float = 1800) -> dict[str, Any]:
     """Write the cell segmentation (consecutive ids 1..N, 0 = boundary) of a probability image at `output`.
 
     Args:
@@ -188,7 +207,12 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
         seed_distance: 'agglomerate': pixels between fragment seeds (at least).
         agglomeration: 'mean_threshold', 'multicut' or 'gasp' (see `agglomerate`).
         merge_threshold: 'agglomerate': fragments whose shared boundary has a
-            lower mean boundary probability (1 - p) merge.
+            lower mean boundary probability (1 - p) merge; 'auto': the one of
+            `merge_thresholds` with the lowest Rand error on `tune_sections` of
+            `labels` (see `tune`).
+        merge_thresholds: the candidates of 'auto'.
+        tune_sections: [first, last) sections with labels that 'auto' scores on.
+        labels: the label image of 'auto' (None otherwise).
         min_size: segments of fewer voxels become 0.
         block: (z, y, x) block shape, rounded up to whole output chunks.
         context: (z, y, x) voxels each block reads beyond its own region (z
@@ -198,14 +222,18 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
         stall_timeout_s: stop when no block finishes for this long.
 
     Returns the number of blocks, the block tasks computed in this run (over
-    all phases) and the number of segments.
+    all phases), the number of segments and, for 'auto', the chosen merge
+    threshold with every candidate's errors.
     """
     started = provenance.now()
     connectivity = connectivity or FACE_CONNECTIVITY.get(mode, 0)
     context = [0, *context[1:]] if mode == "2d" else list(context)
     settings = Settings(method, mode, connectivity, threshold, seed_threshold, seed_distance, agglomeration,
-                        merge_threshold, min_size)
+                        merge_threshold, tuple(merge_thresholds), tuple(tune_sections) if tune_sections else None,
+                        min_size)
     settings.check()
+    if settings.tuned and labels is None:
+        raise ValueError("segment.merge_threshold 'auto' needs the labels to tune on")
     probabilities = io.open_image(probabilities_path)
     if probabilities.ndim != 4 or probabilities.shape[0] <= CELL_CHANNEL:
         raise io.InputError(f"{probabilities_path}: expected class probabilities (c, z, y, x) with a cell channel, "
@@ -215,8 +243,10 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
     layout = io.layout(probabilities_path)
     chunks = io.write_unit(probabilities)[1:]
     block_shape = aligned_block_shape(tuple(block), chunks, volume)
-    key = resume.run_key(probabilities=provenance.input_fingerprint(probabilities_path), settings=asdict(settings),
-                         block=block_shape, context=context, layout=layout, compression=compression)
+    inputs = {"probabilities": str(probabilities_path), **({"labels": str(labels)} if settings.tuned else {})}
+    key = resume.run_key(inputs={name: provenance.input_fingerprint(path) for name, path in inputs.items()},
+                         settings=asdict(settings), block=block_shape, context=context, layout=layout,
+                         compression=compression)
 
     def create(partial: Path) -> zarr.Array:
         return io.create_image(partial, volume, np.uint32, compression=compression, voxel_size=voxel, unit=unit,
@@ -229,8 +259,8 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
         work = Work(str(target.partial), volume, block_shape, tuple(context), key)
         with cluster.connect(**cluster_settings) as client:
             runner = Runner(client, work, stall_timeout_s)
-            graph, segment_of, source = segment_pieces(runner, str(probabilities_path), settings, tuple(voxel),
-                                                       chunks)
+            graph, segment_of, source, tuning = segment_pieces(runner, str(probabilities_path), settings,
+                                                               tuple(voxel), chunks, labels)
             final = agglomerate.consecutive(segment_of, graph.sizes, min_size)
             segments = int(final.max()) if len(final) else 0
             _fit_dtype(target.partial, segments)
@@ -239,10 +269,11 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
                          output=str(target.partial / io.LEVEL0))
             io.remove(target.partial / SCRATCH)
             target.levels_written = io.write_pyramid(target.partial)  # on the cluster's workers
-        stats = {"blocks": len(work.grid), "computed": runner.computed, "segments": segments}
+        stats = {"blocks": len(work.grid), "computed": runner.computed, "segments": segments,
+                 **({"tuning": tuning} if tuning else {})}
         io.set_attrs(target.partial, provenance=provenance.record(
-            "segment", {**asdict(settings), "block": list(block_shape), "context": context},
-            {"probabilities": str(probabilities_path)}, started, blocks=stats))
+            "segment", {**asdict(settings), "block": list(block_shape), "context": context}, inputs, started,
+            blocks=stats))
     return stats
 
 

@@ -21,7 +21,11 @@ def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
     if stage in ("preprocess", "weights"):
         return {**config[stage], "compression": compression}
     if stage == "segment":
-        return {**config["segment"], "compression": compression, **_cpu_cluster(config)}
+        segment = config["segment"]
+        tuned = segment["method"] == "agglomerate" and segment["merge_threshold"] == "auto"
+        return {**segment, "tune_sections": segment["tune_sections"] or config["train"]["validation_sections"],
+                "labels": f"{config['results_dir']}/{config['name']}/labels.ome.zarr" if tuned else None,
+                "compression": compression, **_cpu_cluster(config)}
     if stage == "train":
         return {**config["train"], "model": config["model"]}
     if stage == "predict":

@@ -1,6 +1,7 @@
 rule segment:
     input:
-        result("probabilities.ome.zarr"),
+        probabilities=result("probabilities.ome.zarr"),
+        labels=result("labels.ome.zarr"),  # read when the merge threshold is tuned on labelled sections
     output:
         directory(result("segmentation.ome.zarr")),
     params:
@@ -13,4 +14,4 @@ rule segment:
     conda:
         ENV
     shell:
-        "unet-pipeline --on-busy wait segment {input:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "unet-pipeline --on-busy wait segment {input.probabilities:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"
