@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import torch
 from distributed import Client
 
+from measure import PeakMemory
 from unet_pipeline import io
 from unet_pipeline.cluster import local_cluster
 from unet_pipeline.geometry import plan_tiles, tile_shape
@@ -73,35 +72,6 @@ def bare_forward(config: ModelConfig, image: Path, tile: list[int], threads: int
     for block, t in zip(inputs, tiles):
         forward_probabilities(model, block, t.network_output[1:])
     return time.perf_counter() - start, len(tiles)
-
-
-class PeakMemory:
-    """Peak summed RSS of this process and all its children, sampled every 20 ms."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    total += process.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(0.02)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def throughput(folder: Path, quick: bool, repeats: int = 2) -> None:

@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage
 
 from conftest import probability_image, same_partition, segment_settings
+from test_pyramid import assert_pyramid_equals
 from unet_pipeline import io
 from unet_pipeline.blocks import block_grid, block_indices, global_ids
 from unet_pipeline.labeling import forward_offsets
@@ -51,6 +52,7 @@ def test_blockwise_components_equal_whole_volume_labelling(tmp_path, dask_cluste
     labels = io.open_image(output)[:]
     assert labels.dtype == np.uint32 and same_partition(labels, whole)
     assert stats["segments"] == count and set(np.unique(labels)) == set(range(count + 1))  # consecutive 1..N
+    assert_pyramid_equals(output, labels, (50, 4, 4), (1, 8, 8), "mode")  # levels written block by block too
 
 
 def test_blockwise_region_graph_equals_the_whole_volume_graph():

@@ -31,8 +31,9 @@ import fastremap
 import numpy as np
 import zarr
 
-from . import agglomerate, cluster, io, provenance, resume
+from . import agglomerate, cluster, io, provenance, pyramid, resume
 from .blocks import Block, aligned_block_shape, block_indices, global_ids
+from .geometry import Box
 from .blockwise import CELL_CHANNEL, SCRATCH, Mask, PieceGraph, Runner, Work, components, open_array, piece_graph, \
     read_cell_probability, read_global_ids
 from .fragments import seeded_flood, watershed_fragments
@@ -140,11 +141,34 @@ def flood_block(block: Block, work: Work, probabilities: str, settings: Settings
     work.save_table(FLOODS, block, seeds=seed[first:], sizes=sizes[first:])
 
 
-def relabel_block(block: Block, work: Work, lookup: np.ndarray, source: str, output: str) -> None:
-    """Last step (worker): the block's final ids (into the array `output`) from its block-local ones."""
-    output = open_array(output, work.run_key, "r+")
-    output[block.box.slices()] = lookup[work.scratch(source)[block.box.slices()]].astype(output.dtype)
+def relabel_block(block: Block, work: Work, lookup: np.ndarray, source: str, image: str,
+                  level_steps: list[tuple[int, int, int]]) -> None:
+    """Last step (worker): the block's final ids from its block-local ones, written into level 0 of `image`
+    and, downsampled by `level_steps` in turn, into the pyramid levels that the block covers on its own."""
+    level0 = open_array(str(Path(image) / io.LEVEL0), work.run_key, "r+")
+    labels = lookup[work.scratch(source)[block.box.slices()]].astype(level0.dtype)
+    level0[block.box.slices()] = labels
+    start, stop = block.box.start, block.box.stop
+    for level, step in enumerate(level_steps, start=1):
+        labels = pyramid.downsample(labels, step, "mode")
+        start = tuple(a // f for a, f in zip(start, step))
+        stop = tuple(-(-b // f) for b, f in zip(stop, step))
+        open_array(str(Path(image) / str(level)), work.run_key, "r+")[Box(start, stop).slices()] = labels
     resume.record_block(work.root, f"relabel-{block.name}")
+
+
+def block_levels(image: Path, block: tuple[int, ...], volume: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """The steps of the leading pyramid levels (those that halve y and x only) in which every block of shape
+    `block` covers whole chunks, so blocks write them without touching each other's chunks."""
+    steps, factor = [], np.ones(3, np.int64)
+    for array, step, _ in io.slab_levels(image):
+        factor = factor * np.array(step)
+        aligned = all(b >= n or (b % f == 0 and (b // f) % c == 0)
+                      for b, n, f, c in zip(block, volume, factor, array.chunks))
+        if not aligned:
+            break
+        steps.append(tuple(int(f) for f in step))
+    return steps
 
 
 def segment_pieces(runner: Runner, probabilities: str, settings: Settings, voxel_size: tuple[float, ...],
@@ -265,10 +289,11 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
             segments = int(final.max()) if len(final) else 0
             _fit_dtype(target.partial, segments)
             lookups = graph.lookups(final)
+            steps = block_levels(target.partial, block_shape, volume)
             runner.phase("relabel", relabel_block, [{"lookup": lookup} for lookup in lookups], source=source,
-                         output=str(target.partial / io.LEVEL0))
+                         image=str(target.partial), level_steps=steps)
             io.remove(target.partial / SCRATCH)
-            target.levels_written = io.write_pyramid(target.partial)  # on the cluster's workers
+            target.levels_written = io.write_pyramid(target.partial, len(steps))  # the rest, on the workers
         stats = {"blocks": len(work.grid), "computed": runner.computed, "segments": segments,
                  **({"tuning": tuning} if tuning else {})}
         io.set_attrs(target.partial, provenance=provenance.record(
