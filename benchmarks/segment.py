@@ -52,14 +52,14 @@ SWEEP = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 def settings(cluster: dict[str, Any], **changes: Any) -> dict[str, Any]:
     base = {"method": "agglomerate", "mode": "2d", "connectivity": None, "threshold": 0.5, "seed_threshold": 0.9,
             "seed_distance": 4, "agglomeration": "gasp", "merge_threshold": 0.5, "merge_thresholds": [0.5],
-            "tune_sections": None, "labels": None, "min_size": 0, "block": [4, 512, 512], "context": [0, 64, 64],
+            "tune_sections": None, "labels": None, "min_size": 0, "block": [4, 1024, 1024], "context": [0, 64, 64],
             "compression": COMPRESSION, "cluster_settings": cluster, "stall_timeout_s": 3600}
     return {**base, **changes}
 
 
 def evaluate_settings(cluster: dict[str, Any], **changes: Any) -> dict[str, Any]:
     base = {"sections": None, "threshold": 0.5, "thresholds": [], "warping": True, "baseline_raw": None,
-            "block": [4, 512, 512], "context": [0, 64, 64], "cluster_settings": cluster, "stall_timeout_s": 3600}
+            "block": [4, 1024, 1024], "context": [0, 64, 64], "cluster_settings": cluster, "stall_timeout_s": 3600}
     return {**base, **changes}
 
 
@@ -116,7 +116,7 @@ def throughput(folder: Path, quick: bool, repeats: int = 2) -> None:
     shape = (2, 1024, 1024) if quick else (8, 2048, 2048)
     probabilities, labels = make_volume(folder, "throughput", shape)
     voxels = np.prod(shape)
-    print(f"[throughput] {shape} float16 probabilities, chunks {CHUNKS}, blocks 4 x 512 x 512 with context 64, "
+    print(f"[throughput] {shape} float16 probabilities, chunks {CHUNKS}, blocks 4 x 1024 x 1024 with context 64, "
           f"best of {repeats}")
     seconds: dict[str, float] = {}
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster:

@@ -49,7 +49,7 @@ def segment_settings(cluster_settings: dict, **changes) -> dict:
     settings = {"method": "agglomerate", "mode": "2d", "connectivity": None, "threshold": 0.5, "seed_threshold": 0.9,
                 "seed_distance": 4, "agglomeration": "mean_threshold", "merge_threshold": 0.5,
                 "merge_thresholds": [0.5], "tune_sections": None, "labels": None, "min_size": 0,
-                "block": [4, 512, 512], "context": [2, 64, 64], "compression": COMPRESSION,
+                "block": [4, 1024, 1024], "context": [2, 64, 64], "compression": COMPRESSION,
                 "cluster_settings": cluster_settings, "stall_timeout_s": 120}
     return {**settings, **changes}
 
@@ -74,6 +74,6 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 def evaluate_settings(cluster_settings: dict, **changes) -> dict:
     """Keyword arguments of `evaluate.evaluate`: the schema's defaults (one threshold in the sweep), with `changes`."""
     settings = {"sections": None, "threshold": 0.5, "thresholds": [0.5], "warping": True, "baseline_raw": None,
-                "block": [4, 512, 512], "context": [2, 64, 64], "cluster_settings": cluster_settings,
+                "block": [4, 1024, 1024], "context": [2, 64, 64], "cluster_settings": cluster_settings,
                 "stall_timeout_s": 120}
     return {**settings, **changes}

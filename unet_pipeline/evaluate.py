@@ -59,7 +59,10 @@ def scores(table: metrics.Contingency) -> dict[str, float]:
 def thin_boundaries(segmentation: np.ndarray) -> np.ndarray:
     """A (y, x) segmentation with its boundary (0) thinned to one pixel: boundary pixels off the skeleton join
     the nearest segment (the challenge's later ranking thinned the proposals' boundaries)."""
-    skeleton = skeletonize(segmentation == 0)
+    boundary = segmentation == 0
+    if not boundary.any():  # e.g. an agglomeration: segments meet without a boundary between them
+        return segmentation
+    skeleton = skeletonize(boundary)
     return np.where(skeleton, 0, expand_labels(segmentation, distance=max(segmentation.shape)))
 
 

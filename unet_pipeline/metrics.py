@@ -67,10 +67,14 @@ class Contingency:
 
 
 def _counts(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct columns of a (2, N) id array and how often each occurs (three 1D sorts: much faster
+    than sorting the columns as pairs)."""
     if pairs.shape[1] == 0:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
-    keys, counts = np.unique(pairs, axis=1, return_counts=True)
-    return keys.T, counts
+    first_ids, first = np.unique(pairs[0], return_inverse=True)
+    second_ids, second = np.unique(pairs[1], return_inverse=True)
+    keys, counts = np.unique(first.astype(np.int64) * len(second_ids) + second, return_counts=True)
+    return np.stack([first_ids[keys // len(second_ids)], second_ids[keys % len(second_ids)]], axis=1), counts
 
 
 def rand_scores(table: Contingency) -> dict[str, float]:
