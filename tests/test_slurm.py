@@ -96,6 +96,25 @@ def test_predict_on_dask_workers_that_are_slurm_jobs(tmp_path, random_checkpoint
     assert not queue(), queue()
 
 
+def test_segment_on_dask_workers_that_are_slurm_jobs(tmp_path, dask_cluster):
+    from conftest import probability_image, segment_settings
+    from test_segment import cells_probability
+    from unet_pipeline.segment import segment
+
+    probabilities = probability_image(tmp_path / "p.ome.zarr", cells_probability((2, 96, 96), 8), (1, 32, 32))
+    settings = segment_settings(dask_cluster, block=[1, 48, 48], context=[0, 32, 32])
+    local = segment(probabilities, tmp_path / "local.ome.zarr", **settings)
+    cluster = {"kind": "slurm", "workers": 1, "threads_per_worker": 1, "address": None, "min_jobs": 2, "max_jobs": 2,
+               "job_cores": 1, "job_memory": "2GB", "walltime": "00:10:00", "job_gpus": 0, "extra_directives": [],
+               "interface": "lo", "log_dir": str(tmp_path / "dask-logs"),
+               "slurm": {"partition": "debug", "account": None, "qos": None}}
+    on_slurm = segment(probabilities, tmp_path / "slurm.ome.zarr", **{**settings, "cluster_settings": cluster})
+    assert on_slurm == local and local["blocks"] == 2 * 2 * 2
+    assert np.array_equal(io.open_image(tmp_path / "slurm.ome.zarr")[:], io.open_image(tmp_path / "local.ome.zarr")[:])
+    assert list((tmp_path / "dask-logs").glob("*.err")), "no worker job wrote a log"
+    assert not queue(), queue()
+
+
 def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_path):
     """SIGKILL Snakemake while predict runs as a Slurm job; `--unlock` and rerun, as the README says."""
     config = copy.deepcopy(TINY)
