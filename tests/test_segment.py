@@ -80,11 +80,12 @@ def cells_probability(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     return ndimage.gaussian_filter(cell, (0, 1.5, 1.5))
 
 
-@pytest.mark.parametrize("agglomeration", ["mean_threshold", "multicut", "gasp"])
-def test_blockwise_agglomeration_equals_whole_volume_agglomeration(tmp_path, dask_cluster, agglomeration):
+@pytest.mark.parametrize("agglomeration,mode", [("mean_threshold", "2d"), ("multicut", "2d"), ("gasp", "2d"),
+                                                ("gasp", "3d")])
+def test_blockwise_agglomeration_equals_whole_volume_agglomeration(tmp_path, dask_cluster, agglomeration, mode):
     probability = cells_probability((3, 160, 176), 4)
     path = probability_image(tmp_path / "p.ome.zarr", probability, (1, 32, 32), np.float16)
-    settings = segment_settings(dask_cluster, agglomeration=agglomeration, context=[0, 64, 64])
+    settings = segment_settings(dask_cluster, agglomeration=agglomeration, mode=mode, context=[3, 64, 64])
     segment(path, tmp_path / "whole.ome.zarr", **settings)  # one block holds the volume
     stats = segment(path, tmp_path / "blocks.ome.zarr", **{**settings, "block": [1, 64, 64]})
     assert stats["blocks"] == 3 * 3 * 3
