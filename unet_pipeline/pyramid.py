@@ -55,7 +55,7 @@ def downsample(block: np.ndarray, factors: Sequence[int], method: str) -> np.nda
     if method == "mean":
         return _mean(views, block.dtype)
     if method == "mode":
-        return _mode(np.stack(views, axis=-1))
+        return _mode(views)
     raise ValueError(f"downsampling method must be one of {METHODS}, got {method!r}")
 
 
@@ -68,8 +68,10 @@ def _mean(views: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
     return (total / len(views)).astype(dtype)
 
 
-def _mode(values: np.ndarray) -> np.ndarray:
-    """Most frequent value along the last axis (smallest on a tie)."""
-    values = np.sort(values, axis=-1)
-    counts = (values[..., :, None] == values[..., None, :]).sum(axis=-1)
-    return np.take_along_axis(values, counts.argmax(axis=-1)[..., None], axis=-1)[..., 0]
+def _mode(views: list[np.ndarray]) -> np.ndarray:
+    """Most frequent value across the views, element by element (smallest on a tie); no sort, no stacking."""
+    counts = [sum((view == other).astype(np.uint8) for other in views) for view in views]
+    best = np.maximum.reduce(counts)
+    dtype = views[0].dtype
+    top = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else np.inf
+    return np.minimum.reduce([np.where(count == best, view, top) for view, count in zip(views, counts)]).astype(dtype)
