@@ -131,3 +131,16 @@ def test_auto_merge_threshold_is_the_best_candidate_on_the_tune_sections(tmp_pat
     best = candidates[int(np.argmin(errors))]
     assert auto["tuning"]["merge_threshold"] == best and len(set(errors)) > 1
     assert np.array_equal(io.open_image(tmp_path / "auto.ome.zarr")[:], io.open_image(tmp_path / f"{best}.ome.zarr")[:])
+
+
+def test_more_segments_than_uint32_holds_make_a_uint64_output(tmp_path):
+    from conftest import COMPRESSION
+    from unet_pipeline.segment import _fit_dtype
+
+    image = tmp_path / "s.ome.zarr"
+    io.create_image(image, (2, 16, 16), np.uint32, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "s", labels=True)
+    _fit_dtype(image, 2**32 - 1)
+    assert io.open_image(image).dtype == np.uint32
+    _fit_dtype(image, 2**32)
+    level0 = io.open_image(image)
+    assert level0.dtype == np.uint64 and level0.chunks == (1, 8, 8) and level0.shape == (2, 16, 16)
