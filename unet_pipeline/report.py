@@ -20,15 +20,16 @@ from .blockwise import CELL_CHANNEL, as_probability
 
 
 def section_panels(raw: np.ndarray, cell_probability: np.ndarray, segmentation: np.ndarray,
-                   truth: np.ndarray) -> np.ndarray:
-    """One RGB strip (y, 4x, 3): raw | cell probability | segment borders on raw | errors."""
+                   truth: np.ndarray, threshold: float) -> np.ndarray:
+    """One RGB strip (y, 4x, 3): raw | cell probability | segment borders on raw | pixel errors of the cell
+    probability at `threshold` (what the pixel error counts)."""
     gray = np.repeat(_to_uint8(raw)[..., None], 3, axis=-1)
     prob = np.repeat((np.clip(cell_probability, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
     borders = gray.copy()
     edge = _edges(segmentation)
     borders[edge] = (255, 40, 40)
     errors = gray // 2
-    predicted, actual = (segmentation > 0) & ~edge, cell_mask(truth)  # a segmentation's boundary: 0 or borders
+    predicted, actual = cell_probability > threshold, cell_mask(truth)  # the classes the pixel error compares
     errors[predicted & ~actual] = (255, 60, 60)  # called cell, is membrane
     errors[~predicted & actual] = (60, 120, 255)  # called membrane, is cell
     return np.concatenate([gray, prob, borders, errors], axis=1)
@@ -128,10 +129,11 @@ def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
     weights = io.open_image(weights_path)
     first, last = metrics["sections"]
     shown = sorted(set(np.linspace(first, last - 1, num=min(sections, last - first)).round().astype(int)))
+    threshold = metrics["threshold"]
     figures = "".join(
-        f'<figure><img src="{png_data_uri(section_panels(raw[z], as_probability(probs[CELL_CHANNEL, z]), segmentation[z], labels[z]))}"'
-        f' alt="section {z}"/><figcaption>section {z}: raw | cell probability | segment borders | errors '
-        f"(red: false cell, blue: false membrane)</figcaption></figure>"
+        f'<figure><img src="{png_data_uri(section_panels(raw[z], as_probability(probs[CELL_CHANNEL, z]), segmentation[z], labels[z], threshold))}"'
+        f' alt="section {z}"/><figcaption>section {z}: raw | cell probability | segment borders | pixel errors '
+        f"at cell probability {threshold} (red: false cell, blue: false membrane)</figcaption></figure>"
         for z in shown
     )
     z = shown[0]
