@@ -77,3 +77,29 @@ def evaluate_settings(cluster_settings: dict, **changes) -> dict:
                 "block": [4, 1024, 1024], "context": [2, 64, 64], "cluster_settings": cluster_settings,
                 "stall_timeout_s": 120}
     return {**settings, **changes}
+
+
+def kill_process_group(process, timeout_s: float = 30) -> None:
+    """SIGKILL a process started with start_new_session and everything in its group, and wait until each of
+    them has exited (a zombie has): a forked child (a DataLoader worker) holds the output lock's file until then."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = []
+        for other in psutil.process_iter(["status"]):
+            try:
+                if os.getpgid(other.pid) == process.pid and other.info["status"] != psutil.STATUS_ZOMBIE:
+                    alive.append(other.pid)
+            except (ProcessLookupError, psutil.Error):
+                pass
+        if not alive:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes of group {process.pid} outlived SIGKILL for {timeout_s} s")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import numpy as np
 import psutil
 import tifffile
 
-from conftest import COMPRESSION, write_image
+from conftest import COMPRESSION, kill_process_group, write_image
 from test_predict import run_predict
 from test_pyramid import assert_pyramid_equals
 from unet_pipeline import io, resume
@@ -47,8 +46,7 @@ def kill_after(command: list[str], output, blocks: int) -> int:
         assert process.poll() is None, f"{command[3]} finished before it could be killed: make the test volume larger"
         assert time.monotonic() < deadline, f"{command[3]} made no progress"
         time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_process_group(process)
     return records(output)
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import COMPRESSION, REPO, write_image
+from conftest import COMPRESSION, REPO, kill_process_group, write_image
 from unet_pipeline.augment import AugmentSettings, augment_tile, elastic_field, warp
 from unet_pipeline.cells import cell_mask
 from unet_pipeline.model import load_model
@@ -57,8 +55,7 @@ def test_sigkill_and_resume_gives_the_same_weights(tmp_path, data):
     while not state.exists():
         assert process.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
         time.sleep(0.005)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_process_group(process)
     assert not killed.exists(), "training finished before the kill: make the test slower"
     assert torch.load(state, weights_only=False)["iteration"] == 10
 
