@@ -16,6 +16,7 @@ from conftest import COMPRESSION, evaluate_settings, write_image
 from test_predict import run_predict
 from unet_pipeline import io
 from unet_pipeline.weights import weights
+from unet_pipeline.errors import InputError, OutputBusy
 
 
 def hold_lock(output, seconds: float) -> subprocess.Popen:
@@ -31,7 +32,7 @@ def hold_lock(output, seconds: float) -> subprocess.Popen:
 def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not_stuck(tmp_path):
     output = tmp_path / "out.ome.zarr"
     holder = hold_lock(output, 60)
-    with pytest.raises(io.OutputBusy, match=rf"out.ome.zarr: another run \(pid {holder.pid} on [^)]+\) is writing"):
+    with pytest.raises(OutputBusy, match=rf"out.ome.zarr: another run \(pid {holder.pid} on [^)]+\) is writing"):
         with io.atomic_output(output):
             pass
     holder.send_signal(signal.SIGKILL)
@@ -59,7 +60,7 @@ def test_cli_reports_a_busy_output_with_exit_code_2(tmp_path):
 @pytest.mark.parametrize("fill,message", [(0, "no cell"), (3, "no membrane")])
 def test_labels_without_both_classes_are_refused(tmp_path, fill, message):
     labels = write_image(tmp_path / "labels.ome.zarr", np.full((2, 8, 8), fill, np.uint8), (1, 8, 8))
-    with pytest.raises(io.InputError, match=f"labels.ome.zarr: the labels have {message}"):
+    with pytest.raises(InputError, match=f"labels.ome.zarr: the labels have {message}"):
         weights(labels, tmp_path / "w.ome.zarr", 10, 5, "none", "2d", 1e-3, COMPRESSION)
     assert not (tmp_path / "w.ome.zarr").exists()
 
@@ -68,11 +69,11 @@ def test_an_incompatible_checkpoint_is_named(tmp_path):
     image = write_image(tmp_path / "norm.ome.zarr", np.zeros((1, 16, 16), np.float32), (1, 16, 16))
     bad = tmp_path / "other.pt"
     torch.save({"model_config": {"depth": 2, "layers": 9}, "state_dict": {}}, bad)
-    with pytest.raises(io.InputError, match="other.pt: not a checkpoint of a compatible unet-pipeline model"):
+    with pytest.raises(InputError, match="other.pt: not a checkpoint of a compatible unet-pipeline model"):
         run_predict(image, bad, tmp_path / "p.ome.zarr")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(io.InputError, match="garbage.pt"):
+    with pytest.raises(InputError, match="garbage.pt"):
         run_predict(image, garbage, tmp_path / "p.ome.zarr")
     assert not (tmp_path / "p.ome.zarr").exists()
 
@@ -124,11 +125,11 @@ def test_labels_or_predictions_of_another_shape_are_named(tmp_path):
     labels = write_image(tmp_path / "labels.ome.zarr", np.eye(12, dtype=np.uint8)[None].repeat(2, 0), (1, 12, 12))
     source = TileSource(str(image), str(labels), str(image), (0, 2), UNetGeometry(depth=1), 8, 1, 0.0,
                         AugmentSettings(), 0)
-    with pytest.raises(io.InputError, match=r"labels.ome.zarr: labels shape \(2, 12, 12\) differs from the image's "
+    with pytest.raises(InputError, match=r"labels.ome.zarr: labels shape \(2, 12, 12\) differs from the image's "
                                             r"\(2, 16, 16\)"):
         check_source(source)
     cells = write_image(tmp_path / "seg.ome.zarr", np.ones((2, 16, 16), np.uint32), (1, 16, 16))
-    with pytest.raises(io.InputError, match=r"seg.ome.zarr: shape \(2, 16, 16\) does not match the labels' "
+    with pytest.raises(InputError, match=r"seg.ome.zarr: shape \(2, 16, 16\) does not match the labels' "
                                             r"\(2, 12, 12\)"):
         evaluate(cells, image, labels, tmp_path / "metrics.json", **evaluate_settings({"kind": "local"}))
     assert not (tmp_path / "metrics.json").exists()

@@ -9,6 +9,7 @@ import tifffile
 from conftest import COMPRESSION, ISBI, write_image
 from unet_pipeline import io
 from unet_pipeline.ingest import ingest
+from unet_pipeline.errors import InputError
 
 
 def settings(chunks=(2, 16, 16)):
@@ -58,7 +59,7 @@ def nan_at(shape, where) -> np.ndarray:
 def test_bad_sources_name_the_file_and_leave_no_output(tmp_path, make, message):
     path = tmp_path / "bad.tif"
     make(path)
-    with pytest.raises(io.InputError, match=message) as error:
+    with pytest.raises(InputError, match=message) as error:
         ingest("raw", path, tmp_path / "raw.ome.zarr", **settings((1, 8, 8)))
     assert "bad.tif" in str(error.value)
     assert not (tmp_path / "raw.ome.zarr").exists()
@@ -81,7 +82,7 @@ def test_float_raw_is_stored_as_float32_and_inf_is_refused(tmp_path):
     assert stored.dtype == np.float32 and np.array_equal(stored[:], volume.astype(np.float32))
     volume[3, 0, 7] = -np.inf
     tifffile.imwrite(tmp_path / "inf.tif", volume, photometric="minisblack")
-    with pytest.raises(io.InputError, match="inf.tif: raw has NaN or Inf values .* first at z=3, y=0, x=7"):
+    with pytest.raises(InputError, match="inf.tif: raw has NaN or Inf values .* first at z=3, y=0, x=7"):
         ingest("raw", tmp_path / "inf.tif", tmp_path / "inf.ome.zarr", **settings())
     assert not (tmp_path / "inf.ome.zarr").exists()
 
@@ -90,7 +91,7 @@ def test_negative_labels_are_refused(tmp_path):
     labels = np.ones((2, 8, 8), np.int16)
     labels[1, 2, 3] = -1
     source = write_image(tmp_path / "in.ome.zarr", labels, (1, 8, 8))
-    with pytest.raises(io.InputError, match=r"in.ome.zarr: labels have negative values .* first at z=1, y=2, x=3"):
+    with pytest.raises(InputError, match=r"in.ome.zarr: labels have negative values .* first at z=1, y=2, x=3"):
         ingest("labels", source, tmp_path / "labels.ome.zarr", **settings())
 
 

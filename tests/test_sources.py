@@ -15,6 +15,7 @@ from conftest import COMPRESSION
 from unet_pipeline import io
 from unet_pipeline.ingest import ingest
 from unet_pipeline.sources import natural_key, open_source, source_file, source_voxel_size
+from unet_pipeline.errors import InputError
 
 VOLUME = np.random.default_rng(0).integers(0, 256, size=(11, 24, 20)).astype(np.uint8)
 
@@ -46,7 +47,7 @@ def test_a_section_of_another_shape_is_named(tmp_path):
     folder.mkdir()
     for z in range(3):
         Image.fromarray(VOLUME[z] if z != 2 else VOLUME[z, :10]).save(folder / f"{z}.png")
-    with pytest.raises(io.InputError, match=r"2.png: section 2 is \(10, 20\) uint8; the stack's first section is"):
+    with pytest.raises(InputError, match=r"2.png: section 2 is \(10, 20\) uint8; the stack's first section is"):
         ingested(folder, tmp_path)
     assert not (tmp_path / "raw.ome.zarr").exists()
 
@@ -58,9 +59,9 @@ def test_hdf5_dataset_by_inner_path_or_as_the_only_dataset(tmp_path):
     spec = tmp_path / "volume.h5" / "em" / "raw"
     assert source_file(spec) == tmp_path / "volume.h5"
     assert np.array_equal(ingested(spec, tmp_path), VOLUME)
-    with pytest.raises(io.InputError, match=r"volume.h5: name the dataset as .*volume.h5/<dataset>"):
+    with pytest.raises(InputError, match=r"volume.h5: name the dataset as .*volume.h5/<dataset>"):
         open_source(tmp_path / "volume.h5")
-    with pytest.raises(io.InputError, match="volume.h5: no dataset 'em/other'"):
+    with pytest.raises(InputError, match="volume.h5: no dataset 'em/other'"):
         open_source(tmp_path / "volume.h5" / "em" / "other")
     with h5py.File(tmp_path / "only.h5", "w") as handle:
         handle["data"] = VOLUME
@@ -104,6 +105,6 @@ def test_voxel_size_comes_from_the_source_metadata_when_the_config_leaves_it_out
     assert source_voxel_size(out) == ([0.03, 0.006, 0.006], "micrometer")  # an OME-Zarr image
     tifffile.imwrite(tmp_path / "plain.tif", VOLUME)
     assert source_voxel_size(tmp_path / "plain.tif") is None
-    with pytest.raises(io.InputError, match="plain.tif: its metadata has no voxel size; set data.voxel_size"):
+    with pytest.raises(InputError, match="plain.tif: its metadata has no voxel size; set data.voxel_size"):
         ingest("raw", tmp_path / "plain.tif", tmp_path / "p.ome.zarr", chunks=(2, 16, 16), compression=COMPRESSION,
                voxel_size=None, unit="nanometer")

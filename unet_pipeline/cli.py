@@ -135,7 +135,8 @@ def _numbers(text: str, kind: type) -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .io import InputError, OutputBusy, set_on_busy
+    from .errors import PipelineError
+    from .io import set_on_busy
 
     set_on_busy(args.on_busy)
     try:
@@ -147,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             function, paths = _stages()[args.stage]
             settings = _parse_settings(args.settings, args.stage, setting_names(function, paths))
             function(*(getattr(args, path) for path in paths), **settings)
-    except (InputError, OutputBusy, ValueError, FileNotFoundError) as err:
+    except (PipelineError, ValueError, FileNotFoundError) as err:
         print(f"unet-pipeline {args.stage}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -37,6 +37,7 @@ from . import cluster, io, metrics, provenance
 from .blocks import Block, aligned_block_shape
 from .blockwise import Mask, Runner, Work, components, open_array, read_cell_probability
 from .preprocess import FLOAT_BINS
+from .errors import InputError
 
 SECTION_FIELDS = ["section", "pixel_error", "rand_error", "rand_split", "rand_merge", "info_error",
                   "variation_of_information", "warping_error", "membrane_dice", "membrane_jaccard"]
@@ -179,11 +180,11 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
         stall_timeout_s: stop when no block finishes for this long.
     """
     started = provenance.now()
-    segmentation, labels = io.open_image(segmentation_path), io.open_image(labels_path)
-    probabilities = io.open_image(probabilities_path)
+    segmentation, labels = io.open_input(segmentation_path), io.open_input(labels_path)
+    probabilities = io.open_input(probabilities_path)
     for path, array in ((segmentation_path, segmentation), (probabilities_path, probabilities)):
         if array.shape[-3:] != labels.shape:
-            raise io.InputError(f"{path}: shape {array.shape} does not match the labels' {labels.shape}")
+            raise InputError(f"{path}: shape {array.shape} does not match the labels' {labels.shape}")
     first, last = sections or (0, labels.shape[0])
     if not 0 <= first < last <= labels.shape[0]:
         raise ValueError(f"evaluation sections [{first}, {last}) do not fit a volume of {labels.shape[0]} sections")
@@ -271,9 +272,9 @@ def sections_table_path(output: str | os.PathLike) -> Path:
 def _baseline(runner: Runner, raw_path: str, labels: str, truth_ids: list[np.ndarray],
               chunks: tuple[int, ...]) -> dict[str, float]:
     """Best global raw threshold (chosen on these sections: an upper bound for thresholding), then components."""
-    raw = io.open_image(raw_path)
+    raw = io.open_input(raw_path)
     if raw.shape != runner.work.volume:
-        raise io.InputError(f"{raw_path}: raw shape {raw.shape} differs from the labels' {runner.work.volume}")
+        raise InputError(f"{raw_path}: raw shape {raw.shape} differs from the labels' {runner.work.volume}")
     if np.issubdtype(raw.dtype, np.integer):
         low, step, bins = 0.0, 1.0, int(np.iinfo(raw.dtype).max) + 1
     else:  # FLOAT_BINS levels (as preprocess) between the evaluated sections' minimum and maximum

@@ -16,8 +16,10 @@ import numpy as np
 
 from . import io, provenance, resume
 from .geometry import Shape
-from .sources import open_source, source_file, source_voxel_size
+from .sources import open_source, refuse_missing_chunks, source_file, source_voxel_size
+from .errors import InputError
 
+MISSING_CHUNKS = ("refuse", "fill")
 RAW_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
 
@@ -25,11 +27,11 @@ def check_source(spec: str | os.PathLike, array: Any, kind: str) -> None:
     """Refuse a source whose type or shape cannot be `kind` ('raw' or 'labels'), naming it."""
     dtype = np.dtype(array.dtype)
     if kind == "raw" and dtype not in RAW_DTYPES:
-        raise io.InputError(f"{spec}: raw must be uint8, uint16 or float (32 or 64 bit), got {dtype}")
+        raise InputError(f"{spec}: raw must be uint8, uint16 or float (32 or 64 bit), got {dtype}")
     if kind == "labels" and not np.issubdtype(dtype, np.integer):
-        raise io.InputError(f"{spec}: labels must be integers (0 = membrane, >0 = cell), got {dtype}")
+        raise InputError(f"{spec}: labels must be integers (0 = membrane, >0 = cell), got {dtype}")
     if 0 in array.shape:
-        raise io.InputError(f"{spec}: the volume is empty (shape {array.shape})")
+        raise InputError(f"{spec}: the volume is empty (shape {array.shape})")
 
 
 def storage_dtype(kind: str, dtype: Any) -> np.dtype:
@@ -48,27 +50,34 @@ def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
     if bad is not None and bad.any():
         z, y, x = np.argwhere(bad)[0]
         what = "raw has NaN or Inf values" if kind == "raw" else "labels have negative values"
-        raise io.InputError(f"{spec}: {what} ({int(bad.sum())} in sections {z0}-{z0 + len(block) - 1}, "
+        raise InputError(f"{spec}: {what} ({int(bad.sum())} in sections {z0}-{z0 + len(block) - 1}, "
                             f"first at z={z0 + z}, y={y}, x={x}); replace them before ingest")
     return block.astype(dtype, copy=False)
 
 
 def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chunks: Shape,
            compression: dict[str, Any], voxel_size: Sequence[float] | None, unit: str,
-           shards: Shape | None = None, ngff: str = "0.4", pyramid: bool = True) -> dict[str, int]:
+           shards: Shape | None = None, ngff: str = "0.4", pyramid: bool = True,
+           missing_chunks: str = "refuse") -> dict[str, int]:
     """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'); returns slab counts.
 
     `chunks`, `shards`, `ngff` and `pyramid` set the layout that every later stage inherits.
     A `voxel_size` of None takes the voxel size and unit from the source's own
-    metadata (see `sources.source_voxel_size`).
+    metadata (see `sources.source_voxel_size`). A Zarr or N5 source with chunk
+    files that were never written is refused unless `missing_chunks` is
+    'fill' (read them as its fill value); the default is 'refuse'.
     """
     started = provenance.now()
     array = open_source(source)
     check_source(source, array, kind)
+    if missing_chunks not in MISSING_CHUNKS:
+        raise InputError(f"data.missing_chunks must be one of {MISSING_CHUNKS}, got {missing_chunks!r}")
+    if missing_chunks == "refuse":
+        refuse_missing_chunks(source, array)
     if voxel_size is None:
         found = source_voxel_size(source)
         if found is None:
-            raise io.InputError(f"{source}: its metadata has no voxel size; set data.voxel_size (z, y, x) and "
+            raise InputError(f"{source}: its metadata has no voxel size; set data.voxel_size (z, y, x) and "
                                 "data.unit in the config")
         voxel_size, unit = found
     dtype = storage_dtype(kind, array.dtype)

@@ -27,15 +27,16 @@ from ome_zarr.format import FormatV04, FormatV05
 from ome_zarr.writer import write_multiscales_metadata
 
 from . import pyramid
+from .chunk_files import require_all_chunks
+from .errors import InputError, OutputBusy
 from .geometry import Shape
 
 LEVEL0 = "0"
 PYRAMID = "pyramid"  # group attribute: whether the image gets downsampled levels
+# Every stage writes every chunk of its outputs, even one that is all fill value, so that a missing chunk
+# file always means a lost one (see `chunk_files`); Zarr skips such chunks by default.
+zarr.config.set({"array.write_empty_chunks": True})
 _SHUFFLE = {"none": numcodecs.Blosc.NOSHUFFLE, "byte": numcodecs.Blosc.SHUFFLE, "bit": numcodecs.Blosc.BITSHUFFLE}
-
-
-class InputError(ValueError):
-    """Bad input: the message names the file or array and what was expected."""
 
 
 NGFF_VERSIONS = {"0.4": (FormatV04, 2), "0.5": (FormatV05, 3)}
@@ -244,6 +245,13 @@ def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:
         raise InputError(f"{path}: not an OME-Zarr image (no array at level {LEVEL0!r})") from err
 
 
+def open_input(path: str | os.PathLike) -> zarr.Array:
+    """Level 0 of an image a stage reads, refused (naming the chunk files) unless every chunk is stored."""
+    array = open_image(path)
+    require_all_chunks(array, Path(path) / LEVEL0)
+    return array
+
+
 def image_attrs(path: str | os.PathLike) -> dict[str, Any]:
     """The attributes of an OME-Zarr image's group (multiscales, provenance, ...), with NGFF 0.5's 'ome'
     attributes at the top level as in 0.4."""
@@ -262,10 +270,6 @@ def voxel_size(path: str | os.PathLike) -> tuple[list[float], str]:
 def set_attrs(path: str | os.PathLike, **attrs: Any) -> None:
     """Add attributes (e.g. provenance) to an image's group."""
     zarr.open_group(str(path), mode="a").attrs.update(attrs)
-
-
-class OutputBusy(RuntimeError):
-    """Another live process is writing the same output."""
 
 
 BUSY_POLICIES = ("refuse", "wait")

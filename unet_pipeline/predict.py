@@ -25,6 +25,7 @@ from .geometry import Box, Shape, Tile, UNetGeometry, plan_tiles, tile_shape
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
 from .model import ModelConfig, UNet, activation_bytes, load_model, select_device
+from .errors import InputError
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,9 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     started = provenance.now()
     checksum = provenance.file_sha256(checkpoint)
     config = load_model(checkpoint).config
-    image = io.open_image(image_path)
+    image = io.open_input(image_path)
     if image.ndim != 3:
-        raise io.InputError(f"{image_path}: expected a (z, y, x) image, got shape {image.shape}")
+        raise InputError(f"{image_path}: expected a (z, y, x) image, got shape {image.shape}")
     voxel, unit = io.voxel_size(image_path)
     unit_shape = io.write_unit(image)  # tiles own whole chunks (whole shards when sharded)
     if tile == "auto":

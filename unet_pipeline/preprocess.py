@@ -38,7 +38,7 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, low_perce
                high_percentile: float, compression: dict[str, Any]) -> dict[str, int]:
     """Write the normalised float32 copy of the raw image at `output`; returns slab counts."""
     started = provenance.now()
-    raw_array = io.open_image(raw_path)
+    raw_array = io.open_input(raw_path)
     raw = da.from_zarr(raw_array)
     voxel, unit = io.voxel_size(raw_path)
     settings = {"low_percentile": low_percentile, "high_percentile": high_percentile}

@@ -124,9 +124,9 @@ def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
     with open(sections_table_path(metrics_path), newline="") as handle:
         per_section = [{k: float(v) if k != "section" and v else v for k, v in row.items()}
                        for row in csv.DictReader(handle)]
-    raw, probs = io.open_image(raw_path), io.open_image(probabilities_path)
-    segmentation, labels = io.open_image(segmentation_path), io.open_image(labels_path)
-    weights = io.open_image(weights_path)
+    raw, probs = io.open_input(raw_path), io.open_input(probabilities_path)
+    segmentation, labels = io.open_input(segmentation_path), io.open_input(labels_path)
+    weights = io.open_input(weights_path)
     first, last = metrics["sections"]
     shown = sorted(set(np.linspace(first, last - 1, num=min(sections, last - first)).round().astype(int)))
     threshold = metrics["threshold"]

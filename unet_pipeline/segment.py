@@ -41,6 +41,7 @@ from .labeling import FACE_CONNECTIVITY, check_connectivity, forward_offsets
 from .region_graph import block_edges, quantize
 from .stitching import face_axes, face_views, outside_layer, stitch_pairs
 from .tune import choose_merge_threshold
+from .errors import InputError
 
 Method = Literal["components", "watershed", "agglomerate"]
 METHODS = ("components", "watershed", "agglomerate")
@@ -258,9 +259,9 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
     settings.check()
     if settings.tuned and labels is None:
         raise ValueError("segment.merge_threshold 'auto' needs the labels to tune on")
-    probabilities = io.open_image(probabilities_path)
+    probabilities = io.open_input(probabilities_path)
     if probabilities.ndim != 4 or probabilities.shape[0] <= CELL_CHANNEL:
-        raise io.InputError(f"{probabilities_path}: expected class probabilities (c, z, y, x) with a cell channel, "
+        raise InputError(f"{probabilities_path}: expected class probabilities (c, z, y, x) with a cell channel, "
                             f"got shape {probabilities.shape}")
     volume = probabilities.shape[1:]
     voxel, unit = io.voxel_size(probabilities_path)

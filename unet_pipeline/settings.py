@@ -17,7 +17,7 @@ def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
         storage = config["storage"]
         return {"chunks": storage["chunks"], "compression": compression, "voxel_size": data["voxel_size"],
                 "unit": data["unit"], "shards": storage["shards"], "ngff": storage["ngff"],
-                "pyramid": storage["pyramid"]}
+                "pyramid": storage["pyramid"], "missing_chunks": data["missing_chunks"]}
     if stage in ("preprocess", "weights"):
         return {**config[stage], "compression": compression}
     if stage == "segment":

@@ -18,8 +18,10 @@ from typing import Any, Callable
 import numpy as np
 import tifffile
 import zarr
+from zarr.storage import LocalStore
 
-from . import io
+from . import chunk_files, io
+from .errors import InputError
 
 SECTION_SUFFIXES = (".tif", ".tiff", ".png")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -44,20 +46,29 @@ def open_source(spec: str | os.PathLike) -> Any:
     """A lazily sliceable (z, y, x) view of the source `spec`; a single (y, x) image is one section."""
     file, inner = _split(spec)
     if not file.exists():
-        raise io.InputError(f"{file}: no such file or directory")
+        raise InputError(f"{file}: no such file or directory")
     kind, opener = _reader(file)
     try:
         array = opener(file, inner)
-    except io.InputError:
+    except InputError:
         raise
     except Exception as err:  # each reader raises its own types: name the file and pass on what it said
-        raise io.InputError(f"{spec}: cannot read it as {kind}: {err}") from err
+        raise InputError(f"{spec}: cannot read it as {kind}: {err}") from err
     if array.ndim == 2:
         section = array
         array = LazyStack([lambda: np.asarray(section[...])], section.shape, section.dtype, str(spec))
     if array.ndim != 3:
-        raise io.InputError(f"{spec}: expected a (z, y, x) volume or one (y, x) section, got shape {array.shape}")
+        raise InputError(f"{spec}: expected a (z, y, x) volume or one (y, x) section, got shape {array.shape}")
     return array
+
+
+def refuse_missing_chunks(spec: str | os.PathLike, array: Any) -> None:
+    """Refuse a Zarr or N5 source some of whose chunk files were never written (see `chunk_files`); the other
+    formats store every byte."""
+    if isinstance(array, zarr.Array) and isinstance(array.store, LocalStore):
+        chunk_files.refuse_sparse_source(array, spec)
+    elif isinstance(array, TensorStoreArray):
+        chunk_files.refuse_sparse_n5(array.store, Path(spec))
 
 
 def _reader(file: Path) -> tuple[str, Callable[[Path, str], Any]]:
@@ -98,10 +109,10 @@ def _hdf5_dataset(handle: Any, file: Path, inner: str) -> Any:
         datasets: list[str] = []
         handle.visititems(lambda name, node: datasets.append(name) if isinstance(node, h5py.Dataset) else None)
         if len(datasets) != 1:
-            raise io.InputError(f"{file}: name the dataset as {file}/<dataset>; it holds {datasets or 'none'}")
+            raise InputError(f"{file}: name the dataset as {file}/<dataset>; it holds {datasets or 'none'}")
         inner = datasets[0]
     if inner not in handle or not isinstance(handle[inner], h5py.Dataset):
-        raise io.InputError(f"{file}: no dataset {inner!r} in it")
+        raise InputError(f"{file}: no dataset {inner!r} in it")
     return handle[inner]
 
 
@@ -148,7 +159,7 @@ class LazyStack:
         section = np.asarray(self.readers[index]())
         if section.shape != self.shape[1:] or section.dtype != self.dtype:
             name = self.names[index] if isinstance(self.names, list) else self.names
-            raise io.InputError(f"{name}: section {index} is {section.shape} {section.dtype}; the stack's first "
+            raise InputError(f"{name}: section {index} is {section.shape} {section.dtype}; the stack's first "
                                 f"section is {self.shape[1:]} {self.dtype}")
         return section
 
@@ -162,13 +173,13 @@ def section_files(folder: Path) -> LazyStack:
     """A folder of single-section TIFF or PNG files, in natural order, as a lazy stack."""
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in SECTION_SUFFIXES), key=lambda p: natural_key(p.name))
     if not files:
-        raise io.InputError(f"{folder}: no .tif, .tiff or .png sections in this folder")
+        raise InputError(f"{folder}: no .tif, .tiff or .png sections in this folder")
     suffixes = {p.suffix.lower().replace(".tiff", ".tif") for p in files}
     if len(suffixes) > 1:
-        raise io.InputError(f"{folder}: mixes {' and '.join(sorted(suffixes))} sections; keep one kind per folder")
+        raise InputError(f"{folder}: mixes {' and '.join(sorted(suffixes))} sections; keep one kind per folder")
     first = _read_section(files[0])
     if first.ndim != 2:
-        raise io.InputError(f"{files[0]}: expected a single-channel (y, x) section, got shape {first.shape}")
+        raise InputError(f"{files[0]}: expected a single-channel (y, x) section, got shape {first.shape}")
     return LazyStack([lambda p=p: _read_section(p) for p in files], first.shape, first.dtype,
                      [str(p) for p in files])
 

@@ -124,7 +124,7 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
             torch.set_rng_state(state["torch_rng"])
             rows, best, start = state["rows"], state["best"], state["iteration"]
             print(f"train: resuming at iteration {start} from {state_dir}", flush=True)
-        arrays = [io.open_image(p) for p in (norm_path, labels_path, weights_path)]
+        arrays = [io.open_input(p) for p in (norm_path, labels_path, weights_path)]
         autocast = (torch.autocast(target_device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
                     if amp != "none" and target_device.type == "cuda" else contextlib.nullcontext())
         clock = time.monotonic() - (rows[-1]["seconds"] if rows else 0.0)

@@ -19,6 +19,7 @@ from .augment import AugmentSettings, augment_tile
 from .cells import cell_mask
 from .geometry import Box, UNetGeometry
 from .mirror import read_mirrored
+from .errors import InputError
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def check_source(source: TileSource) -> tuple[int, ...]:
     for name, path in (("labels", source.labels), ("weights", source.weights)):
         shape = io.open_image(path).shape
         if shape != image.shape:
-            raise io.InputError(f"{path}: {name} shape {shape} differs from the image's {image.shape}")
+            raise InputError(f"{path}: {name} shape {shape} differs from the image's {image.shape}")
     first, last = source.sections
     if not 0 <= first < last <= image.shape[0]:
         raise ValueError(f"train.sections [{first}, {last}) do not fit a volume of {image.shape[0]} sections")

@@ -35,6 +35,7 @@ import numpy as np
 
 from . import io, provenance, resume
 from .cells import separate_cells, volume_cells
+from .errors import InputError
 
 
 def cutoff_distance(sigma: float, tolerance: float) -> float:
@@ -132,7 +133,7 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
     a killed run resumes.
     """
     started = provenance.now()
-    labels_array = io.open_image(labels_path)
+    labels_array = io.open_input(labels_path)
     labels = da.from_zarr(labels_array)
     if mode not in ("2d", "3d"):
         raise ValueError(f"weights mode must be '2d' or '3d', got {mode!r}")
@@ -141,7 +142,7 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
     voxel, unit = io.voxel_size(labels_path)
     foreground = float((labels > 0).mean().compute())
     if not 0 < foreground < 1:
-        raise io.InputError(f"{labels_path}: the labels have "
+        raise InputError(f"{labels_path}: the labels have "
                             f"{'no cell (all 0)' if foreground == 0 else 'no membrane (no 0)'}"
                             "; training needs both classes")
     balance = class_weights(foreground, class_balance)

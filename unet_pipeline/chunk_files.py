@@ -1,0 +1,95 @@
+"""Which chunk files of a Zarr array are on disk, and refusing arrays that lack some.
+
+Zarr reads a chunk that was never written as the array's fill value: right
+for sparse data, wrong for this pipeline, whose every stage writes every
+chunk of its output (see `io.WRITE_EMPTY_CHUNKS`). A chunk missing from an
+array a stage reads is a truncated copy, a failed sync or a lost file, and
+reading it as zeros would corrupt everything downstream without a word.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+import zarr
+from zarr.core.sync import sync
+from zarr.storage import LocalStore
+
+from .errors import InputError
+
+SHOWN = 3  # missing chunk keys named in a message
+
+
+def grid(array: zarr.Array) -> tuple[int, ...]:
+    """The number of stored units (shards when sharded, else chunks) along each axis."""
+    unit = array.shards or array.chunks
+    return tuple(-(-n // u) for n, u in zip(array.shape, unit))
+
+
+def expected_keys(array: zarr.Array) -> list[str]:
+    """The store key of every chunk (or shard) file of `array`, relative to the array."""
+    encode = array.metadata.encode_chunk_key
+    return [encode(index) for index in itertools.product(*(range(n) for n in grid(array)))]
+
+
+def stored_keys(array: zarr.Array) -> set[str]:
+    """The keys under `array` in its store (chunk files and metadata), relative to the array."""
+    store, prefix = array.store, array.path
+    if isinstance(store, LocalStore):
+        root = Path(store.root) / prefix
+        return {str(Path(folder, name).relative_to(root)).replace(os.sep, "/")
+                for folder, _, names in os.walk(root) for name in names}
+
+    async def listing() -> list[str]:
+        return [key async for key in store.list_prefix(prefix)]
+
+    start = len(prefix) + 1 if prefix else 0
+    return {key[start:] for key in sync(listing())}
+
+
+def missing_keys(array: zarr.Array) -> list[str]:
+    """The chunk (or shard) files of `array` that are not in its store, in grid order."""
+    stored = stored_keys(array)
+    return [key for key in expected_keys(array) if key not in stored]
+
+
+def describe_missing(name: str | os.PathLike, missing: list[str], total: int) -> str:
+    """'<name>: 2 of 16 chunk files are missing (0/1/0, 0/1/1)'."""
+    shown = ", ".join(missing[:SHOWN]) + (", ..." if len(missing) > SHOWN else "")
+    return f"{name}: {len(missing)} of {total} chunk files are missing ({shown})"
+
+
+def require_all_chunks(array: zarr.Array, name: str | os.PathLike) -> None:
+    """Refuse `array` (named `name` in the message) unless every chunk file is stored."""
+    missing = missing_keys(array)
+    if missing:
+        raise InputError(f"{describe_missing(name, missing, len(expected_keys(array)))}; a stage of this pipeline "
+                         "writes every chunk, so the array is incomplete (a truncated copy, a failed sync or a "
+                         "lost file): rerun the stage that wrote it")
+
+
+def refuse_sparse_source(array: zarr.Array, name: str | os.PathLike) -> None:
+    """Refuse a foreign Zarr source with unwritten chunks; reading them as its fill value must be asked for."""
+    missing = missing_keys(array)
+    if missing:
+        _refuse_sparse(name, missing, len(expected_keys(array)), array.fill_value)
+
+
+def refuse_sparse_n5(store: Any, folder: Path) -> None:
+    """The same for an N5 dataset (a tensorstore `store` on `folder`; N5 has no fill value, it reads zeros)."""
+    shape, chunks = store.shape, store.chunk_layout.read_chunk.shape
+    expected = ["/".join(map(str, index))
+                for index in itertools.product(*(range(-(-n // c)) for n, c in zip(shape, chunks)))]
+    stored = {str(Path(root, name).relative_to(folder)) for root, _, names in os.walk(folder) for name in names}
+    missing = [key for key in expected if key not in stored]
+    if missing:
+        _refuse_sparse(folder, missing, len(expected), 0)
+
+
+def _refuse_sparse(name: str | os.PathLike, missing: list[str], total: int, fill_value: Any) -> None:
+    raise InputError(f"{describe_missing(name, missing, total)}; they would be read as the fill value "
+                     f"{fill_value!r}. Set data.missing_chunks: fill to accept that (a sparse source), or complete "
+                     "the source")
