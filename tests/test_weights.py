@@ -5,7 +5,7 @@ from scipy import ndimage
 
 from conftest import COMPRESSION, ISBI, write_image
 from unet_pipeline import io
-from unet_pipeline.cells import separate_cells
+from unet_pipeline.cells import cell_mask, separate_cells
 from unet_pipeline.synth import synthetic_volume
 from unet_pipeline.weights import border_term, class_weights, weight_map, weights
 from weights_reference import naive_border_term
@@ -92,7 +92,7 @@ def test_chunked_stage_equals_whole_volume(tmp_path, mode):
     weights(source, out, w0=W0, sigma=SIGMA, class_balance="balanced", mode=mode, tolerance=1e-3,
             compression=COMPRESSION)
     chunked = io.open_image(out)[:]
-    fraction = (labels > 0).mean()
+    fraction = (np.stack([cell_mask(s) for s in labels]) if mode == "2d" else cell_mask(labels)).mean()
     balance = (0.5 / (1 - fraction), 0.5 / fraction)
     spacing = (50 / 4, 1.0, 1.0)  # conftest's voxel size, in x pixels
     if mode == "2d":
@@ -101,3 +101,22 @@ def test_chunked_stage_equals_whole_volume(tmp_path, mode):
         whole = weight_map(separate_cells(labels), W0, SIGMA, balance, spacing, 1e-3, False)
     assert np.allclose(chunked, whole, atol=1e-6)
     assert io.image_attrs(out)["provenance"]["settings"]["mode"] == mode
+
+
+def test_touching_instances_without_background_get_weights(tmp_path):
+    """Instance labels that tile the section (no 0 at all) are what the separation border is for: the class
+    balance and the border term are those of the cells split by background."""
+    labels = np.zeros((1, 24, 24), np.uint16)
+    labels[0, :, :12], labels[0, :12, 12:], labels[0, 12:, 12:] = 1, 2, 3  # three cells, no membrane
+    source = write_image(tmp_path / "labels.ome.zarr", labels, (1, 16, 16))
+    out = tmp_path / "weights.ome.zarr"
+    weights(source, out, w0=W0, sigma=SIGMA, class_balance="balanced", mode="2d", tolerance=1e-3,
+            compression=COMPRESSION)
+    cells = separate_cells(labels[0])
+    assert cells.max() == 3
+    fraction = (cells > 0).mean()
+    expected = weight_map(cells[None], W0, SIGMA, (0.5 / (1 - fraction), 0.5 / fraction), (1.0, 1.0), 1e-3, True)
+    result = io.open_image(out)[:]
+    assert np.allclose(result, expected, atol=1e-6)
+    assert result[0, 5, 11] > result[0, 5, 3] + 5  # the separation line weighs far more than inside a cell
+    assert io.image_attrs(out)["provenance"]["class_weights"] == pytest.approx([0.5 / (1 - fraction), 0.5 / fraction])

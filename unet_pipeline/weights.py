@@ -34,7 +34,7 @@ import numba
 import numpy as np
 
 from . import io, provenance, resume
-from .cells import separate_cells, volume_cells
+from .cells import cell_mask, separate_cells, volume_cells
 from .errors import InputError
 
 
@@ -121,6 +121,17 @@ def weight_map(cells: np.ndarray, w0: float, sigma: float, balance: tuple[float,
         cells, w0, sigma, spacing, tolerance)
 
 
+def cell_fraction(labels: da.Array, mode: str) -> float:
+    """The share of cell pixels once touching instances are split by background (what training sees as cell),
+    per section ('2d') or in 3D ('3d')."""
+    if mode == "2d":
+        mask = labels.map_overlap(lambda block: np.stack([cell_mask(section) for section in block]),
+                                  depth=(0, 1, 1), boundary="none", dtype=bool)
+    else:
+        mask = labels.map_overlap(cell_mask, depth=(1, 1, 1), boundary="none", dtype=bool)
+    return float(mask.mean().compute())
+
+
 def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float, sigma: float,
             class_balance: str | list[float], mode: str, tolerance: float,
             compression: dict[str, Any]) -> dict[str, int]:
@@ -140,11 +151,11 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
     settings = {"w0": w0, "sigma": sigma, "class_balance": class_balance, "mode": mode, "tolerance": tolerance}
     key = resume.run_key(labels=provenance.input_fingerprint(labels_path), compression=compression, **settings)
     voxel, unit = io.voxel_size(labels_path)
-    foreground = float((labels > 0).mean().compute())
+    foreground = cell_fraction(labels, mode)
     if not 0 < foreground < 1:
         raise InputError(f"{labels_path}: the labels have "
-                            f"{'no cell (all 0)' if foreground == 0 else 'no membrane (no 0)'}"
-                            "; training needs both classes")
+                         f"{'no cell (all 0)' if foreground == 0 else 'no membrane (no 0, and no touching cells)'}"
+                         "; training needs both classes")
     balance = class_weights(foreground, class_balance)
 
     def create(partial: os.PathLike) -> Any:
