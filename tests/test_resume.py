@@ -126,13 +126,31 @@ def test_a_killed_ingest_resumes_at_the_first_missing_slab(tmp_path):
     volume = np.random.default_rng(4).integers(0, 256, size=(600, 64, 64)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "stack.tif", volume)
     options = dict(chunks=[1, 32, 32], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer",
-                   shards=None, ngff="0.4", pyramid=True)
+                   shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse")
     output = tmp_path / "raw.ome.zarr"
     done_before = kill_after(stage_command("ingest", "raw", tmp_path / "stack.tif", output, **options), output, 50)
     assert not output.exists() and 50 <= done_before < 600
     assert ingest("raw", tmp_path / "stack.tif", output, **options) == {
         "blocks": 600, "computed": 600 - done_before, "resumed": done_before}
     assert_pyramid_equals(output, volume, (50.0, 4.0, 4.0), (1, 32, 32), "mean")  # every level, not only 0
+
+
+def test_an_ingest_killed_while_it_builds_the_pyramid_keeps_every_slab(tmp_path):
+    """The records outlive the last step (the levels that halve z, built after every slab is written)."""
+    volume = np.random.default_rng(6).integers(0, 256, size=(400, 64, 64)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", volume)
+    options = dict(chunks=[1, 32, 32], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer",
+                   shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse")
+    output = tmp_path / "raw.ome.zarr"
+    process = subprocess.Popen(stage_command("ingest", "raw", tmp_path / "stack.tif", output, **options),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first_z_level = io.partial_path(output) / "2"  # level 1 halves y and x only, with the slabs; level 2 halves z
+    while process.poll() is None and not first_z_level.exists():
+        time.sleep(0.002)
+    kill_process_group(process)
+    assert process.returncode == -signal.SIGKILL, "ingest finished before it could be killed"
+    assert ingest("raw", tmp_path / "stack.tif", output, **options) == {"blocks": 400, "computed": 0, "resumed": 400}
+    assert_pyramid_equals(output, volume, (50.0, 4.0, 4.0), (1, 32, 32), "mean")
 
 
 def test_a_killed_weights_run_resumes_and_equals_an_uninterrupted_one(tmp_path):

@@ -60,8 +60,8 @@ def resumable_image(output: str | os.PathLike, key: str,
 
     The partial image is reopened with its finished blocks when an earlier run
     of `key` left it, else made afresh by `create(partial)`. On success the
-    records are dropped, the pyramid is built, the key is added to the
-    provenance the stage wrote, and the image moves into place.
+    pyramid is built, the key is added to the provenance the stage wrote, the
+    records are dropped and the image moves into place.
     """
     with io.output_lock(output):
         if complete_for(output, key):
@@ -73,9 +73,9 @@ def resumable_image(output: str | os.PathLike, key: str,
             seal(partial, key)
         target = Resumable(partial, io.open_image(partial, mode="r+"), finished_blocks(partial))
         yield target
-        clear(partial)
-        io.write_pyramid(partial, target.levels_written)
+        io.write_pyramid(partial, target.levels_written)  # before the records go: a crash here resumes
         io.set_attrs(partial, provenance={**io.image_attrs(partial).get("provenance", {}), "run_key": key})
+        clear(partial)
         io.commit(partial, output)
 
 
