@@ -8,6 +8,7 @@ import torch
 
 from conftest import COMPRESSION, write_image
 from unet_pipeline import cluster, io
+from unet_pipeline.errors import InputError
 from unet_pipeline.model import ModelConfig, load_model
 from unet_pipeline.predict import auto_tile, _tile_bytes, predict
 
@@ -105,7 +106,8 @@ def test_a_failing_tile_stops_the_run_naming_it(tmp_path, random_checkpoint):
     image = write_image(tmp_path / "norm.ome.zarr", volume, (1, 16, 16))
     (image / "0" / "1" / "1" / "0").write_bytes(b"corrupt chunk")  # section 1, y block 1, x block 0
     output = tmp_path / "p.ome.zarr"
-    with pytest.raises(RuntimeError, match=r"tile Box\(start=\(1, .*failed after retries.*decompression"):
+    message = r"tile Box\(start=\(1, .*: .*norm.ome.zarr/0: chunk file 1/1/0 cannot be read \(.*decompression"
+    with pytest.raises(InputError, match=message):
         run_predict(image, random_checkpoint(depth=1), output, tile=[1, 16, 16])
     assert not output.exists()
 

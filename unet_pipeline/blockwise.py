@@ -28,6 +28,7 @@ import zarr
 from . import agglomerate, io, resume, tasks
 from .blocks import Block, block_grid, block_indices, global_ids, split_global_ids
 from .cells import cell_mask
+from .chunk_files import CheckedReads
 from .geometry import Box, Shape
 from .labeling import forward_offsets, label_components, touching_pairs
 from .region_graph import merge_tables
@@ -43,10 +44,12 @@ def as_probability(values: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def open_array(path: str, run_key: str, mode: str = "r") -> zarr.Array:
-    """An opened Zarr array, reused by the tasks of one run on a worker; keyed by the run, so a worker that
-    outlives it never reuses metadata of an array since rewritten at the same path."""
-    return zarr.open_array(path, mode=mode)
+def open_array(path: str, run_key: str, mode: str = "r") -> zarr.Array | CheckedReads:
+    """An opened Zarr array (read-only ones name a chunk file that cannot be decoded), reused by the tasks of
+    one run on a worker; keyed by the run, so a worker that outlives it never reuses metadata of an array
+    since rewritten at the same path."""
+    array = zarr.open_array(path, mode=mode)
+    return CheckedReads(array, path) if mode == "r" else array
 
 
 def read_cell_probability(image: str, box: Box, run_key: str) -> np.ndarray:

@@ -93,3 +93,40 @@ def _refuse_sparse(name: str | os.PathLike, missing: list[str], total: int, fill
     raise InputError(f"{describe_missing(name, missing, total)}; they would be read as the fill value "
                      f"{fill_value!r}. Set data.missing_chunks: fill to accept that (a sparse source), or complete "
                      "the source")
+
+
+class CheckedReads:
+    """A Zarr array read through numpy slicing whose failed reads name the chunk file that cannot be decoded
+    (a corrupt, truncated or unreadable file) instead of passing on the decoder's bare error."""
+
+    def __init__(self, array: zarr.Array, name: str | os.PathLike) -> None:
+        self.array, self.name = array, str(name)
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.chunks, self.shards = array.chunks, array.shards
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.array[key]
+        except Exception as err:
+            culprit = self._unreadable_chunk(key)
+            if culprit is None:
+                raise
+            raise InputError(f"{self.name}: chunk file {culprit[0]} cannot be read ({culprit[1]!r}); the array is "
+                             "damaged: rerun the stage that wrote it, or restore the file") from err
+
+    def _unreadable_chunk(self, key: Any) -> tuple[str, Exception] | None:
+        """The first stored unit (chunk or shard) inside the region `key` reads that fails, and its error."""
+        key = key if isinstance(key, tuple) else (key,)
+        unit = self.array.shards or self.array.chunks
+        ranges = []
+        for axis, size in enumerate(self.shape):
+            part = key[axis] if axis < len(key) else slice(None)
+            start, stop, _ = part.indices(size) if isinstance(part, slice) else (int(part) % size, int(part) % size + 1, 1)
+            ranges.append(range(start // unit[axis], -(-stop // unit[axis])))
+        for index in itertools.product(*ranges):
+            region = tuple(slice(i * u, min((i + 1) * u, n)) for i, u, n in zip(index, unit, self.shape))
+            try:
+                self.array[region]
+            except Exception as err:  # whatever the codec raises: that unit is the culprit
+                return self.array.metadata.encode_chunk_key(index), err
+        return None

@@ -135,8 +135,9 @@ def _numbers(text: str, kind: type) -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .errors import PipelineError
+    from .errors import PipelineError, storage_error
     from .io import set_on_busy
+    from .setting_types import check_settings
 
     set_on_busy(args.on_busy)
     try:
@@ -147,9 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             function, paths = _stages()[args.stage]
             settings = _parse_settings(args.settings, args.stage, setting_names(function, paths))
+            check_settings(function, settings, args.stage)
             function(*(getattr(args, path) for path in paths), **settings)
     except (PipelineError, ValueError, FileNotFoundError) as err:
         print(f"unet-pipeline {args.stage}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        output = getattr(args, "output", None) or getattr(args, "checkpoint_path", None)
+        if (storage := storage_error(err, output)) is None:
+            raise
+        print(f"unet-pipeline {args.stage}: error: {storage.strerror}", file=sys.stderr)
         return 2
     return 0
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import io, provenance, resume
 from .geometry import Shape
-from .sources import open_source, refuse_missing_chunks, source_file, source_voxel_size
+from .sources import open_source, source_file, source_voxel_size
 from .errors import InputError
 
 MISSING_CHUNKS = ("refuse", "fill")
@@ -68,12 +68,10 @@ def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chun
     'fill' (read them as its fill value); the default is 'refuse'.
     """
     started = provenance.now()
-    array = open_source(source)
-    check_source(source, array, kind)
     if missing_chunks not in MISSING_CHUNKS:
         raise InputError(f"data.missing_chunks must be one of {MISSING_CHUNKS}, got {missing_chunks!r}")
-    if missing_chunks == "refuse":
-        refuse_missing_chunks(source, array)
+    array = open_source(source, refuse_missing_chunks=missing_chunks == "refuse")
+    check_source(source, array, kind)
     if voxel_size is None:
         found = source_voxel_size(source)
         if found is None:

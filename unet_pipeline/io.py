@@ -27,7 +27,7 @@ from ome_zarr.format import FormatV04, FormatV05
 from ome_zarr.writer import write_multiscales_metadata
 
 from . import pyramid
-from .chunk_files import require_all_chunks
+from .chunk_files import CheckedReads, require_all_chunks
 from .errors import InputError, OutputBusy
 from .geometry import Shape
 
@@ -245,11 +245,18 @@ def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:
         raise InputError(f"{path}: not an OME-Zarr image (no array at level {LEVEL0!r})") from err
 
 
-def open_input(path: str | os.PathLike) -> zarr.Array:
-    """Level 0 of an image a stage reads, refused (naming the chunk files) unless every chunk is stored."""
+def open_input(path: str | os.PathLike) -> CheckedReads:
+    """Level 0 of an image a stage reads, refused (naming the chunk files) unless every chunk is stored; its
+    reads name any chunk file that cannot be decoded."""
     array = open_image(path)
     require_all_chunks(array, Path(path) / LEVEL0)
-    return array
+    return CheckedReads(array, Path(path) / LEVEL0)
+
+
+def open_checked(path: str | os.PathLike) -> CheckedReads:
+    """Level 0 of an image to read, whose reads name any chunk file that cannot be decoded (see `open_input`,
+    which also checks that every chunk is stored)."""
+    return CheckedReads(open_image(path), Path(path) / LEVEL0)
 
 
 def image_attrs(path: str | os.PathLike) -> dict[str, Any]:

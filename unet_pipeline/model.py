@@ -162,8 +162,11 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> U
         checkpoint = torch.load(path, map_location=device, weights_only=True)
         model = UNet(ModelConfig.from_dict(checkpoint["model_config"]))
         model.load_state_dict(checkpoint["state_dict"])
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: no such checkpoint") from err
+    except (OSError, EOFError) as err:  # a truncated, empty or unreadable file
+        raise InputError(f"{path}: the checkpoint cannot be read, it is truncated or damaged ({err}); "
+                         "retrain or restore it") from err
     except (KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
         raise InputError(f"{path}: not a checkpoint of a compatible unet-pipeline model ({err})") from err
     return model.to(device).eval()

@@ -25,6 +25,7 @@ from .geometry import Box, Shape, Tile, UNetGeometry, plan_tiles, tile_shape
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
 from .model import ModelConfig, UNet, activation_bytes, load_model, select_device
+from .chunk_files import CheckedReads
 from .errors import InputError
 
 
@@ -51,10 +52,11 @@ def _worker_model(checkpoint: str, checksum: str, device: str) -> UNet:
 
 
 @functools.lru_cache(maxsize=16)
-def _worker_array(path: str, mode: str, run_key: str) -> zarr.Array:
-    """An opened array, reused by the tasks of one run; a worker that outlives the run (an existing
-    scheduler) must not reuse metadata of an array since rewritten at the same path, hence the key."""
-    return io.open_image(path, mode=mode)
+def _worker_array(path: str, mode: str, run_key: str) -> zarr.Array | CheckedReads:
+    """An opened array (whose reads name a chunk file that cannot be decoded), reused by the tasks of one run;
+    a worker that outlives the run (an existing scheduler) must not reuse metadata of an array since
+    rewritten at the same path, hence the key."""
+    return io.open_checked(path) if mode == "r" else io.open_image(path, mode=mode)
 
 
 def run_tiles(tiles: list[Tile], job: Job) -> int:
@@ -120,8 +122,8 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     kept from an interrupted earlier run.
     """
     started = provenance.now()
-    checksum = provenance.file_sha256(checkpoint)
     config = load_model(checkpoint).config
+    checksum = provenance.file_sha256(checkpoint)
     image = io.open_input(image_path)
     if image.ndim != 3:
         raise InputError(f"{image_path}: expected a (z, y, x) image, got shape {image.shape}")

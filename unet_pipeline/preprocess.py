@@ -39,7 +39,7 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, low_perce
     """Write the normalised float32 copy of the raw image at `output`; returns slab counts."""
     started = provenance.now()
     raw_array = io.open_input(raw_path)
-    raw = da.from_zarr(raw_array)
+    raw = da.from_array(raw_array, chunks=raw_array.chunks, name=False)
     voxel, unit = io.voxel_size(raw_path)
     settings = {"low_percentile": low_percentile, "high_percentile": high_percentile}
     key = resume.run_key(raw=provenance.input_fingerprint(raw_path), compression=compression, **settings)

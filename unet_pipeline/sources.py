@@ -42,8 +42,10 @@ def _split(spec: str | os.PathLike) -> tuple[Path, str]:
     return file, str(path.relative_to(file)) if path != file else ""
 
 
-def open_source(spec: str | os.PathLike) -> Any:
-    """A lazily sliceable (z, y, x) view of the source `spec`; a single (y, x) image is one section."""
+def open_source(spec: str | os.PathLike, refuse_missing_chunks: bool = False) -> Any:
+    """A lazily sliceable (z, y, x) view of the source `spec`; a single (y, x) image is one section. Its reads
+    name the file (and the chunk file of a Zarr source) when they fail. With `refuse_missing_chunks` a Zarr or
+    N5 source with unwritten chunk files is refused."""
     file, inner = _split(spec)
     if not file.exists():
         raise InputError(f"{file}: no such file or directory")
@@ -54,15 +56,38 @@ def open_source(spec: str | os.PathLike) -> Any:
         raise
     except Exception as err:  # each reader raises its own types: name the file and pass on what it said
         raise InputError(f"{spec}: cannot read it as {kind}: {err}") from err
+    if refuse_missing_chunks:
+        _refuse_missing_chunks(spec, array)
     if array.ndim == 2:
         section = array
         array = LazyStack([lambda: np.asarray(section[...])], section.shape, section.dtype, str(spec))
     if array.ndim != 3:
         raise InputError(f"{spec}: expected a (z, y, x) volume or one (y, x) section, got shape {array.shape}")
-    return array
+    if isinstance(array, zarr.Array) and isinstance(array.store, LocalStore):
+        array = chunk_files.CheckedReads(array, spec)
+    return NamedReads(array, str(spec))
 
 
-def refuse_missing_chunks(spec: str | os.PathLike, array: Any) -> None:
+class NamedReads:
+    """A source whose failed reads name it and the sections read (a corrupt or truncated file)."""
+
+    def __init__(self, array: Any, spec: str) -> None:
+        self.array, self.spec = array, spec
+        self.shape, self.dtype, self.ndim = tuple(array.shape), np.dtype(array.dtype), array.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self.array[key]
+        except InputError:
+            raise
+        except Exception as err:  # whatever the format's reader raises
+            z = key[0] if isinstance(key, tuple) else key
+            first, last, _ = z.indices(self.shape[0]) if isinstance(z, slice) else (z, z + 1, 1)
+            raise InputError(f"{self.spec}: cannot read sections {first}-{last - 1} ({err!r}); the file is "
+                             "damaged or truncated") from err
+
+
+def _refuse_missing_chunks(spec: str | os.PathLike, array: Any) -> None:
     """Refuse a Zarr or N5 source some of whose chunk files were never written (see `chunk_files`); the other
     formats store every byte."""
     if isinstance(array, zarr.Array) and isinstance(array.store, LocalStore):

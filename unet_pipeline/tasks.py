@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 from distributed import Client, as_completed
 
 from . import progress
+from .errors import PipelineError, storage_error
 
 
 def run_tasks(client: Client, function: Callable[..., Any], items: Sequence[Any], label: str,
@@ -37,6 +38,11 @@ def run_tasks(client: Client, function: Callable[..., Any], items: Sequence[Any]
         last_progress = time.monotonic()
         for future in ready:
             if future.status != "finished":
-                raise RuntimeError(f"{describe(item_of[future.key])} failed after retries: {future.exception()!r}")
+                error = future.exception()
+                if isinstance(error, PipelineError):  # bad input the user can act on: keep its message and type
+                    raise type(error)(f"{describe(item_of[future.key])}: {error}") from error
+                if (storage := storage_error(error, describe(item_of[future.key]))) is not None:  # a full disk or a read-only location
+                    raise storage from error
+                raise RuntimeError(f"{describe(item_of[future.key])} failed after retries: {error!r}")
             meter.advance(weight(item_of[future.key]))
     return client.gather(futures)

@@ -15,6 +15,7 @@ import contextlib
 import csv
 import math
 import os
+import pickle
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -171,10 +172,15 @@ def _load_state(state_dir: Path, key: str) -> dict[str, Any] | None:
     """The saved state of the same run (same key), or None; a state of another run is discarded."""
     last = state_dir / "last.pt"
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(last, map_location="cpu", weights_only=False)
+        except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:  # truncated or damaged
+            print(f"train: {last} cannot be read ({err}); starting afresh", flush=True)
+            state = {}
         if state.get("run_key") == key:
             return state
-        print(f"train: {last} belongs to other settings or inputs; starting afresh", flush=True)
+        if state:
+            print(f"train: {last} belongs to other settings or inputs; starting afresh", flush=True)
     io.remove(state_dir)
     state_dir.mkdir(parents=True)
     return None

@@ -91,7 +91,7 @@ class TileBatches(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         source = self.source
-        arrays = tuple(io.open_image(path) for path in (source.image, source.labels, source.weights))
+        arrays = tuple(io.open_checked(path) for path in (source.image, source.labels, source.weights))
         for iteration in range(self.start + worker, self.stop, workers):
             rng = np.random.default_rng([source.seed, iteration])
             tiles = [sample_tile(arrays, source, rng) for _ in range(source.batch_size)]

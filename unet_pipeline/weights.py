@@ -145,7 +145,7 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
     """
     started = provenance.now()
     labels_array = io.open_input(labels_path)
-    labels = da.from_zarr(labels_array)
+    labels = da.from_array(labels_array, chunks=labels_array.chunks, name=False)
     if mode not in ("2d", "3d"):
         raise ValueError(f"weights mode must be '2d' or '3d', got {mode!r}")
     settings = {"w0": w0, "sigma": sigma, "class_balance": class_balance, "mode": mode, "tolerance": tolerance}

@@ -1,0 +1,54 @@
+"""Check a stage's settings (a JSON object given on the command line) against the types of its keyword
+arguments, so that a hand-written `--settings` with a wrong type stops at once, naming the key."""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import json
+import types
+import typing
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+
+def matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a type hint (JSON arrays stand for lists, tuples and sequences)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(matches(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence) or hint in (list, tuple):
+        item = args[0] if args else Any
+        return isinstance(value, list) and all(matches(v, item) for v in value)
+    if origin is dict or hint is dict:
+        item = args[1] if len(args) == 2 else Any
+        return isinstance(value, dict) and all(matches(v, item) for v in value.values())
+    return True  # a type JSON cannot express: the stage checks it
+
+
+def describe(hint: Any) -> str:
+    return str(hint).replace("typing.", "") if typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
+
+
+def check_settings(function: Callable[..., Any], settings: dict[str, Any], stage: str) -> None:
+    """Refuse settings whose values do not fit the annotations of `function`, naming every such key."""
+    hints = typing.get_type_hints(function)
+    wrong = [f"{key} = {json.dumps(value)} (expected {describe(hints[key])})" for key, value in settings.items()
+             if key in hints and not matches(value, hints[key])]
+    if wrong:
+        raise ConfigError(f"--settings for {stage}: wrong type of {'; '.join(wrong)}")
