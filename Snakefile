@@ -4,12 +4,15 @@ import os
 
 from snakemake.utils import min_version, validate
 
+from unet_pipeline.config_values import type_command_line_values
+
 min_version("9.0")
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
+type_command_line_values(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

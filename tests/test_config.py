@@ -108,3 +108,28 @@ def test_info_prints_provenance_of_images_checkpoints_and_metrics(tmp_path):
     assert json.loads(run_cli("info", str(tmp_path / "m.pt")).stdout)["provenance"]["stage"] == "train"
     missing = run_cli("info", str(tmp_path / "nope.ome.zarr"))
     assert missing.returncode == 2 and "nope.ome.zarr: no such OME-Zarr image" in missing.stderr
+
+
+def test_nested_command_line_overrides_get_the_schema_types(tmp_path):
+    """`--config 'train={iterations: 50}'` hands every nested value over as a string; they reach the stages
+    as the numbers and lists the schema expects (a real dry run, commands printed)."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--printshellcmds", "--cores", "2",
+                             "--directory", str(tmp_path),
+                             "--config", "train={iterations: 50, sections: [0, 8]}",
+                             "segment={merge_threshold: 0.3, block: [2, 512, 512]}", "name=typed"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert '"iterations": 50,' in result.stdout and '"sections": [0, 8]' in result.stdout
+    assert '"merge_threshold": 0.3,' in result.stdout and '"block": [2, 512, 512]' in result.stdout
+
+
+def test_command_line_strings_are_typed_only_where_the_schema_wants_another_type():
+    from unet_pipeline.config_values import typed
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    given = {"name": "123", "train": {"iterations": "50", "device": "cpu"},
+             "segment": {"merge_threshold": "auto", "tune_sections": "null"}, "predict": {"tile": ["1", "64", "64"]}}
+    assert typed(given, schema) == {"name": "123", "train": {"iterations": 50, "device": "cpu"},
+                                    "segment": {"merge_threshold": "auto", "tune_sections": None},
+                                    "predict": {"tile": [1, 64, 64]}}
+    assert typed({"train": {"iterations": "fifty"}}, schema) == {"train": {"iterations": "fifty"}}  # schema names it

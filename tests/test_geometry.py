@@ -37,6 +37,14 @@ def test_tile_shape_is_multiple_of_chunk_and_stride():
     assert tile_shape(geometry, (2, 12, 20), (1, 10, 10)) == (2, 24, 40)
 
 
+def test_a_tile_larger_than_the_volume_is_clipped_to_it():
+    geometry = UNetGeometry(depth=2)  # stride 4, halo 20
+    tile = tile_shape(geometry, (1, 32, 32), (1, 256, 256), (5, 128, 100))
+    assert tile == (1, 128, 128)  # x: the volume rounded up to whole chunks
+    (only,) = plan_tiles(geometry, (1, 128, 100), tile)
+    assert only.network_output == (1, 128, 128) and only.input.shape == (1, 168, 168)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     volume=st.tuples(st.integers(1, 6), st.integers(1, 90), st.integers(1, 90)),

@@ -141,13 +141,17 @@ class Tile:
     network_output: Shape  # the model's output shape, cropped to `output` on write
 
 
-def tile_shape(geometry: UNetGeometry, chunks: Shape, requested: Shape) -> Shape:
+def tile_shape(geometry: UNetGeometry, chunks: Shape, requested: Shape, volume: Shape | None = None) -> Shape:
     """The largest tile no bigger than `requested` (per axis) that is a multiple of
-    the chunk shape and, on model axes, of the network's stride."""
+    the chunk shape and, on model axes, of the network's stride; no bigger than
+    `volume` (rounded up to that multiple) either, so an oversize request never
+    runs the network on more than the volume needs."""
     spatial0 = len(chunks) - geometry.ndim
     shape = []
     for axis, (chunk, want) in enumerate(zip(chunks, requested)):
         step = chunk if axis < spatial0 else math.lcm(chunk, geometry.stride)
+        if volume is not None:
+            want = min(want, -(-volume[axis] // step) * step)
         shape.append(max(step, want // step * step))
     return tuple(shape)
 

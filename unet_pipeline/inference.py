@@ -92,7 +92,7 @@ def predict_in_memory(model: UNet, volume: np.ndarray, tile: int) -> np.ndarray:
     requested = tuple(volume.shape[0] if axis < 3 - ndim else tile for axis in range(3))
     chunks = tuple(volume.shape[0] if axis < 3 - ndim else geometry.stride for axis in range(3))
     out = np.empty((model.config.classes, *volume.shape), dtype=np.float32)
-    for piece in plan_tiles(geometry, volume.shape, tile_shape(geometry, chunks, requested)):
+    for piece in plan_tiles(geometry, volume.shape, tile_shape(geometry, chunks, requested, volume.shape)):
         block = read_mirrored(volume, piece.input)
         batch = block if ndim == 2 else block[np.newaxis]
         probs = forward_probabilities(model, batch, piece.network_output[-ndim:])

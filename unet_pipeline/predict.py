@@ -132,7 +132,7 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     if tile == "auto":
         shape = auto_tile(config, unit_shape, image.shape, memory_budget_mb << 20, batch_tiles)
     else:
-        shape = tile_shape(config.geometry, unit_shape, tuple(tile))
+        shape = tile_shape(config.geometry, unit_shape, tuple(tile), image.shape)
     tiles = plan_tiles(config.geometry, image.shape, shape)
     layout = io.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
     key = resume.run_key(checkpoint=checksum, image=provenance.input_fingerprint(image_path), tile=shape,
