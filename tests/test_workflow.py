@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from unet_pipeline import io
+from unet_pipeline import io, resume
 
 TINY = {
     "name": "tiny",
@@ -141,3 +142,33 @@ def test_default_config_beats_the_raw_threshold_baseline(tmp_path):
     metrics = json.loads((tmp_path / "results" / "demo" / "metrics.json").read_text())
     assert metrics["model"]["pixel_error"] < metrics["baseline_raw_threshold"]["pixel_error"]
     assert metrics["model"]["rand_error"] < metrics["baseline_raw_threshold"]["rand_error"]
+
+
+def test_work_an_orphaned_job_finished_after_snakemake_was_killed_is_kept(tmp_path):
+    """SIGKILL Snakemake alone while predict runs (its job lives on and finishes), then `--unlock` and rerun with
+    the local profile, as the README says: the finished probabilities are kept, not deleted and recomputed."""
+    config = {**TINY, "data": {"synthetic": {"shape": [4, 128, 128], "seed": 1}},
+              "model": {"depth": 2, "base_features": 16}, "predict": {"tile": [1, 32, 32], "tta": True}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    profile = ("--profile", str(REPO / "profiles" / "local"))
+    first = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+                              str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), *profile],
+                             env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = tmp_path / "results" / "tiny"
+    probabilities = out / "probabilities.ome.zarr"
+    deadline = time.monotonic() + 600
+    while not (io.partial_path(probabilities) / resume.RECORDS).exists():
+        assert first.poll() is None and time.monotonic() < deadline, "predict never started"
+        time.sleep(0.1)
+    first.kill()  # Snakemake only: its predict job runs on, an orphan
+    first.wait()
+    while not probabilities.exists() or probabilities.with_name(probabilities.name + ".lock").exists():
+        assert time.monotonic() < deadline, "the orphaned predict job never finished"
+        time.sleep(0.2)
+    finished = io.image_attrs(probabilities)["provenance"]["finished"]
+    assert snakemake(tmp_path, *profile, "--unlock").returncode == 0
+    rerun = snakemake(tmp_path, *profile)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "predict" not in scheduled_rules(rerun.stdout + rerun.stderr)
+    assert io.image_attrs(probabilities)["provenance"]["finished"] == finished  # the orphan's output, kept
+    assert (out / "segmentation.ome.zarr").exists() and (out / "report.html").exists()
