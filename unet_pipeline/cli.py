@@ -17,6 +17,12 @@ from typing import Any, Callable, Sequence
 from . import __version__
 
 
+VERIFY_HELP = ("Decode every chunk of an image's level 0 again and compare it with the hashes its writer "
+               "recorded (content.json); for a checkpoint, hash its weights again. With OTHER, also say whether "
+               "the two hold identical values. Exit status: 0 intact (and identical), 1 intact but different, "
+               "2 missing, damaged or changed chunks.")
+
+
 def _stages() -> dict[str, tuple[Callable[..., Any], tuple[str, ...]]]:
     """stage -> (function, its path arguments in order). Imported lazily: torch is slow to load."""
     from .evaluate import evaluate
@@ -75,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--voxel-size", default="50,4,4", help="Z,Y,X in nanometres (default %(default)s)")
     info = sub.add_parser("info", help="print what made an output: its provenance and, for images, shape and axes")
     info.add_argument("path", help="an OME-Zarr image, a checkpoint (.pt) or metrics.json")
+    verify = sub.add_parser("verify", help="check an output against its recorded hashes, and whether two are identical",
+                            description=VERIFY_HELP)
+    verify.add_argument("path", help="an OME-Zarr image this pipeline wrote, or a checkpoint (.pt)")
+    verify.add_argument("other", nargs="?", help="a second output of the same kind: are the two identical?")
     for stage, (function, paths) in _stages().items():
         names = setting_names(function, paths)
         doc = (function.__doc__ or "").strip().splitlines()[0]
@@ -86,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from . import io
+    from . import content, io
     from .synth import synthetic_volume
 
     shape, chunks, voxel = (tuple(_numbers(text, kind)) for text, kind in
@@ -95,8 +105,10 @@ def _synth(args: argparse.Namespace) -> None:
     compression = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
     for name, volume in (("raw", raw), ("labels", labels)):
         with io.atomic_output(Path(args.output) / f"{name}.ome.zarr") as partial:
-            io.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name,
-                            labels=name == "labels")[:] = volume
+            array = io.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name,
+                                    labels=name == "labels")
+            array[:] = volume
+            content.write_manifest(partial, content.chunk_hashes(volume, (0, 0, 0), array.chunks), array)
             io.write_pyramid(partial)
             io.set_attrs(partial, synthetic={"shape": list(shape), "seed": args.seed, "version": __version__})
 
@@ -110,7 +122,8 @@ def _info(path: str) -> None:
         import torch
 
         checkpoint = torch.load(target, map_location="cpu", weights_only=True)
-        summary = {"model_config": checkpoint["model_config"], "provenance": checkpoint.get("provenance")}
+        summary = {"model_config": checkpoint["model_config"], "weights_sha256": checkpoint.get("weights_sha256"),
+                   "provenance": checkpoint.get("provenance")}
     elif target.suffix == ".json":
         summary = {"provenance": json.loads(target.read_text()).get("provenance")}
     else:
@@ -145,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _synth(args)
         elif args.stage == "info":
             _info(args.path)
+        elif args.stage == "verify":
+            from .verify import verify
+
+            return verify(args.path, args.other)
         else:
             function, paths = _stages()[args.stage]
             settings = _parse_settings(args.settings, args.stage, setting_names(function, paths))

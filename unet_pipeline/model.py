@@ -8,6 +8,7 @@ rebuild the network from the file alone.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import pickle
@@ -153,7 +154,20 @@ def _he_init(module: nn.Module) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, model: UNet, **extra: Any) -> None:
-    torch.save({"model_config": dataclasses.asdict(model.config), "state_dict": model.state_dict(), **extra}, path)
+    """Save the model's config and weights (with `weights_sha256`, see `weights_hash`) and `extra`."""
+    torch.save({"model_config": dataclasses.asdict(model.config), "state_dict": model.state_dict(),
+                "weights_sha256": weights_hash(model.state_dict()), **extra}, path)
+
+
+def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
+    """A hash of a model's weights alone (names, dtypes, shapes and values): equal for bit-identical weights,
+    whatever else the checkpoint file holds (timestamps, provenance)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> UNet:

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import zarr
 
-from . import cluster, io, provenance, resume, tasks
+from . import cluster, content, io, provenance, resume, tasks
 from .geometry import Box, Shape, Tile, UNetGeometry, plan_tiles, tile_shape
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
-from .model import ModelConfig, UNet, activation_bytes, load_model, select_device
+from .model import ModelConfig, UNet, activation_bytes, load_model, select_device, weights_hash
 from .chunk_files import CheckedReads
 from .errors import InputError
 
@@ -73,8 +73,10 @@ def run_tiles(tiles: list[Tile], job: Job) -> int:
     for tile, probs in zip(tiles, np.split(probabilities, len(tiles))):
         probs = probs[0] if ndim == 3 else probs.transpose(1, 0, 2, 3)  # -> (C, z, y, x)
         crop = (slice(None), *(slice(0, n) for n in tile.output.shape))
-        output[(slice(None), *tile.output.slices())] = to_storage(probs[crop], job.dtype)
-        resume.record_block(job.output, resume.block_name(tile.output.start))
+        stored = to_storage(probs[crop], job.dtype)
+        output[(slice(None), *tile.output.slices())] = stored
+        hashes = content.chunk_hashes(stored, (0, *tile.output.start), output.chunks)
+        resume.record_block(job.output, resume.block_name(tile.output.start), hashes)
     return len(tiles)
 
 
@@ -122,7 +124,8 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     kept from an interrupted earlier run.
     """
     started = provenance.now()
-    config = load_model(checkpoint).config
+    model = load_model(checkpoint)
+    config, weights_sha256 = model.config, weights_hash(model.state_dict())
     checksum = provenance.file_sha256(checkpoint)
     image = io.open_input(image_path)
     if image.ndim != 3:
@@ -135,7 +138,7 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         shape = tile_shape(config.geometry, unit_shape, tuple(tile), image.shape)
     tiles = plan_tiles(config.geometry, image.shape, shape)
     layout = io.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
-    key = resume.run_key(checkpoint=checksum, image=provenance.input_fingerprint(image_path), tile=shape,
+    key = resume.run_key(model=asdict(config), weights=weights_sha256, image=provenance.input_fingerprint(image_path), tile=shape,
                          layout=layout, dtype=dtype, amp=amp, tta=tta, compression=compression)
 
     def create(partial: Path) -> zarr.Array:
@@ -157,10 +160,10 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
             target.levels_written = io.write_pyramid(target.partial)  # on the cluster's workers, not in here
         stats = {"tiles": len(tiles), "computed": len(todo), "resumed": len(tiles) - len(todo)}
         settings = {"tile": list(shape), "batch_tiles": batch_tiles, "dtype": dtype, "amp": amp, "tta": tta,
-                    "device": device}
+                    "device": device, "torch_threads": torch_threads}
         io.set_attrs(target.partial, provenance=provenance.record(
             "predict", settings, {"image": str(image_path), "checkpoint": str(checkpoint)}, started,
-            checkpoint_sha256=checksum, model=asdict(config), tiles=stats))
+            checkpoint_sha256=checksum, weights_sha256=weights_sha256, model=asdict(config), tiles=stats))
     return stats
 
 

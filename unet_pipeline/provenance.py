@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, content, io
 
 
 @functools.cache
@@ -29,6 +30,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+@functools.cache
+def git_dirty() -> bool | None:
+    """Whether the package's git checkout has uncommitted changes to tracked files (None: not a checkout)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -38,9 +50,16 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def input_fingerprint(path: str | os.PathLike) -> str:
-    """Checksum over the name, size and modification time of a file or of every file in a folder,
-    and over the contents of Zarr metadata files."""
+    """The fingerprint of an input: for an image this pipeline wrote, its content fingerprint (see `content`)
+    and its metadata without the provenance, so byte-identical runs agree; for anything else a checksum
+    over the name, size and modification time of a file or of every file in a folder, and over the
+    contents of Zarr metadata files (cheap even for terabytes)."""
     root = Path(path)
+    recorded = content.manifest(root) if root.is_dir() else None
+    if recorded is not None:
+        attrs = {key: value for key, value in io.image_attrs(root).items() if key != "provenance"}
+        text = json.dumps({"content": recorded["fingerprint"], "attrs": attrs}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
     digest = hashlib.sha256()
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     for file in files:
@@ -59,8 +78,7 @@ def now() -> str:
 def record(stage: str, settings: dict[str, Any], inputs: dict[str, str], started: str, **extra: Any) -> dict[str, Any]:
     """A provenance record; call when the stage's work is done (it stamps the end time).
 
-    Inputs that exist get their fingerprint (see `input_fingerprint`): a
-    checksum of names, sizes, times and metadata, cheap even for terabytes.
+    Inputs that exist get their fingerprint (see `input_fingerprint`).
     """
     return {
         "stage": stage,
@@ -70,6 +88,7 @@ def record(stage: str, settings: dict[str, Any], inputs: dict[str, str], started
                                if path and Path(path).exists()},
         "package_version": __version__,
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "started": started,
         "finished": now(),
         **extra,

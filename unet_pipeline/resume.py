@@ -24,7 +24,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from . import io, progress, pyramid
+from . import content, io, progress, pyramid
 
 KEY_FILE = "run_key"
 RECORDS = "blocks.done"  # not a Zarr node: readers of the image ignore it
@@ -48,8 +48,8 @@ class Resumable:
     finished: set[str]
     levels_written: int = 0
 
-    def record(self, name: str) -> None:
-        record_block(self.partial, name)
+    def record(self, name: str, hashes: dict[str, str] | None = None) -> None:
+        record_block(self.partial, name, hashes)
 
 
 @contextlib.contextmanager
@@ -74,7 +74,9 @@ def resumable_image(output: str | os.PathLike, key: str,
         target = Resumable(partial, io.open_image(partial, mode="r+"), finished_blocks(partial))
         yield target
         io.write_pyramid(partial, target.levels_written)  # before the records go: a crash here resumes
-        io.set_attrs(partial, provenance={**io.image_attrs(partial).get("provenance", {}), "run_key": key})
+        digest = content.write_manifest(partial, recorded_hashes(partial), io.open_image(partial))
+        io.set_attrs(partial, provenance={**io.image_attrs(partial).get("provenance", {}), "run_key": key,
+                                          "content_sha256": digest})
         clear(partial)
         io.commit(partial, output)
 
@@ -111,10 +113,11 @@ def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, in
 
     def write(block: np.ndarray, z: int) -> None:
         array[z : z + len(block)] = block
+        hashes = content.chunk_hashes(block.astype(array.dtype, copy=False), (z, 0, 0), array.chunks)
         for level, step, method in levels:  # y and x only: the slab keeps its z range
             block = pyramid.downsample(block, step, method)
             level[z : z + len(block)] = block
-        target.record(block_name((z,)))
+        target.record(block_name((z,)), hashes)
         with counting:
             meter.advance()
 
@@ -142,12 +145,22 @@ def finished_blocks(partial: Path) -> set[str]:
     return {entry.name for entry in os.scandir(partial / RECORDS) if not entry.name.endswith(".tmp")}
 
 
-def record_block(partial: str | os.PathLike, name: str) -> None:
-    """Record a finished block (an empty file, created atomically)."""
+def record_block(partial: str | os.PathLike, name: str, hashes: dict[str, str] | None = None) -> None:
+    """Record a finished block (a file created atomically), with the hashes of the level-0 chunks it wrote
+    (see `content`) when given."""
     path = Path(partial) / RECORDS / name
     scratch = path.with_name(path.name + ".tmp")
-    scratch.touch()
+    scratch.write_text(json.dumps(hashes) if hashes else "")
     os.replace(scratch, path)
+
+
+def recorded_hashes(partial: Path) -> dict[str, str]:
+    """The chunk hashes in every block record of `partial`."""
+    hashes: dict[str, str] = {}
+    for entry in os.scandir(partial / RECORDS):
+        if not entry.name.endswith(".tmp") and entry.stat().st_size:
+            hashes.update(json.loads(Path(entry.path).read_text()))
+    return hashes
 
 
 def clear(partial: Path) -> None:

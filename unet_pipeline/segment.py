@@ -31,7 +31,7 @@ import fastremap
 import numpy as np
 import zarr
 
-from . import agglomerate, cluster, io, provenance, pyramid, resume
+from . import agglomerate, cluster, content, io, provenance, pyramid, resume
 from .blocks import Block, aligned_block_shape, block_indices, global_ids
 from .geometry import Box
 from .blockwise import CELL_CHANNEL, SCRATCH, Mask, PieceGraph, Runner, Work, components, open_array, piece_graph, \
@@ -149,13 +149,14 @@ def relabel_block(block: Block, work: Work, lookup: np.ndarray, source: str, ima
     level0 = open_array(str(Path(image) / io.LEVEL0), work.run_key, "r+")
     labels = lookup[work.scratch(source)[block.box.slices()]].astype(level0.dtype)
     level0[block.box.slices()] = labels
+    hashes = content.chunk_hashes(labels, block.box.start, level0.chunks)
     start, stop = block.box.start, block.box.stop
     for level, step in enumerate(level_steps, start=1):
         labels = pyramid.downsample(labels, step, "mode")
         start = tuple(a // f for a, f in zip(start, step))
         stop = tuple(-(-b // f) for b, f in zip(stop, step))
         open_array(str(Path(image) / str(level)), work.run_key, "r+")[Box(start, stop).slices()] = labels
-    resume.record_block(work.root, f"relabel-{block.name}")
+    resume.record_block(work.root, f"relabel-{block.name}", hashes)
 
 
 def block_levels(image: Path, block: tuple[int, ...], volume: tuple[int, ...]) -> list[tuple[int, int, int]]:

@@ -1,0 +1,125 @@
+"""Provenance that confirms a reproduction: content fingerprints, weight hashes, the dirty-tree flag, `verify`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import COMPRESSION, REPO, probability_image, segment_settings, write_image
+from test_predict import run_predict
+from test_segment import cells_probability
+from unet_pipeline import content, io
+from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
+from unet_pipeline.preprocess import preprocess
+from unet_pipeline.segment import segment
+
+PREPROCESS = {"low_percentile": 0.5, "high_percentile": 99.5, "compression": COMPRESSION}
+
+
+def verify(*paths) -> tuple[int, dict]:
+    result = subprocess.run([sys.executable, "-m", "unet_pipeline.cli", "verify", *map(str, paths)],
+                            capture_output=True, text=True)
+    return result.returncode, json.loads(result.stdout) if result.stdout else {}
+
+
+def raw_image(path, seed=0):
+    volume = np.random.default_rng(seed).integers(0, 4096, (3, 64, 64), dtype=np.uint16)
+    return write_image(path, volume, (1, 32, 32))
+
+
+def test_two_byte_identical_runs_get_the_same_fingerprints_and_verify_says_identical(tmp_path):
+    raw = raw_image(tmp_path / "raw.ome.zarr")
+    preprocess(raw, tmp_path / "a.ome.zarr", **PREPROCESS)
+    time.sleep(0.01)
+    preprocess(raw, tmp_path / "b.ome.zarr", **{**PREPROCESS, "compression": {**COMPRESSION, "level": 1}})
+    a, b = (io.image_attrs(tmp_path / f"{name}.ome.zarr")["provenance"] for name in "ab")
+    assert a["content_sha256"] == b["content_sha256"] is not None  # same values, another codec level
+    assert a["finished"] <= b["finished"] and a["input_fingerprints"] == b["input_fingerprints"]
+    status, report = verify(tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr")
+    assert status == 0 and report["identical"] and all(o["intact"] for o in report["outputs"])
+    preprocess(raw, tmp_path / "c.ome.zarr", **{**PREPROCESS, "high_percentile": 90.0})
+    status, report = verify(tmp_path / "a.ome.zarr", tmp_path / "c.ome.zarr")
+    assert status == 1 and not report["identical"]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupt", "changed"])
+def test_verify_names_missing_damaged_and_changed_chunks(tmp_path, damage):
+    raw = raw_image(tmp_path / "raw.ome.zarr")
+    output = tmp_path / "norm.ome.zarr"
+    preprocess(raw, output, **PREPROCESS)
+    assert verify(output)[0] == 0
+    chunk = output / "0" / "1" / "0" / "1"
+    if damage == "deleted":
+        chunk.unlink()
+    elif damage == "corrupt":
+        chunk.write_bytes(b"\x02\x01 not a blosc frame")
+    else:
+        array = io.open_image(output, mode="r+")
+        array[1, :32, 32:] = array[1, :32, 32:] + 1e-3  # a valid chunk with other values
+    status, report = verify(output)
+    found = report["outputs"][0]
+    assert status == 2 and not found["intact"]
+    expected = {"deleted": ("missing", "1/0/1"), "corrupt": ("damaged", "1/0/1"), "changed": ("changed", "1/0/1")}
+    field, key = expected[damage]
+    assert found[field] == [key], found
+
+
+def test_weight_hashes_match_for_bit_identical_weights_in_different_files(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(ModelConfig(depth=1, base_features=4))
+    save_checkpoint(tmp_path / "a.pt", model, provenance={"finished": "2026-01-01"})
+    save_checkpoint(tmp_path / "b.pt", model, provenance={"finished": "2026-02-02"})
+    assert (tmp_path / "a.pt").read_bytes() != (tmp_path / "b.pt").read_bytes()
+    status, report = verify(tmp_path / "a.pt", tmp_path / "b.pt")
+    assert status == 0 and report["identical"]
+    with torch.no_grad():
+        next(model.parameters())[0] += 1
+    save_checkpoint(tmp_path / "c.pt", model)
+    assert verify(tmp_path / "a.pt", tmp_path / "c.pt")[0] == 1
+
+
+def test_predict_records_weights_and_threads_and_keeps_work_of_a_resaved_checkpoint(tmp_path, random_checkpoint):
+    image = write_image(tmp_path / "norm.ome.zarr", np.random.default_rng(2).random((1, 64, 64), np.float32),
+                        (1, 32, 32))
+    checkpoint = random_checkpoint()
+    run_predict(image, checkpoint, tmp_path / "p.ome.zarr")
+    record = io.image_attrs(tmp_path / "p.ome.zarr")["provenance"]
+    stored = torch.load(checkpoint, weights_only=True)
+    assert record["weights_sha256"] == stored["weights_sha256"] and record["settings"]["torch_threads"] == 1
+    resaved = tmp_path / "resaved.pt"
+    torch.save({**stored, "provenance": {"note": "copied elsewhere"}}, resaved)
+    assert run_predict(image, resaved, tmp_path / "p.ome.zarr")["computed"] == 0  # same weights: kept
+    assert verify(tmp_path / "p.ome.zarr")[0] == 0
+
+
+def test_segment_output_has_a_complete_manifest(tmp_path, dask_cluster):
+    probabilities = probability_image(tmp_path / "p.ome.zarr", cells_probability((2, 96, 96), 3), (1, 32, 32))
+    out = tmp_path / "s.ome.zarr"
+    segment(probabilities, out, **segment_settings(dask_cluster, block=[1, 48, 48], context=[0, 16, 16]))
+    manifest = content.manifest(out)
+    assert len(manifest["chunk_hashes"]) == 2 * 3 * 3
+    assert io.image_attrs(out)["provenance"]["content_sha256"] == manifest["fingerprint"]
+    assert verify(out)[0] == 0
+
+
+def test_the_dirty_tree_flag_follows_uncommitted_changes(tmp_path):
+    shutil.copytree(REPO / "unet_pipeline", tmp_path / "unet_pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], check=True)
+    probe = [sys.executable, "-c", "from unet_pipeline import provenance; print(provenance.git_dirty())"]
+
+    def dirty() -> str:
+        return subprocess.run(probe, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert dirty() == "False"
+    (tmp_path / "unet_pipeline" / "synth.py").write_text("# changed\n", encoding="utf-8")
+    assert dirty() == "True"
