@@ -103,3 +103,19 @@ def kill_process_group(process, timeout_s: float = 30) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"processes of group {process.pid} outlived SIGKILL for {timeout_s} s")
+
+
+def dask_worker_processes(parent) -> list:
+    """The Dask worker processes below a psutil process: spawned children, not multiprocessing's resource
+    tracker (also a python child)."""
+    import psutil
+
+    workers = []
+    for child in parent.children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "multiprocessing.spawn" in command and "resource_tracker" not in command:
+            workers.append(child)
+    return workers

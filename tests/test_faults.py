@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -9,12 +10,13 @@ import sys
 import time
 
 import numpy as np
+import psutil
 import pytest
 import torch
 
-from conftest import COMPRESSION, evaluate_settings, write_image
+from conftest import COMPRESSION, dask_worker_processes, evaluate_settings, write_image
 from test_predict import run_predict
-from unet_pipeline import io
+from unet_pipeline import io, resume
 from unet_pipeline.weights import weights
 from unet_pipeline.errors import InputError, OutputBusy
 
@@ -133,3 +135,39 @@ def test_labels_or_predictions_of_another_shape_are_named(tmp_path):
                                             r"\(2, 12, 12\)"):
         evaluate(cells, image, labels, tmp_path / "metrics.json", **evaluate_settings({"kind": "local"}))
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_stopped_workers_hit_the_stall_timeout_every_time(tmp_path, random_checkpoint, attempt):
+    """SIGSTOP every worker mid-run (alive to the kernel, silent to Dask): predict stops at its stall timeout,
+    exits 2 naming the timeout, and does not hang while shutting its cluster down."""
+    image = write_image(tmp_path / "norm.ome.zarr", np.random.default_rng(attempt).random((16, 128, 128), np.float32),
+                        (1, 32, 32))
+    output = tmp_path / "p.ome.zarr"
+    settings = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=True,
+                    device="cpu", torch_threads=1, stall_timeout_s=4, compression=COMPRESSION,
+                    cluster_settings={"kind": "local", "workers": 2, "threads_per_worker": 1})
+    process = subprocess.Popen([sys.executable, "-m", "unet_pipeline.cli", "predict", str(image),
+                                str(random_checkpoint(depth=2, base_features=8)), str(output), "--settings",
+                                json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    records = io.partial_path(output) / resume.RECORDS
+    deadline = time.monotonic() + 120
+    while not (records.exists() and len(list(records.iterdir())) >= 4):
+        assert process.poll() is None and time.monotonic() < deadline, "predict never got going"
+        time.sleep(0.02)
+    workers = dask_worker_processes(psutil.Process(process.pid))
+    assert len(workers) == 2, workers
+    for worker in workers:
+        worker.send_signal(signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        _, stderr = process.communicate(timeout=60)
+        waited = time.monotonic() - stopped
+    finally:
+        for worker in workers:
+            with contextlib.suppress(psutil.Error):
+                worker.kill()
+        process.kill()
+    assert process.returncode == 2, stderr[-2000:]
+    assert "nothing finished within 4 s" in stderr and waited < 30, (waited, stderr[-2000:])
+    assert not output.exists()

@@ -19,6 +19,10 @@ class OutputBusy(PipelineError, RuntimeError):
     """Another live process is writing the same output."""
 
 
+class StallError(PipelineError, TimeoutError):
+    """No task finished for the stall timeout: the cluster's workers are gone, stopped or stuck."""
+
+
 class ConfigError(PipelineError, ValueError):
     """A setting of the wrong type or value: the message names the key and what was expected."""
 

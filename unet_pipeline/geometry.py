@@ -157,7 +157,17 @@ def tile_shape(geometry: UNetGeometry, chunks: Shape, requested: Shape, volume: 
 
 
 def plan_tiles(geometry: UNetGeometry, volume: Shape, tile: Shape) -> list[Tile]:
-    """Cover `volume` with non-overlapping output tiles of shape `tile` (clipped at the end).
+    """Every tile of `iter_tiles`, as a list."""
+    return list(iter_tiles(geometry, volume, tile))
+
+
+def tile_count(volume: Shape, tile: Shape) -> int:
+    """How many tiles of shape `tile` cover `volume`."""
+    return math.prod(-(-n // t) for n, t in zip(volume, tile))
+
+
+def iter_tiles(geometry: UNetGeometry, volume: Shape, tile: Shape) -> Iterator[Tile]:
+    """Cover `volume` with non-overlapping output tiles of shape `tile` (clipped at the end), lazily.
 
     Each tile's input region is its output region grown by the halo on model
     axes, plus the extra the network needs to reach a valid output size; it may
@@ -172,12 +182,10 @@ def plan_tiles(geometry: UNetGeometry, volume: Shape, tile: Shape) -> list[Tile]
         t if axis < spatial0 else geometry.smallest_output_at_least(t) for axis, t in enumerate(tile)
     )
     halo = tuple(0 if axis < spatial0 else geometry.halo for axis in range(len(volume)))
-    tiles = []
     for start in itertools.product(*(range(0, n, t) for n, t in zip(volume, tile))):
         output = Box(start, tuple(min(s + t, n) for s, t, n in zip(start, tile, volume)))
         network_box = Box(start, tuple(s + o for s, o in zip(start, network_output)))
-        tiles.append(Tile(output, network_box.grow(halo, halo), network_output))
-    return tiles
+        yield Tile(output, network_box.grow(halo, halo), network_output)
 
 
 def chunk_indices(box: Box, chunks: Shape) -> Iterator[Shape]:

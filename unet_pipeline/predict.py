@@ -21,7 +21,7 @@ import torch
 import zarr
 
 from . import cluster, content, io, provenance, resume, tasks
-from .geometry import Box, Shape, Tile, UNetGeometry, plan_tiles, tile_shape
+from .geometry import Box, Shape, Tile, UNetGeometry, iter_tiles, tile_count, tile_shape
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
 from .model import ModelConfig, UNet, activation_bytes, load_model, select_device, weights_hash
@@ -136,7 +136,7 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         shape = auto_tile(config, unit_shape, image.shape, memory_budget_mb << 20, batch_tiles)
     else:
         shape = tile_shape(config.geometry, unit_shape, tuple(tile), image.shape)
-    tiles = plan_tiles(config.geometry, image.shape, shape)
+    tiles = tile_count(image.shape, shape)
     layout = io.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
     key = resume.run_key(model=asdict(config), weights=weights_sha256, image=provenance.input_fingerprint(image_path), tile=shape,
                          layout=layout, dtype=dtype, amp=amp, tta=tta, compression=compression)
@@ -148,17 +148,19 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     with resume.resumable_image(output, key, create) as target:
         if target is None:  # e.g. finished by a job that a killed Snakemake left running
             print(f"predict: {output} is already complete for this model, input and settings", flush=True)
-            return {"tiles": len(tiles), "computed": 0, "resumed": len(tiles)}
-        todo = [t for t in tiles if resume.block_name(t.output.start) not in target.finished]
-        print(f"predict: {len(tiles)} tiles of {shape}, {len(tiles) - len(todo)} already done", flush=True)
+            return {"tiles": tiles, "computed": 0, "resumed": tiles}
+        resumed = len(target.finished)  # the records of this run are its finished tiles
+        todo = (t for t in iter_tiles(config.geometry, image.shape, shape)  # lazily: drawn wave by wave
+                if resume.block_name(t.output.start) not in target.finished)
+        print(f"predict: {tiles} tiles of {shape}, {resumed} already done", flush=True)
         job = Job(str(image_path), str(target.partial), str(checkpoint), checksum, device, amp, tta, dtype,
                   torch_threads, key)
         with cluster.connect(**cluster_settings, device=device, torch_threads=torch_threads) as client:
-            batches = [todo[i : i + batch_tiles] for i in range(0, len(todo), batch_tiles)]
-            tasks.run_tasks(client, run_tiles, batches, "predict tiles", stall_timeout_s, describe=_describe, weight=len,
+            tasks.run_tasks(client, run_tiles, tasks.batched(todo, batch_tiles), "predict tiles", stall_timeout_s,
+                            describe=_describe, weight=len, total=tiles - resumed,
                             resources={cluster.GPU: 1} if cluster.gpu_workers(client) else None, job=job)
             target.levels_written = io.write_pyramid(target.partial)  # on the cluster's workers, not in here
-        stats = {"tiles": len(tiles), "computed": len(todo), "resumed": len(tiles) - len(todo)}
+        stats = {"tiles": tiles, "computed": tiles - resumed, "resumed": resumed}
         settings = {"tile": list(shape), "batch_tiles": batch_tiles, "dtype": dtype, "amp": amp, "tta": tta,
                     "device": device, "torch_threads": torch_threads}
         io.set_attrs(target.partial, provenance=provenance.record(

@@ -16,6 +16,7 @@ class Meter:
         self.label, self.total, self.every_s = label, total, every_s
         self.done = 0
         self.start = self.last = time.monotonic()
+        print(f"{label}: 0{f'/{total}' if total else ''} (started)", file=sys.stderr, flush=True)
 
     def advance(self, count: int = 1) -> None:
         self.done += count

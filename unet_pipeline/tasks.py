@@ -1,48 +1,92 @@
-"""Run one function over many work items on a Dask cluster, with progress and a stall timeout."""
+"""Run one function over many work items on a Dask cluster: in bounded waves, with progress and a stall timeout."""
 
 from __future__ import annotations
 
+import itertools
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 from distributed import Client, as_completed
 
 from . import progress
-from .errors import PipelineError, storage_error
+from .errors import PipelineError, StallError, storage_error
+
+WAVE_MIN = 256  # items in flight at least ...
+WAVE_PER_THREAD = 8  # ... or this many per worker thread, whichever is more
 
 
-def run_tasks(client: Client, function: Callable[..., Any], items: Sequence[Any], label: str,
+def wave_size(client: Client) -> int:
+    """How many items run_tasks keeps submitted at once: enough to keep every worker thread busy (and an
+    adaptive cluster scaling), few enough that the scheduler's memory does not grow with the volume."""
+    return max(WAVE_MIN, WAVE_PER_THREAD * sum(client.nthreads().values()))
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of `size` consecutive items (the last one shorter), drawn lazily."""
+    source = iter(items)
+    while batch := list(itertools.islice(source, size)):
+        yield batch
+
+
+def run_tasks(client: Client, function: Callable[..., Any], items: Iterable[Any], label: str,
               stall_timeout_s: float, describe: Callable[[Any], str] = str,
               weight: Callable[[Any], int] = lambda item: 1, resources: dict[str, int] | None = None,
-              **kwargs: Any) -> list[Any]:
+              total: int | None = None, **kwargs: Any) -> list[Any]:
     """`function(item, **kwargs)` for every item on the cluster; the results in the order of `items`.
 
-    Each task is retried twice (e.g. when its worker dies). Stops with an error
-    naming the item (through `describe`) when one fails after its retries, or
-    when nothing finishes for `stall_timeout_s` seconds. Progress counts
-    `weight(item)` per finished item.
+    `items` may be a lazy iterable: they are drawn and submitted in bounded
+    waves (see `wave_size`), each finished item making room for the next, so
+    start-up and memory do not grow with their number. Each task is retried
+    twice (e.g. when its worker dies). Stops with an error naming the item
+    (through `describe`) when one fails after its retries, or when nothing
+    finishes for `stall_timeout_s` seconds. Progress counts `weight(item)` per
+    finished item, out of `total` (default: the sum over `items` when it is a
+    list).
     """
-    futures = client.map(function, items, retries=2, pure=False, resources=resources, **kwargs)
-    item_of = {future.key: item for future, item in zip(futures, items)}
-    meter = progress.Meter(label, sum(map(weight, items)))
-    finished = as_completed(futures)
+    if total is None and isinstance(items, list):
+        total = sum(map(weight, items))
+    meter = progress.Meter(label, total)
+    source = iter(items)
+    results: list[Any] = []
+    pending: dict[str, tuple[int, Any]] = {}  # future key -> (index in the results, item)
+    finished = as_completed()
+
+    def submit(count: int) -> None:
+        batch = list(itertools.islice(source, count))
+        if not batch:
+            return
+        futures = client.map(function, batch, retries=2, pure=False, resources=resources, **kwargs)
+        for item, future in zip(batch, futures):
+            pending[future.key] = (len(results), item)
+            results.append(None)
+            finished.add(future)
+
+    submit(wave_size(client))
     last_progress = time.monotonic()
     while not finished.is_empty():
         ready = finished.next_batch(block=False)
         if not ready:
             if time.monotonic() - last_progress > stall_timeout_s:
-                raise TimeoutError(f"{label}: nothing finished within {stall_timeout_s} s ({finished.count()} "
-                                   f"pending, {len(client.scheduler_info()['workers'])} workers): is the cluster alive?")
+                raise StallError(f"{label}: nothing finished within {stall_timeout_s} s ({finished.count()} "
+                                 f"pending, {len(client.scheduler_info()['workers'])} workers): is the cluster alive?")
             time.sleep(0.05)
             continue
         last_progress = time.monotonic()
         for future in ready:
             if future.status != "finished":
-                error = future.exception()
-                if isinstance(error, PipelineError):  # bad input the user can act on: keep its message and type
-                    raise type(error)(f"{describe(item_of[future.key])}: {error}") from error
-                if (storage := storage_error(error, describe(item_of[future.key]))) is not None:  # a full disk or a read-only location
-                    raise storage from error
-                raise RuntimeError(f"{describe(item_of[future.key])} failed after retries: {error!r}")
-            meter.advance(weight(item_of[future.key]))
-    return client.gather(futures)
+                _raise_failure(future, describe(pending[future.key][1]))
+        for future, value in zip(ready, client.gather(ready)):
+            index, item = pending.pop(future.key)
+            results[index] = value
+            meter.advance(weight(item))
+        submit(len(ready))
+    return results
+
+
+def _raise_failure(future: Any, what: str) -> None:
+    error = future.exception()
+    if isinstance(error, PipelineError):  # bad input the user can act on: keep its message and type
+        raise type(error)(f"{what}: {error}") from error
+    if (storage := storage_error(error, what)) is not None:  # a full disk or a read-only location
+        raise storage from error
+    raise RuntimeError(f"{what} failed after retries: {error!r}")
