@@ -24,9 +24,10 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from . import content, io, progress, pyramid
+from . import content, io, progress, pyramid, tasks
 
 KEY_FILE = "run_key"
+SLAB_WAVE = 256
 RECORDS = "blocks.done"  # not a Zarr node: readers of the image ignore it
 
 
@@ -98,7 +99,8 @@ def kept_complete(output: str | os.PathLike, stage: str) -> dict[str, int]:
 
 def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, int]:
     """Compute and write every slab of `source` (whole output chunks along z) not yet recorded in
-    `target`, in parallel on Dask's threads, recording each slab once written.
+    `target`, in parallel on Dask's threads, recording each slab once written. Slabs go in waves of
+    `SLAB_WAVE`, each computed from its own slice of `source`'s graph.
 
     Each slab also fills the pyramid levels it determines on its own (see
     `io.slab_levels`), so the pyramid need not read level 0 back.
@@ -106,8 +108,7 @@ def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, in
     array, slab = target.array, io.write_unit(target.array)[0]
     levels = io.slab_levels(target.partial)
     starts = range(0, source.shape[0], slab)
-    slabs = source.rechunk((slab, *source.shape[1:])).to_delayed().ravel()  # one graph, optimised once
-    todo = [(z, block) for z, block in zip(starts, slabs) if block_name((z,)) not in target.finished]
+    todo = [z for z in starts if block_name((z,)) not in target.finished]
     meter = progress.Meter(label, len(todo))
     counting = threading.Lock()
 
@@ -121,7 +122,10 @@ def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, in
         with counting:
             meter.advance()
 
-    dask.compute(*(dask.delayed(write)(block, z) for z, block in todo))
+    for wave in tasks.batched(todo, SLAB_WAVE):  # a small graph per wave: start-up does not grow with the volume
+        first = wave[0]
+        blocks = source[first : wave[-1] + slab].rechunk((slab, *source.shape[1:])).to_delayed().ravel()
+        dask.compute(*(dask.delayed(write)(blocks[(z - first) // slab], z) for z in wave))
     target.levels_written = len(levels)
     return {"blocks": len(starts), "computed": len(todo), "resumed": len(starts) - len(todo)}
 
