@@ -122,11 +122,16 @@ def test_a_complete_output_of_the_same_run_is_kept_and_any_change_recomputes(tmp
     assert run_predict(image, checkpoint, output, tta=True)["computed"] == 8
 
 
-def test_a_killed_ingest_resumes_at_the_first_missing_slab(tmp_path):
-    volume = np.random.default_rng(4).integers(0, 256, size=(600, 64, 64)).astype(np.uint8)
+def tiff_stack(tmp_path, sections: int, seed: int) -> tuple[np.ndarray, dict]:
+    """A random uint8 TIFF stack of 64 x 64 sections at tmp_path/stack.tif, and ingest settings for it."""
+    volume = np.random.default_rng(seed).integers(0, 256, size=(sections, 64, 64)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "stack.tif", volume)
-    options = dict(chunks=[1, 32, 32], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer",
-                   shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse")
+    return volume, dict(chunks=[1, 32, 32], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer",
+                        shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse")
+
+
+def test_a_killed_ingest_resumes_at_the_first_missing_slab(tmp_path):
+    volume, options = tiff_stack(tmp_path, 600, seed=4)
     output = tmp_path / "raw.ome.zarr"
     done_before = kill_after(stage_command("ingest", "raw", tmp_path / "stack.tif", output, **options), output, 50)
     assert not output.exists() and 50 <= done_before < 600
@@ -137,10 +142,7 @@ def test_a_killed_ingest_resumes_at_the_first_missing_slab(tmp_path):
 
 def test_an_ingest_killed_while_it_builds_the_pyramid_keeps_every_slab(tmp_path):
     """The records outlive the last step (the levels that halve z, built after every slab is written)."""
-    volume = np.random.default_rng(6).integers(0, 256, size=(400, 64, 64)).astype(np.uint8)
-    tifffile.imwrite(tmp_path / "stack.tif", volume)
-    options = dict(chunks=[1, 32, 32], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer",
-                   shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse")
+    volume, options = tiff_stack(tmp_path, 400, seed=6)
     output = tmp_path / "raw.ome.zarr"
     process = subprocess.Popen(stage_command("ingest", "raw", tmp_path / "stack.tif", output, **options),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

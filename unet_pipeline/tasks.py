@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -75,12 +76,34 @@ def run_tasks(client: Client, function: Callable[..., Any], items: Iterable[Any]
         for future in ready:
             if future.status != "finished":
                 _raise_failure(future, describe(pending[future.key][1]))
-        for future, value in zip(ready, client.gather(ready)):
+        for future, value in zip(ready, _gather_within(client, ready, stall_timeout_s, label)):
             index, item = pending.pop(future.key)
             results[index] = value
             meter.advance(weight(item))
         submit(len(ready))
     return results
+
+
+def _gather_within(client: Client, futures: list[Any], timeout_s: float, label: str) -> list[Any]:
+    """The results of finished tasks, fetched from their workers; a stall when that takes over `timeout_s` (a
+    worker that holds them is stopped: the fetch would wait forever, so it runs on a thread left behind)."""
+    fetched: dict[str, Any] = {}
+
+    def fetch() -> None:
+        try:
+            fetched["values"] = client.gather(futures)
+        except BaseException as err:  # handed to the caller below
+            fetched["error"] = err
+
+    thread = threading.Thread(target=fetch, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise StallError(f"{label}: the results of finished tasks did not arrive within {timeout_s} s: are the "
+                         "workers that hold them alive?")
+    if "error" in fetched:
+        raise fetched["error"]
+    return fetched["values"]
 
 
 def _raise_failure(future: Any, what: str) -> None:
