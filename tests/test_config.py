@@ -12,7 +12,7 @@ from snakemake.utils import validate
 
 from conftest import REPO
 from unet_pipeline import cli
-from unet_pipeline.settings import STAGES, stage_settings
+from unet_pipeline.settings import STAGES, run_settings, stage_settings
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -28,7 +28,9 @@ def test_every_stage_gets_exactly_its_function_arguments():
     stages = cli._stages()
     assert set(stages) == set(STAGES)
     for stage, (function, positionals) in stages.items():
-        assert sorted(stage_settings(config, stage)) == sorted(cli.setting_names(function, positionals)), stage
+        shaping, run = stage_settings(config, stage), run_settings(config, stage)
+        assert not set(shaping) & set(run), stage
+        assert sorted({**shaping, **run}) == sorted(cli.setting_names(function, positionals)), stage
 
 
 def test_schema_fills_defaults_for_a_minimal_config():
@@ -78,9 +80,9 @@ def test_cli_rejects_settings_with_unknown_or_missing_keys(tmp_path):
 
 
 def test_cli_names_a_missing_input(tmp_path):
-    settings = stage_settings(default_config(), "segment")
+    config = default_config()
     result = run_cli("segment", str(tmp_path / "nope.ome.zarr"), str(tmp_path / "out"), "--settings",
-                     json.dumps(settings))
+                     json.dumps(stage_settings(config, "segment")), "--run", json.dumps(run_settings(config, "segment")))
     assert result.returncode == 2
     assert "nope.ome.zarr: no such OME-Zarr image" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -133,3 +135,18 @@ def test_command_line_strings_are_typed_only_where_the_schema_wants_another_type
                                     "segment": {"merge_threshold": "auto", "tune_sections": None},
                                     "predict": {"tile": [1, 64, 64]}}
     assert typed({"train": {"iterations": "fifty"}}, schema) == {"train": {"iterations": "fifty"}}  # schema names it
+
+
+def test_every_run_only_setting_comes_from_a_run_only_config_key():
+    """What `--run` carries is exactly the cluster and Slurm blocks and the run-only keys of train and predict,
+    each of which the workflow test changes in turn."""
+    from test_workflow import RUN_ONLY_CHANGES
+
+    from unet_pipeline.settings import RUN_ONLY, RUN_ONLY_CONFIG
+
+    config = default_config()
+    changed = {(block, key) for block, key, _ in RUN_ONLY_CHANGES}
+    for block in RUN_ONLY_CONFIG:
+        assert {(block, key) for key in config[block]} <= changed, block
+    for stage in ("train", "predict"):
+        assert {(stage, key) for key in RUN_ONLY[stage] if key in config[stage]} <= changed, stage

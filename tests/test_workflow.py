@@ -172,3 +172,29 @@ def test_work_an_orphaned_job_finished_after_snakemake_was_killed_is_kept(tmp_pa
     assert "predict" not in scheduled_rules(rerun.stdout + rerun.stderr)
     assert io.image_attrs(probabilities)["provenance"]["finished"] == finished  # the orphan's output, kept
     assert (out / "segmentation.ome.zarr").exists() and (out / "report.html").exists()
+
+
+RUN_ONLY_CHANGES = [  # (config block, key, a new value): each changes only how a stage runs
+    ("cluster", "kind", "slurm"), ("cluster", "workers", 3), ("cluster", "threads_per_worker", 2),
+    ("cluster", "address", "tcp://10.0.0.1:8786"), ("cluster", "min_jobs", 2), ("cluster", "max_jobs", 9),
+    ("cluster", "job_cores", 8), ("cluster", "job_memory", "64GB"), ("cluster", "walltime", "12:00:00"),
+    ("cluster", "job_gpus", 2), ("cluster", "extra_directives", ["--constraint=a100"]), ("cluster", "interface", "ib0"),
+    ("cluster", "log_dir", "other-logs"), ("slurm", "partition", "gpu"), ("slurm", "account", "lab"),
+    ("slurm", "qos", "high"), ("slurm", "gpus", False), ("slurm", "runtime_factor", 5.0),
+    ("train", "threads", 2), ("train", "loader_workers", 3), ("train", "device", "cpu"),
+    ("predict", "batch_tiles", 4), ("predict", "memory_budget_mb", 512), ("predict", "device", "cpu"),
+    ("predict", "torch_threads", 2), ("predict", "stall_timeout_s", 99),
+]
+
+
+def test_changing_how_a_stage_runs_never_reruns_finished_work(tiny_run):
+    """Every run-only key in turn (threads, workers, device, cluster, Slurm placement, timeouts): `snakemake -n`
+    has nothing to do."""
+    workdir, _ = tiny_run
+    try:
+        for block, key, value in RUN_ONLY_CHANGES:
+            changed = {**TINY, block: {**TINY.get(block, {}), key: value}}
+            (workdir / "config.yaml").write_text(yaml.safe_dump(changed))
+            assert planned_jobs(workdir) == set(), f"{block}.{key} = {value!r} reran work"
+    finally:
+        (workdir / "config.yaml").write_text(yaml.safe_dump(TINY))

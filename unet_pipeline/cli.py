@@ -1,8 +1,10 @@
 """`unet-pipeline <stage>`: one subcommand per pipeline stage.
 
 Each stage takes its input and output paths as arguments and its settings as
-one JSON object (`--settings`), whose keys are the stage function's keyword
-arguments; the Snakemake rules build it from the config.
+JSON objects whose keys are the stage function's keyword arguments: those
+that shape the output in `--settings`, those that only shape the run
+(threads, device, cluster, timeouts) in `--run`; every key in one of the two.
+The Snakemake rules build both from the config (see `settings`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
+from .errors import ConfigError, PipelineError, storage_error
 
 
 VERIFY_HELP = ("Decode every chunk of an image's level 0 again and compare it with the hashes its writer "
@@ -52,18 +55,28 @@ def setting_names(function: Callable[..., Any], paths: Sequence[str]) -> list[st
     return [name for name in inspect.signature(function).parameters if name not in paths]
 
 
-def _parse_settings(text: str, stage: str, expected: list[str]) -> dict[str, Any]:
+def _json_object(text: str, option: str, stage: str) -> dict[str, Any]:
     try:
-        settings = json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"--settings for {stage} is not valid JSON: {err}") from err
-    if not isinstance(settings, dict):
-        raise ValueError(f"--settings for {stage} must be a JSON object")
-    missing, unknown = set(expected) - set(settings), set(settings) - set(expected)
+        raise ConfigError(f"{option} for {stage} is not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option} for {stage} must be a JSON object")
+    return value
+
+
+def _parse_settings(text: str, run_text: str, stage: str, expected: list[str]) -> dict[str, Any]:
+    """The keyword arguments of a stage from its --settings and --run objects (each key in exactly one)."""
+    settings, run = _json_object(text, "--settings", stage), _json_object(run_text, "--run", stage)
+    both = set(settings) & set(run)
+    if both:
+        raise ConfigError(f"--settings and --run for {stage} both set {sorted(both)}")
+    given = {**settings, **run}
+    missing, unknown = set(expected) - set(given), set(given) - set(expected)
     if missing or unknown:
-        raise ValueError(f"--settings for {stage}: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}; "
-                         f"expected exactly {expected}")
-    return settings
+        raise ConfigError(f"--settings and --run for {stage}: missing keys {sorted(missing)}, unknown keys "
+                          f"{sorted(unknown)}; expected exactly {expected}")
+    return given
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(stage, help=doc, description=f"{doc}\n\n--settings keys: {', '.join(names)}")
         for path in paths:
             command.add_argument(path, **({"choices": ["raw", "labels"]} if path == "kind" else {}))
-        command.add_argument("--settings", required=True, help=f"JSON object with keys: {', '.join(names)}")
+        command.add_argument("--settings", required=True, help="JSON object of the settings that shape the output")
+        command.add_argument("--run", default="{}", help="JSON object of the settings that only shape the run "
+                             f"(every key of {', '.join(names)} is in one of the two)")
     return parser
 
 
@@ -148,7 +163,6 @@ def _numbers(text: str, kind: type) -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .errors import PipelineError, storage_error
     from .io import set_on_busy
     from .setting_types import check_settings
 
@@ -164,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return verify(args.path, args.other)
         else:
             function, paths = _stages()[args.stage]
-            settings = _parse_settings(args.settings, args.stage, setting_names(function, paths))
+            settings = _parse_settings(args.settings, args.run, args.stage, setting_names(function, paths))
             check_settings(function, settings, args.stage)
             function(*(getattr(args, path) for path in paths), **settings)
     except (PipelineError, ValueError, FileNotFoundError) as err:

@@ -1,16 +1,50 @@
 """Map the validated pipeline config onto each stage's settings (the keyword arguments
-of the stage function). Snakemake rules pass these as JSON to `unet-pipeline <stage>`;
-a stage's rule reruns exactly when its settings change."""
+of the stage function), split in two:
+
+- what shapes the output (`stage_settings`): the rule's params, so a change
+  reruns exactly that stage and what depends on it, and part of the stage's
+  run key;
+- what only shapes the run (`run_settings`: threads, loader workers, device,
+  batching, memory budget, cluster and Slurm placement, timeouts): passed on
+  the command line outside the params, so changing it never reruns finished
+  work (a finished run moves between a laptop and a cluster for free).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 STAGES = ("ingest", "preprocess", "weights", "train", "predict", "segment", "evaluate", "report")
+RUN_ONLY: dict[str, tuple[str, ...]] = {  # per stage: the settings that change how it runs, not what it writes
+    "train": ("threads", "loader_workers", "device"),
+    "predict": ("batch_tiles", "memory_budget_mb", "device", "torch_threads", "stall_timeout_s", "cluster_settings"),
+    "segment": ("cluster_settings", "stall_timeout_s"),
+    "evaluate": ("cluster_settings", "stall_timeout_s"),
+}
+RUN_ONLY_CONFIG = ("cluster", "slurm")  # config blocks that only shape runs
 
 
 def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
-    """The settings of `stage` from a config that the schema has validated and filled with defaults."""
+    """The settings of `stage` that shape its output (see the module docstring)."""
+    return {key: value for key, value in _settings(config, stage).items() if key not in RUN_ONLY.get(stage, ())}
+
+
+def run_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
+    """The settings of `stage` that only shape how it runs."""
+    every = _settings(config, stage)
+    return {key: every[key] for key in RUN_ONLY.get(stage, ())}
+
+
+def shown_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without what only shapes runs: what the report shows (and reruns on)."""
+    shown = {key: value for key, value in config.items() if key not in RUN_ONLY_CONFIG}
+    for section in ("train", "predict"):
+        shown[section] = {key: value for key, value in config[section].items() if key not in RUN_ONLY[section]}
+    return shown
+
+
+def _settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
+    """Every keyword argument of `stage` from a config that the schema has validated and filled with defaults."""
     compression = config["storage"]["compression"]
     if stage == "ingest":
         data = config["data"]
@@ -38,7 +72,7 @@ def stage_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
                 "threshold": config["segment"]["threshold"], "baseline_raw": raw, "block": config["segment"]["block"],
                 "context": config["segment"]["context"], **_cpu_cluster(config)}
     if stage == "report":
-        return {**config["report"], "config": config}
+        return {**config["report"], "config": shown_config(config)}
     raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
 
 

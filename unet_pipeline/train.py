@@ -32,6 +32,7 @@ from .evaluate import section_table
 from .inference import predict_in_memory
 from .model import ModelConfig, UNet, save_checkpoint, select_device
 from .labeling import label_components
+from .settings import RUN_ONLY
 from .train_data import TileSource, batches, check_source
 
 LOG_FIELDS = ["iteration", "loss", "learning_rate", "seconds", "val_loss", "val_pixel_error", "val_rand_error"]
@@ -111,7 +112,8 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
             opt, lambda i: schedule_factor(schedule, i, iterations, step_size, gamma))
         scaler = torch.amp.GradScaler(target_device.type, enabled=amp == "fp16" and target_device.type == "cuda")
         state_dir = Path(checkpoint_path).parent / "state"
-        key = resume.run_key(settings=settings, norm=provenance.input_fingerprint(norm_path),
+        shaping = {key: value for key, value in settings.items() if key not in RUN_ONLY["train"]}
+        key = resume.run_key(settings=shaping, norm=provenance.input_fingerprint(norm_path),
                              labels=provenance.input_fingerprint(labels_path), weights=provenance.input_fingerprint(weights_path))
         state = _load_state(state_dir, key)
         rows: list[dict[str, Any]] = []

@@ -3,7 +3,7 @@ import json
 import os
 
 from unet_pipeline.resources import stage_resources
-from unet_pipeline.settings import stage_settings
+from unet_pipeline.settings import RUN_ONLY, run_settings, stage_settings
 from unet_pipeline.sources import source_file
 
 RESULTS = f"{config['results_dir']}/{config['name']}"
@@ -33,6 +33,12 @@ def source_on_disk(kind):
 def settings(stage):
     """The stage settings as JSON, passed as params so that a change reruns exactly that stage."""
     return json.dumps(stage_settings(config, stage), sort_keys=True)
+
+
+# Settings that only shape how a stage runs (threads, device, cluster, Slurm placement, timeouts): formatted
+# into the shell command as `--run {RUN[stage]:q}`, outside the params, so changing them never reruns a
+# finished stage (Snakemake's code trigger compares the command's template, not its values).
+RUN = {stage: json.dumps(run_settings(config, stage), sort_keys=True) for stage in RUN_ONLY}
 
 
 def resources_of(stage):
