@@ -9,7 +9,11 @@ from unet_pipeline.config_values import type_command_line_values
 min_version("9.0")
 
 
-configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+# The demo config applies only when no --configfile is given: a user's config then gets the schema's
+# defaults for the keys it leaves out (as config/README.md lists them), not the demo's values.
+if not workflow.overwrite_configfiles:
+
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 type_command_line_values(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))

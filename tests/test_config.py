@@ -150,3 +150,19 @@ def test_every_run_only_setting_comes_from_a_run_only_config_key():
         assert {(block, key) for key in config[block]} <= changed, block
     for stage in ("train", "predict"):
         assert {(stage, key) for key in RUN_ONLY[stage] if key in config[stage]} <= changed, stage
+
+
+def test_a_user_config_gets_the_schema_defaults_not_the_demo_values(tmp_path):
+    """A --configfile without the section keys: evaluate scores every section and training validates on none,
+    as config/README.md says (the demo config would give [12, 16], [0, 10] and [10, 12])."""
+    (tmp_path / "user.yaml").write_text(yaml.safe_dump({"name": "user", "data": {"synthetic": {"shape": [20, 64, 64]}}}))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--printshellcmds", "--cores", "2",
+                             "--directory", str(tmp_path), "--configfile", str(tmp_path / "user.yaml")],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    prefix = "unet-pipeline --on-busy wait "
+    commands = {line.split(prefix)[1].split()[0]: line for line in result.stdout.splitlines() if prefix in line}
+    evaluate = json.loads(commands["evaluate"].split("--settings ")[1].split(" --run")[0].strip("'"))
+    train = json.loads(commands["train"].split("--settings ")[1].split(" --run")[0].strip("'"))
+    assert evaluate["sections"] is None
+    assert train["sections"] == [0, 12] and train["validation_sections"] is None
