@@ -35,12 +35,10 @@ def settings(stage):
     return json.dumps(stage_settings(config, stage), sort_keys=True)
 
 
-# Settings that only shape how a stage runs (threads, device, cluster, Slurm placement, timeouts): formatted
-# into the shell command as `--run {RUN[stage]:q}`, outside the params, so changing them never reruns a
-# finished stage (Snakemake's code trigger compares the command's template, not its values).
-RUN = {stage: json.dumps(run_settings(config, stage), sort_keys=True) for stage in RUN_ONLY}
-
-
 def resources_of(stage):
-    """Memory, run time, CPUs, GPUs and Slurm placement of a stage's job, derived from the config."""
-    return stage_resources(config, stage)
+    """Memory, run time, CPUs, GPUs and Slurm placement of a stage's job, derived from the config; for a stage
+    with settings that only shape how it runs (threads, device, cluster, timeouts), those too, as the JSON
+    resource `run_settings` passed on as `--run`. Resources are no rerun trigger, so changing these never
+    reruns a finished stage."""
+    how = {"run_settings": json.dumps(run_settings(config, stage), sort_keys=True)} if stage in RUN_ONLY else {}
+    return {**stage_resources(config, stage), **how}

@@ -17,4 +17,4 @@ rule evaluate:
         ENV
     shell:
         "unet-pipeline --on-busy wait evaluate {input.segmentation:q} {input.probabilities:q} {input.labels:q}"
-        " {output.metrics:q} --settings {params.settings:q} --run {RUN[evaluate]:q} > {log:q} 2>&1"
+        " {output.metrics:q} --settings {params.settings:q} --run {resources.run_settings:q} > {log:q} 2>&1"

@@ -15,4 +15,4 @@ rule predict:
         ENV
     shell:
         "unet-pipeline --on-busy wait predict {input.image:q} {input.checkpoint:q} {output:q}"
-        " --settings {params.settings:q} --run {RUN[predict]:q} > {log:q} 2>&1"
+        " --settings {params.settings:q} --run {resources.run_settings:q} > {log:q} 2>&1"

@@ -14,4 +14,4 @@ rule segment:
     conda:
         ENV
     shell:
-        "unet-pipeline --on-busy wait segment {input.probabilities:q} {output:q} --settings {params.settings:q} --run {RUN[segment]:q} > {log:q} 2>&1"
+        "unet-pipeline --on-busy wait segment {input.probabilities:q} {output:q} --settings {params.settings:q} --run {resources.run_settings:q} > {log:q} 2>&1"

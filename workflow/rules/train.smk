@@ -17,4 +17,4 @@ rule train:
         ENV
     shell:
         "unet-pipeline --on-busy wait train {input.norm:q} {input.labels:q} {input.weights:q} {output.checkpoint:q}"
-        " {output.log:q} --settings {params.settings:q} --run {RUN[train]:q} > {log:q} 2>&1"
+        " {output.log:q} --settings {params.settings:q} --run {resources.run_settings:q} > {log:q} 2>&1"
