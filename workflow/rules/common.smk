@@ -2,7 +2,7 @@
 import json
 import os
 
-from unet_pipeline.resources import stage_resources
+from unet_pipeline.resources import stage_resources, stage_threads
 from unet_pipeline.settings import RUN_ONLY, run_settings, stage_settings
 from unet_pipeline.sources import source_file
 
@@ -36,6 +36,11 @@ def source_on_disk(kind):
 def settings(stage):
     """The stage settings as JSON, passed as params so that a change reruns exactly that stage."""
     return json.dumps(stage_settings(config, stage), sort_keys=True)
+
+
+def threads_of(stage):
+    """The CPU threads of a stage's job (also its Slurm cpus_per_task)."""
+    return stage_threads(config, stage)
 
 
 def resources_of(stage):

@@ -6,7 +6,7 @@ rule predict:
         directory(result("probabilities.ome.zarr")),
     params:
         settings=settings("predict"),
-    threads: config["cluster"]["workers"] * config["cluster"]["threads_per_worker"] * config["predict"]["torch_threads"]
+    threads: threads_of("predict")
     resources:
         **resources_of("predict"),
     log:

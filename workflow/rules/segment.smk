@@ -6,7 +6,7 @@ rule segment:
         directory(result("segmentation.ome.zarr")),
     params:
         settings=settings("segment"),
-    threads: config["cluster"]["workers"] * config["cluster"]["threads_per_worker"]
+    threads: threads_of("segment")
     resources:
         **resources_of("segment"),
     log:

@@ -8,7 +8,7 @@ rule train:
         log=result("model/train_log.csv"),
     params:
         settings=settings("train"),
-    threads: config["train"]["threads"]
+    threads: threads_of("train")
     resources:
         **resources_of("train"),
     log:
