@@ -166,3 +166,17 @@ def test_a_user_config_gets_the_schema_defaults_not_the_demo_values(tmp_path):
     train = json.loads(commands["train"].split("--settings ")[1].split(" --run")[0].strip("'"))
     assert evaluate["sections"] is None
     assert train["sections"] == [0, 12] and train["validation_sections"] is None
+
+
+def test_the_cli_turns_only_pipeline_errors_into_exit_2(tmp_path, monkeypatch, capsys):
+    """A bad value is a one-line message with exit status 2; a bug (any other exception) keeps its traceback."""
+    assert cli.main(["synth", str(tmp_path / "s"), "--shape", "16,256"]) == 2
+    assert "expected three positive numbers Z,Y,X, got '16,256'" in capsys.readouterr().err
+
+    def broken(output: str, flag: int) -> None:
+        """A stage with a bug."""
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(cli, "_stages", lambda: {"ingest": (broken, ("output",))})
+    with pytest.raises(ValueError, match="a bug, not bad input"):
+        cli.main(["ingest", str(tmp_path / "o"), "--settings", '{"flag": 1}'])

@@ -23,6 +23,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .region_graph import COUNT, mean_boundary
+from .errors import ConfigError
 
 Solver = Callable[[np.ndarray, np.ndarray, int, float], np.ndarray]
 EPSILON = 1e-4  # keeps the multicut's log-odds finite
@@ -75,7 +76,7 @@ SOLVERS: dict[str, Solver] = {"union": union, "mean_threshold": mean_threshold, 
 def solve(name: str, edges: np.ndarray, stats: np.ndarray, nodes: int, threshold: float) -> np.ndarray:
     """The segment of each node under the solver `name` (one of SOLVERS)."""
     if name not in SOLVERS:
-        raise ValueError(f"segment.agglomeration must be one of {sorted(SOLVERS)}, got {name!r}")
+        raise ConfigError(f"segment.agglomeration must be one of {sorted(SOLVERS)}, got {name!r}")
     return SOLVERS[name](np.asarray(edges, dtype=np.int64).reshape(-1, 2), stats, nodes, threshold)
 
 

@@ -155,9 +155,9 @@ def _numbers(text: str, kind: type) -> list[Any]:
     try:
         values = [kind(part) for part in text.split(",")]
     except ValueError as err:
-        raise ValueError(f"expected three comma-separated numbers like 16,256,256, got {text!r}") from err
+        raise ConfigError(f"expected three comma-separated numbers like 16,256,256, got {text!r}") from err
     if len(values) != 3 or min(values) <= 0:
-        raise ValueError(f"expected three positive numbers Z,Y,X, got {text!r}")
+        raise ConfigError(f"expected three positive numbers Z,Y,X, got {text!r}")
     return values
 
 
@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = _parse_settings(args.settings, args.run, args.stage, setting_names(function, paths))
             check_settings(function, settings, args.stage)
             function(*(getattr(args, path) for path in paths), **settings)
-    except (PipelineError, ValueError, FileNotFoundError) as err:
+    except PipelineError as err:  # the user can act on these; anything else is a bug and keeps its traceback
         print(f"unet-pipeline {args.stage}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:

@@ -22,6 +22,8 @@ from typing import Any, Iterator
 import dask
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
+from .errors import ConfigError
+
 GPU = "GPU"
 
 
@@ -110,7 +112,7 @@ def connect(kind: str, workers: int, threads_per_worker: int, address: str | Non
     """A client on the configured cluster; a cluster started here is shut down on exit (Slurm jobs cancelled)."""
     if kind == "address":
         if not address:
-            raise ValueError("cluster.kind is 'address' but cluster.address is empty")
+            raise ConfigError("cluster.kind is 'address' but cluster.address is empty")
         with Client(address) as client:
             _announce(client)
             yield client
@@ -122,7 +124,7 @@ def connect(kind: str, workers: int, threads_per_worker: int, address: str | Non
             yield client
         return
     if kind != "local":
-        raise ValueError(f"unknown cluster.kind {kind!r}: expected 'local', 'slurm' or 'address'")
+        raise ConfigError(f"unknown cluster.kind {kind!r}: expected 'local', 'slurm' or 'address'")
     with local_cluster(workers, threads_per_worker, device, torch_threads) as cluster, Client(cluster) as client:
         _announce(client)
         yield client

@@ -37,7 +37,7 @@ from . import cluster, io, metrics, provenance
 from .blocks import Block, aligned_block_shape
 from .blockwise import Mask, Runner, Work, components, open_array, read_cell_probability
 from .preprocess import FLOAT_BINS
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 SECTION_FIELDS = ["section", "pixel_error", "rand_error", "rand_split", "rand_merge", "info_error",
                   "variation_of_information", "warping_error", "membrane_dice", "membrane_jaccard"]
@@ -187,7 +187,7 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
             raise InputError(f"{path}: shape {array.shape} does not match the labels' {labels.shape}")
     first, last = sections or (0, labels.shape[0])
     if not 0 <= first < last <= labels.shape[0]:
-        raise ValueError(f"evaluation sections [{first}, {last}) do not fit a volume of {labels.shape[0]} sections")
+        raise ConfigError(f"evaluation sections [{first}, {last}) do not fit a volume of {labels.shape[0]} sections")
     chunks = io.write_unit(labels)
     block_shape = aligned_block_shape((1, *block[1:]), chunks, labels.shape)
     work_dir = Path(str(output) + ".work")

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterator
 
+from .errors import ConfigError
+
 Shape = tuple[int, ...]
 
 
@@ -72,9 +74,9 @@ class UNetGeometry:
 
     def __post_init__(self) -> None:
         if self.padding not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
+            raise ConfigError(f"padding must be 'valid' or 'same', got {self.padding!r}")
         if self.depth < 0 or self.ndim not in (2, 3):
-            raise ValueError(f"need depth >= 0 and ndim 2 or 3, got depth {self.depth}, ndim {self.ndim}")
+            raise ConfigError(f"need depth >= 0 and ndim 2 or 3, got depth {self.depth}, ndim {self.ndim}")
 
     @property
     def stride(self) -> int:
@@ -93,7 +95,7 @@ class UNetGeometry:
         """Exact output length for an input length, or ValueError if that input is not valid."""
         if self.padding == "same":
             if input_size % self.stride or input_size <= 2 * self.halo:
-                raise ValueError(f"input size {input_size} is not valid for a same-padded depth-{self.depth} "
+                raise ConfigError(f"input size {input_size} is not valid for a same-padded depth-{self.depth} "
                                  f"U-Net: it must be a multiple of {self.stride} above {2 * self.halo}")
             return input_size - 2 * self.halo
         n = input_size
@@ -109,7 +111,7 @@ class UNetGeometry:
         for _ in range(self.depth):
             n = 2 * n - 4
         if n < 4:
-            raise ValueError(f"input size {input_size} is too small for a depth-{self.depth} U-Net")
+            raise ConfigError(f"input size {input_size} is too small for a depth-{self.depth} U-Net")
         return n
 
     def smallest_output_at_least(self, size: int) -> int:

@@ -17,6 +17,7 @@ import torch
 from .geometry import plan_tiles, tile_shape
 from .mirror import read_mirrored
 from .model import UNet, center_crop
+from .errors import ConfigError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -25,7 +26,7 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
     if amp == "none":
         return contextlib.nullcontext()
     if amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {amp!r}")
+        raise ConfigError(f"amp must be 'none', 'bf16' or 'fp16', got {amp!r}")
     return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp])
 
 

@@ -28,7 +28,7 @@ from ome_zarr.writer import write_multiscales_metadata
 
 from . import pyramid
 from .chunk_files import CheckedReads, require_all_chunks
-from .errors import InputError, OutputBusy
+from .errors import ConfigError, InputError, OutputBusy
 from .geometry import Shape
 
 LEVEL0 = "0"
@@ -46,7 +46,7 @@ def make_compressor(settings: dict[str, Any], zarr_format: int = 2) -> Any:
     """The compressor of the config's `storage.compression` block, as numcodecs (Zarr 2) or zarr (Zarr 3) codec."""
     codec = settings["codec"]
     if codec not in ("blosc", "zstd"):
-        raise ValueError(f"unknown codec {codec!r}: expected 'blosc' or 'zstd'")
+        raise ConfigError(f"unknown codec {codec!r}: expected 'blosc' or 'zstd'")
     if zarr_format == 3:
         if codec == "zstd":
             return zarr.codecs.ZstdCodec(level=settings["level"])
@@ -98,7 +98,7 @@ def create_image(
     """
     fmt, zarr_format = NGFF_VERSIONS[ngff]
     if shards is not None and zarr_format != 3:
-        raise ValueError(f"{path}: shards need NGFF 0.5 (Zarr format 3), got NGFF {ngff}")
+        raise ConfigError(f"{path}: shards need NGFF 0.5 (Zarr format 3), got NGFF {ngff}")
     group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
     spatial = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
     axes = spatial if channels is None else [{"name": "c", "type": "channel"}, *spatial]
@@ -107,7 +107,7 @@ def create_image(
     full_shards = None
     if shards is not None:
         if any(s % c for s, c in zip(shards, chunks)):
-            raise ValueError(f"{path}: shards {list(shards)} must be multiples of the chunks {list(chunks)}")
+            raise ConfigError(f"{path}: shards {list(shards)} must be multiples of the chunks {list(chunks)}")
         # a shard never larger than the volume (rounded up to whole chunks)
         full_shards = lead + tuple(min(s, -(-n // c) * c) for s, n, c in zip(shards, shape, full_chunks))
     array = create_level(group, LEVEL0, lead + tuple(shape), lead + full_chunks, dtype,
@@ -294,7 +294,7 @@ def set_on_busy(policy: str) -> None:
     Snakemake, whose work the rerun should take over rather than fail on.
     """
     if policy not in BUSY_POLICIES:
-        raise ValueError(f"on_busy must be one of {BUSY_POLICIES}, got {policy!r}")
+        raise ConfigError(f"on_busy must be one of {BUSY_POLICIES}, got {policy!r}")
     _policy["on_busy"] = policy
 
 

@@ -13,6 +13,8 @@ from typing import Iterator, Literal
 import cc3d
 import numpy as np
 
+from .errors import ConfigError
+
 Mode = Literal["2d", "3d"]
 CONNECTIVITIES = {"2d": (4, 8), "3d": (6, 18, 26)}
 FACE_CONNECTIVITY = {"2d": 4, "3d": 6}
@@ -20,9 +22,9 @@ FACE_CONNECTIVITY = {"2d": 4, "3d": 6}
 
 def check_connectivity(mode: str, connectivity: int) -> None:
     if mode not in CONNECTIVITIES:
-        raise ValueError(f"segment.mode must be '2d' or '3d', got {mode!r}")
+        raise ConfigError(f"segment.mode must be '2d' or '3d', got {mode!r}")
     if connectivity not in CONNECTIVITIES[mode]:
-        raise ValueError(f"segment.connectivity must be one of {CONNECTIVITIES[mode]} in {mode}, got {connectivity}")
+        raise ConfigError(f"segment.connectivity must be one of {CONNECTIVITIES[mode]} in {mode}, got {connectivity}")
 
 
 def forward_offsets(mode: str, connectivity: int) -> list[tuple[int, int, int]]:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from .errors import InputError
+
 
 @dataclass
 class Contingency:
@@ -82,7 +84,7 @@ def rand_scores(table: Contingency) -> dict[str, float]:
     joint, proposal, truth, singletons = table.arrays()
     truth_pairs = int(np.sum(truth**2))
     if truth_pairs == 0:
-        raise ValueError("the ground truth has no foreground: the foreground-restricted scores are undefined")
+        raise InputError("the ground truth has no foreground: the foreground-restricted scores are undefined")
     joint_pairs = int(np.sum(joint**2)) + singletons
     proposal_pairs = int(np.sum(proposal**2)) + singletons
     split, merge = joint_pairs / truth_pairs, joint_pairs / proposal_pairs
@@ -100,7 +102,7 @@ def info_scores(table: Contingency) -> dict[str, float]:
     joint, proposal, truth, singletons = table.arrays()
     total = int(truth.sum())
     if total == 0:
-        raise ValueError("the ground truth has no foreground: the foreground-restricted scores are undefined")
+        raise InputError("the ground truth has no foreground: the foreground-restricted scores are undefined")
     h_s = _entropy(proposal, total, singletons)
     h_t = _entropy(truth, total, 0)
     h_st = _entropy(joint, total, singletons)

@@ -20,6 +20,7 @@ from torch import nn
 
 from .geometry import UNetGeometry
 from .io import InputError
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"unknown model keys {sorted(unknown)}; expected some of {sorted(known)}")
+            raise ConfigError(f"unknown model keys {sorted(unknown)}; expected some of {sorted(known)}")
         return cls(**values)
 
 
@@ -61,7 +62,7 @@ def _norm(kind: str, ndim: int, channels: int) -> nn.Module:
         return (nn.BatchNorm2d if ndim == 2 else nn.BatchNorm3d)(channels)
     if kind == "group":
         return nn.GroupNorm(math.gcd(8, channels), channels)
-    raise ValueError(f"model.norm must be 'none', 'batch' or 'group', got {kind!r}")
+    raise ConfigError(f"model.norm must be 'none', 'batch' or 'group', got {kind!r}")
 
 
 def _layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module]]:
@@ -69,7 +70,7 @@ def _layers(ndim: int) -> tuple[type[nn.Module], type[nn.Module], type[nn.Module
         return nn.Conv2d, nn.MaxPool2d, nn.ConvTranspose2d
     if ndim == 3:
         return nn.Conv3d, nn.MaxPool3d, nn.ConvTranspose3d
-    raise ValueError(f"model.ndim must be 2 or 3, got {ndim}")
+    raise ConfigError(f"model.ndim must be 2 or 3, got {ndim}")
 
 
 class _DoubleConv(nn.Sequential):

@@ -41,7 +41,7 @@ from .labeling import FACE_CONNECTIVITY, check_connectivity, forward_offsets
 from .region_graph import block_edges, quantize
 from .stitching import face_axes, face_views, outside_layer, stitch_pairs
 from .tune import choose_merge_threshold
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 Method = Literal["components", "watershed", "agglomerate"]
 METHODS = ("components", "watershed", "agglomerate")
@@ -66,13 +66,13 @@ class Settings:
 
     def check(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"segment.method must be one of {METHODS}, got {self.method!r}")
+            raise ConfigError(f"segment.method must be one of {METHODS}, got {self.method!r}")
         check_connectivity(self.mode, self.connectivity)
         if self.agglomeration not in agglomerate.SOLVERS:
-            raise ValueError(f"segment.agglomeration must be one of {sorted(agglomerate.SOLVERS)}, "
+            raise ConfigError(f"segment.agglomeration must be one of {sorted(agglomerate.SOLVERS)}, "
                              f"got {self.agglomeration!r}")
         if self.tuned and not (self.tune_sections and self.merge_thresholds):
-            raise ValueError("segment.merge_threshold 'auto' needs segment.tune_sections and segment.merge_thresholds")
+            raise ConfigError("segment.merge_threshold 'auto' needs segment.tune_sections and segment.merge_thresholds")
 
     @property
     def tuned(self) -> bool:
@@ -259,7 +259,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
                         min_size)
     settings.check()
     if settings.tuned and labels is None:
-        raise ValueError("segment.merge_threshold 'auto' needs the labels to tune on")
+        raise ConfigError("segment.merge_threshold 'auto' needs the labels to tune on")
     probabilities = io.open_input(probabilities_path)
     if probabilities.ndim != 4 or probabilities.shape[0] <= CELL_CHANNEL:
         raise InputError(f"{probabilities_path}: expected class probabilities (c, z, y, x) with a cell channel, "

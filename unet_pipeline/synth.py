@@ -12,12 +12,13 @@ import numpy as np
 from scipy import ndimage
 
 from .geometry import Shape
+from .errors import ConfigError
 
 
 def synthetic_volume(shape: Shape, seed: int, cell_diameter: float = 40.0) -> tuple[np.ndarray, np.ndarray]:
     """Return (raw uint8, instance labels uint32; 0 = membrane) of shape (z, y, x)."""
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"synthetic shape must be three positive sizes (z, y, x), got {shape}")
+        raise ConfigError(f"synthetic shape must be three positive sizes (z, y, x), got {shape}")
     rng = np.random.default_rng(seed)
     labels = _cell_labels(shape, rng, cell_diameter)
     raw = _render(labels, rng, cell_diameter)

@@ -34,6 +34,7 @@ from .model import ModelConfig, UNet, save_checkpoint, select_device
 from .labeling import label_components
 from .settings import RUN_ONLY
 from .train_data import TileSource, batches, check_source
+from .errors import ConfigError
 
 LOG_FIELDS = ["iteration", "loss", "learning_rate", "seconds", "val_loss", "val_pixel_error", "val_rand_error"]
 
@@ -58,7 +59,7 @@ def schedule_factor(kind: str, iteration: int, iterations: int, step_size: int, 
         return gamma ** (iteration // step_size)
     if kind == "cosine":
         return 0.5 * (1 + math.cos(math.pi * iteration / iterations))
-    raise ValueError(f"unknown train.schedule {kind!r}: expected constant, step or cosine")
+    raise ConfigError(f"unknown train.schedule {kind!r}: expected constant, step or cosine")
 
 
 def validate(network: UNet, image: Any, labels: Any, weights: Any, sections: list[int], tile: int) -> dict:
@@ -100,7 +101,7 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
                             batch_size, foreground_bias, AugmentSettings(**augment), seed)
         shape = check_source(source)
         if validation_sections and not 0 <= validation_sections[0] < validation_sections[1] <= shape[0]:
-            raise ValueError(f"train.validation_sections {validation_sections} do not fit {shape[0]} sections")
+            raise ConfigError(f"train.validation_sections {validation_sections} do not fit {shape[0]} sections")
         torch.set_num_threads(threads)
         target_device = select_device(device)
         torch.manual_seed(seed)

@@ -19,7 +19,7 @@ from .augment import AugmentSettings, augment_tile
 from .cells import cell_mask
 from .geometry import Box, UNetGeometry
 from .mirror import read_mirrored
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,9 @@ def check_source(source: TileSource) -> tuple[int, ...]:
             raise InputError(f"{path}: {name} shape {shape} differs from the image's {image.shape}")
     first, last = source.sections
     if not 0 <= first < last <= image.shape[0]:
-        raise ValueError(f"train.sections [{first}, {last}) do not fit a volume of {image.shape[0]} sections")
+        raise ConfigError(f"train.sections [{first}, {last}) do not fit a volume of {image.shape[0]} sections")
     if source.geometry.ndim == 3 and last - first < source.output_size:
-        raise ValueError(f"a 3D tile needs {source.output_size} training sections, train.sections has {last - first}")
+        raise ConfigError(f"a 3D tile needs {source.output_size} training sections, train.sections has {last - first}")
     return image.shape
 
 

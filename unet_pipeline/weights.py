@@ -35,7 +35,7 @@ import numpy as np
 
 from . import io, provenance, resume
 from .cells import cell_mask, separate_cells, volume_cells
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 
 def cutoff_distance(sigma: float, tolerance: float) -> float:
@@ -103,7 +103,7 @@ def class_weights(foreground_fraction: float, mode: str | list[float]) -> tuple[
         return 1.0, 1.0
     if mode == "balanced":
         if not 0 < foreground_fraction < 1:
-            raise ValueError(
+            raise InputError(
                 f"cannot balance classes: the labels are {foreground_fraction:.0%} cell; they need both membrane and cell"
             )
         return 0.5 / (1 - foreground_fraction), 0.5 / foreground_fraction
@@ -147,7 +147,7 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
     labels_array = io.open_input(labels_path)
     labels = da.from_array(labels_array, chunks=labels_array.chunks, name=False)
     if mode not in ("2d", "3d"):
-        raise ValueError(f"weights mode must be '2d' or '3d', got {mode!r}")
+        raise ConfigError(f"weights mode must be '2d' or '3d', got {mode!r}")
     settings = {"w0": w0, "sigma": sigma, "class_balance": class_balance, "mode": mode, "tolerance": tolerance}
     key = resume.run_key(labels=provenance.input_fingerprint(labels_path), compression=compression, **settings)
     voxel, unit = io.voxel_size(labels_path)
