@@ -13,7 +13,7 @@ import numpy as np
 import psutil
 import tifffile
 
-from conftest import COMPRESSION, kill_process_group, write_image
+from conftest import COMPRESSION, dask_worker_processes, kill_process_group, write_image
 from test_predict import run_predict
 from test_pyramid import assert_pyramid_equals
 from unet_pipeline import io, resume
@@ -97,15 +97,16 @@ def test_a_killed_worker_has_its_tiles_rescheduled(tmp_path, random_checkpoint):
     def kill_one_worker():
         while records(output) < 20:
             time.sleep(0.02)
-        workers = [p for p in psutil.Process().children(recursive=True) if "python" in p.name()]
-        workers[0].send_signal(signal.SIGKILL)
-        killed.append(workers[0].pid)
+        worker = dask_worker_processes(psutil.Process())[0]  # a Dask worker, not multiprocessing's resource tracker
+        worker.send_signal(signal.SIGKILL)
+        killed.append(worker)
 
     killer = threading.Thread(target=kill_one_worker, daemon=True)
     killer.start()
     stats = run_predict(image, checkpoint, output, workers=2, tile=[1, 32, 32])
     killer.join(timeout=10)
     assert killed, "no worker was killed"
+    assert not killed[0].is_running()  # that worker died of the kill
     assert stats["tiles"] == 256
     assert np.array_equal(io.open_image(output)[:], reference)
 
