@@ -17,7 +17,7 @@ an 8 x 512 x 512 block tiled to the shape, as generating it is slow).
 Runs alternate (baseline, ours) and the best of `--repeats` counts. Goal:
 ours / baseline throughput >= 0.8.
 
-    python benchmarks/io.py [--shape 32,2048,2048] [--repeats 3]
+    python benchmarks/images.py [--shape 32,2048,2048] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import tifffile
 import zarr
 
-from unet_pipeline import io, resume
+from unet_pipeline import images, resume
 from unet_pipeline.ingest import ingest
 from unet_pipeline.synth import synthetic_volume
 
@@ -45,7 +45,7 @@ VOXEL = [50.0, 4.0, 4.0]
 def plain_copy(source: zarr.Array | np.ndarray, target_path: Path, chunks: tuple[int, ...]) -> None:
     """The baseline: a zarr-python array with the same chunks and codec, filled slab by slab."""
     target = zarr.create_array(str(target_path), shape=source.shape, chunks=chunks, dtype=source.dtype,
-                               compressors=io.make_compressor(COMPRESSION), zarr_format=2, fill_value=0,
+                               compressors=images.make_compressor(COMPRESSION), zarr_format=2, fill_value=0,
                                chunk_key_encoding={"name": "v2", "separator": "/"})
     for z in range(0, source.shape[0], chunks[0]):
         target[z : z + chunks[0]] = source[z : z + chunks[0]]
@@ -63,7 +63,7 @@ def stored_bytes(path: Path) -> tuple[int, int]:
 
 def our_write(volume: da.Array, target_path: Path, chunks: tuple[int, ...], pyramid: bool) -> None:
     def create(partial: Path) -> zarr.Array:
-        return io.create_image(partial, volume.shape, volume.dtype, chunks, COMPRESSION, VOXEL, "nanometer", "norm",
+        return images.create_image(partial, volume.shape, volume.dtype, chunks, COMPRESSION, VOXEL, "nanometer", "norm",
                                pyramid=pyramid)
 
     with resume.resumable_image(target_path, "benchmark", create) as target:

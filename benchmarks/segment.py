@@ -35,7 +35,7 @@ from distributed import LocalCluster
 from scipy import ndimage
 
 from measure import PeakMemory
-from unet_pipeline import agglomerate, io
+from unet_pipeline import agglomerate, images
 from unet_pipeline.blockwise import CELL_CHANNEL, as_probability
 from unet_pipeline.evaluate import evaluate
 from unet_pipeline.fragments import watershed_fragments
@@ -76,10 +76,10 @@ def make_volume(folder: Path, name: str, shape: tuple[int, int, int]) -> tuple[P
     noise = np.random.default_rng(0).random(shape, dtype=np.float32)
     cell = np.clip(ndimage.gaussian_filter(0.8 * cell + 0.2 * noise, (0, 1.5, 1.5)), 0, 1)
     probabilities = folder / f"{name}-probabilities.ome.zarr"
-    io.create_image(probabilities, shape, np.float16, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "p",
+    images.create_image(probabilities, shape, np.float16, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "p",
                     channels=2)[:] = np.stack([1 - cell, cell]).astype(np.float16)
     labels_path = folder / f"{name}-labels.ome.zarr"
-    io.create_image(labels_path, shape, labels.dtype, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "labels",
+    images.create_image(labels_path, shape, labels.dtype, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "labels",
                     labels=True)[:] = labels
     return probabilities, labels_path
 
@@ -88,7 +88,7 @@ def single_process(probabilities: Path, output: Path, method: str) -> float:
     """The same method on the whole volume in this process: read whole, the package's array functions, write
     the same OME-Zarr label image (with its pyramid) as segment."""
     start = time.perf_counter()
-    cell = as_probability(io.open_image(probabilities)[CELL_CHANNEL])
+    cell = as_probability(images.open_image(probabilities)[CELL_CHANNEL])
     if method == "components":
         labels = label_components(cell > 0.5, "2d", 4)[0]
     else:
@@ -100,9 +100,9 @@ def single_process(probabilities: Path, output: Path, method: str) -> float:
         segment_of = agglomerate.solve("gasp", uv.astype(np.int64) - 1, stats, nodes, 0.5)
         final = agglomerate.consecutive(segment_of, np.bincount(fragments.ravel())[1:], 0)
         labels = np.concatenate([[0], final])[fragments]
-    io.create_image(output, cell.shape, np.uint32, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "segmentation",
+    images.create_image(output, cell.shape, np.uint32, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "segmentation",
                     labels=True)[:] = labels
-    io.write_pyramid(output)
+    images.write_pyramid(output)
     return time.perf_counter() - start
 
 

@@ -25,7 +25,7 @@ import tifffile
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from unet_pipeline import io  # noqa: E402
+from unet_pipeline import images  # noqa: E402
 from unet_pipeline.cells import separate_cells  # noqa: E402
 from unet_pipeline.synth import synthetic_volume  # noqa: E402
 from unet_pipeline.weights import border_term, weights  # noqa: E402
@@ -64,7 +64,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         source_image = Path(tmp) / "labels.ome.zarr"
-        io.create_image(source_image, labels.shape, labels.dtype, (1, 512, 512),
+        images.create_image(source_image, labels.shape, labels.dtype, (1, 512, 512),
                         {"codec": "zstd", "level": 3}, (50, 4, 4), "nanometer", "labels")[:] = labels
         start = time.perf_counter()
         weights(source_image, Path(tmp) / "weights.ome.zarr", W0, SIGMA, "balanced", "2d", 1e-3,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from unet_pipeline import io
+from unet_pipeline import images
 from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,7 +17,7 @@ COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
 
 
 def write_image(path: Path, volume: np.ndarray, chunks: tuple[int, ...]) -> Path:
-    io.create_image(path, volume.shape, volume.dtype, chunks, COMPRESSION, (50.0, 4.0, 4.0), "nanometer",
+    images.create_image(path, volume.shape, volume.dtype, chunks, COMPRESSION, (50.0, 4.0, 4.0), "nanometer",
                     path.name)[:] = volume
     return path
 
@@ -58,7 +58,7 @@ def probability_image(path: Path, cell_probability: np.ndarray, chunks: tuple[in
                       dtype: type = np.float32) -> Path:
     """A (c, z, y, x) probability image whose cell channel is `cell_probability`."""
     volume = np.stack([1 - cell_probability, cell_probability]).astype(dtype)
-    io.create_image(path, cell_probability.shape, dtype, chunks, COMPRESSION, (50, 4, 4), "nanometer", "p",
+    images.create_image(path, cell_probability.shape, dtype, chunks, COMPRESSION, (50, 4, 4), "nanometer", "p",
                     channels=2)[:] = volume
     return path
 

@@ -97,11 +97,11 @@ def test_info_prints_provenance_of_images_checkpoints_and_metrics(tmp_path):
     import torch
 
     from conftest import write_image
-    from unet_pipeline import io
+    from unet_pipeline import images
     from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
 
     image = write_image(tmp_path / "raw.ome.zarr", np.zeros((2, 8, 8), np.uint8), (1, 8, 8))
-    io.set_attrs(image, provenance={"stage": "ingest", "git_commit": "abc"})
+    images.set_attrs(image, provenance={"stage": "ingest", "git_commit": "abc"})
     shown = json.loads(run_cli("info", str(image)).stdout)
     assert shown["shape"] == [2, 8, 8] and shown["provenance"]["stage"] == "ingest"
     assert [axis["name"] for axis in shown["axes"]] == ["z", "y", "x"]

@@ -17,7 +17,7 @@ import torch
 
 from conftest import COMPRESSION, dask_worker_processes, evaluate_settings, write_image
 from test_predict import run_predict
-from unet_pipeline import io, resume
+from unet_pipeline import images, resume
 from unet_pipeline.weights import weights
 from unet_pipeline.errors import InputError, OutputBusy
 
@@ -25,8 +25,8 @@ from unet_pipeline.errors import InputError, OutputBusy
 def hold_lock(output, seconds: float) -> subprocess.Popen:
     """Another process that holds `output`'s lock for `seconds`; returns once it holds it."""
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from unet_pipeline import io\n"
-        f"with io.output_lock({str(output)!r}):\n    print('held', flush=True); time.sleep({seconds})")],
+        "import time; from unet_pipeline import images\n"
+        f"with images.output_lock({str(output)!r}):\n    print('held', flush=True); time.sleep({seconds})")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     return holder
@@ -36,11 +36,11 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not_stuck(tmp_path):
     output = tmp_path / "out.ome.zarr"
     holder = hold_lock(output, 60)
     with pytest.raises(OutputBusy, match=rf"out.ome.zarr: another run \(pid {holder.pid} on [^)]+\) is writing"):
-        with io.atomic_output(output):
+        with images.atomic_output(output):
             pass
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    with io.atomic_output(output) as partial:  # the kernel dropped the dead run's lock
+    with images.atomic_output(output) as partial:  # the kernel dropped the dead run's lock
         partial.write_text("done")
     assert output.read_text() == "done" and not output.with_name("out.ome.zarr.lock").exists()
 
@@ -84,14 +84,14 @@ def test_an_incompatible_checkpoint_is_named(tmp_path):
 def test_a_waiting_writer_takes_over_when_the_holder_ends(tmp_path, capsys):
     output = tmp_path / "out.ome.zarr"
     holder = hold_lock(output, 3)
-    io.set_on_busy("wait")
+    images.set_on_busy("wait")
     started = time.monotonic()
     try:
-        with io.atomic_output(output) as partial:
+        with images.atomic_output(output) as partial:
             assert time.monotonic() - started > 2, "the lock was taken while its holder still held it"
             partial.write_text("done")
     finally:
-        io.set_on_busy("refuse")
+        images.set_on_busy("refuse")
         holder.wait()
     assert output.read_text() == "done"
     assert f"waiting for {output}: another run (pid {holder.pid} on" in capsys.readouterr().out
@@ -100,14 +100,14 @@ def test_a_waiting_writer_takes_over_when_the_holder_ends(tmp_path, capsys):
 def test_chunks_and_tiles_larger_than_the_volume_are_clipped_to_it(tmp_path, random_checkpoint):
     volume = np.random.default_rng(5).random((2, 40, 30)).astype(np.float32)
     image = tmp_path / "norm.ome.zarr"
-    io.create_image(image, volume.shape, np.float32, (64, 512, 512), COMPRESSION, (50.0, 4.0, 4.0), "nanometer",
+    images.create_image(image, volume.shape, np.float32, (64, 512, 512), COMPRESSION, (50.0, 4.0, 4.0), "nanometer",
                     "norm")[:] = volume
-    assert io.open_image(image).chunks == (2, 40, 30)
+    assert images.open_image(image).chunks == (2, 40, 30)
     checkpoint = random_checkpoint(depth=2)
     run_predict(image, checkpoint, tmp_path / "big-tile.ome.zarr", tile=[8, 1024, 1024])
     run_predict(image, checkpoint, tmp_path / "reference.ome.zarr", tile=[2, 40, 30])
-    assert np.array_equal(io.open_image(tmp_path / "big-tile.ome.zarr")[:],
-                          io.open_image(tmp_path / "reference.ome.zarr")[:])
+    assert np.array_equal(images.open_image(tmp_path / "big-tile.ome.zarr")[:],
+                          images.open_image(tmp_path / "reference.ome.zarr")[:])
 
 
 def test_a_tile_too_small_for_the_model_is_rounded_up_to_a_valid_output():
@@ -151,7 +151,7 @@ def test_stopped_workers_hit_the_stall_timeout_every_time(tmp_path, random_check
     process = subprocess.Popen([sys.executable, "-m", "unet_pipeline.cli", "predict", str(image),
                                 str(random_checkpoint(depth=2, base_features=8)), str(output), "--settings",
                                 json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    records = io.partial_path(output) / resume.RECORDS
+    records = images.partial_path(output) / resume.RECORDS
     deadline = time.monotonic() + 120
     while not (records.exists() and len(list(records.iterdir())) >= 4):
         assert process.poll() is None and time.monotonic() < deadline, "predict never got going"

@@ -1,7 +1,7 @@
 import numpy as np
 
 from conftest import COMPRESSION, write_image
-from unet_pipeline import io
+from unet_pipeline import images
 from unet_pipeline.preprocess import FLOAT_BINS, histogram_percentiles, preprocess
 
 
@@ -14,8 +14,8 @@ def test_percentiles_are_whole_volume_and_chunking_independent(tmp_path):
         source = write_image(tmp_path / f"raw{chunks[1]}.ome.zarr", raw, chunks)
         out = tmp_path / f"norm{chunks[1]}.ome.zarr"
         preprocess(source, out, 1.0, 99.0, COMPRESSION)
-        outputs.append(io.open_image(out)[:])
-        low, high = io.image_attrs(out)["provenance"]["intensity_range"]
+        outputs.append(images.open_image(out)[:])
+        low, high = images.image_attrs(out)["provenance"]["intensity_range"]
         assert (low, high) == tuple(float(v) for v in np.percentile(raw, [1, 99], method="inverted_cdf"))
     assert np.array_equal(outputs[0], outputs[1])
     assert outputs[0].dtype == np.float32 and outputs[0].min() == 0.0 and outputs[0].max() == 1.0
@@ -30,7 +30,7 @@ def test_float_raw_percentiles_are_within_one_bin(tmp_path):
     raw = np.random.default_rng(1).normal(100.0, 20.0, size=(3, 40, 40)).astype(np.float32)
     source = write_image(tmp_path / "raw.ome.zarr", raw, (1, 20, 20))
     preprocess(source, tmp_path / "norm.ome.zarr", 1.0, 99.0, COMPRESSION)
-    low, high = io.image_attrs(tmp_path / "norm.ome.zarr")["provenance"]["intensity_range"]
+    low, high = images.image_attrs(tmp_path / "norm.ome.zarr")["provenance"]["intensity_range"]
     width = (raw.max() - raw.min()) / FLOAT_BINS
     expected = np.percentile(raw, [1, 99], method="inverted_cdf")
     assert abs(low - expected[0]) <= width and abs(high - expected[1]) <= width

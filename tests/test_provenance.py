@@ -15,7 +15,7 @@ import torch
 from conftest import COMPRESSION, REPO, probability_image, segment_settings, write_image
 from test_predict import run_predict
 from test_segment import cells_probability
-from unet_pipeline import content, io
+from unet_pipeline import content, images
 from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
 from unet_pipeline.preprocess import preprocess
 from unet_pipeline.segment import segment
@@ -39,7 +39,7 @@ def test_two_byte_identical_runs_get_the_same_fingerprints_and_verify_says_ident
     preprocess(raw, tmp_path / "a.ome.zarr", **PREPROCESS)
     time.sleep(0.01)
     preprocess(raw, tmp_path / "b.ome.zarr", **{**PREPROCESS, "compression": {**COMPRESSION, "level": 1}})
-    a, b = (io.image_attrs(tmp_path / f"{name}.ome.zarr")["provenance"] for name in "ab")
+    a, b = (images.image_attrs(tmp_path / f"{name}.ome.zarr")["provenance"] for name in "ab")
     assert a["content_sha256"] == b["content_sha256"] is not None  # same values, another codec level
     assert a["finished"] <= b["finished"] and a["input_fingerprints"] == b["input_fingerprints"]
     status, report = verify(tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr")
@@ -61,7 +61,7 @@ def test_verify_names_missing_damaged_and_changed_chunks(tmp_path, damage):
     elif damage == "corrupt":
         chunk.write_bytes(b"\x02\x01 not a blosc frame")
     else:
-        array = io.open_image(output, mode="r+")
+        array = images.open_image(output, mode="r+")
         array[1, :32, 32:] = array[1, :32, 32:] + 1e-3  # a valid chunk with other values
     status, report = verify(output)
     found = report["outputs"][0]
@@ -90,7 +90,7 @@ def test_predict_records_weights_and_threads_and_keeps_work_of_a_resaved_checkpo
                         (1, 32, 32))
     checkpoint = random_checkpoint()
     run_predict(image, checkpoint, tmp_path / "p.ome.zarr")
-    record = io.image_attrs(tmp_path / "p.ome.zarr")["provenance"]
+    record = images.image_attrs(tmp_path / "p.ome.zarr")["provenance"]
     stored = torch.load(checkpoint, weights_only=True)
     assert record["weights_sha256"] == stored["weights_sha256"] and record["settings"]["torch_threads"] == 1
     resaved = tmp_path / "resaved.pt"
@@ -105,7 +105,7 @@ def test_segment_output_has_a_complete_manifest(tmp_path, dask_cluster):
     segment(probabilities, out, **segment_settings(dask_cluster, block=[1, 48, 48], context=[0, 16, 16]))
     manifest = content.manifest(out)
     assert len(manifest["chunk_hashes"]) == 2 * 3 * 3
-    assert io.image_attrs(out)["provenance"]["content_sha256"] == manifest["fingerprint"]
+    assert images.image_attrs(out)["provenance"]["content_sha256"] == manifest["fingerprint"]
     assert verify(out)[0] == 0
 
 

@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from conftest import probability_image, same_partition, segment_settings
 from test_pyramid import assert_pyramid_equals
-from unet_pipeline import io
+from unet_pipeline import images
 from unet_pipeline.blocks import block_grid, block_indices, global_ids
 from unet_pipeline.labeling import forward_offsets
 from unet_pipeline.region_graph import block_edges, merge_tables, quantize
@@ -49,7 +49,7 @@ def test_blockwise_components_equal_whole_volume_labelling(tmp_path, dask_cluste
                                                      connectivity=connectivity, block=[3, 16, 16]))
     assert stats["blocks"] == 4 * 3 * 3  # 3 x 16 x 16 does not divide 11 x 40 x 44
     whole, count = ndimage.label(probability > 0.5, structure=STRUCTURES[mode, connectivity])
-    labels = io.open_image(output)[:]
+    labels = images.open_image(output)[:]
     assert labels.dtype == np.uint32 and same_partition(labels, whole)
     assert stats["segments"] == count and set(np.unique(labels)) == set(range(count + 1))  # consecutive 1..N
     assert_pyramid_equals(output, labels, (50, 4, 4), (1, 8, 8), "mode")  # levels written block by block too
@@ -89,7 +89,7 @@ def test_blockwise_agglomeration_equals_whole_volume_agglomeration(tmp_path, das
     segment(path, tmp_path / "whole.ome.zarr", **settings)  # one block holds the volume
     stats = segment(path, tmp_path / "blocks.ome.zarr", **{**settings, "block": [1, 64, 64]})
     assert stats["blocks"] == 3 * 3 * 3
-    whole, blocks = io.open_image(tmp_path / "whole.ome.zarr")[:], io.open_image(tmp_path / "blocks.ome.zarr")[:]
+    whole, blocks = images.open_image(tmp_path / "whole.ome.zarr")[:], images.open_image(tmp_path / "blocks.ome.zarr")[:]
     assert same_partition(whole, blocks)
     assert 20 < stats["segments"] < 200
 
@@ -103,8 +103,8 @@ def test_blockwise_watershed_equals_whole_volume_watershed(tmp_path, dask_cluste
     whole = segment(path, tmp_path / "whole.ome.zarr", **settings)
     blocks = segment(path, tmp_path / "blocks.ome.zarr", **{**settings, "block": [2, 32, 32]})
     assert blocks["blocks"] == 3 * 3 * 3 and whole["segments"] == blocks["segments"] > 5
-    flooded = io.open_image(tmp_path / "blocks.ome.zarr")[:]
-    assert same_partition(io.open_image(tmp_path / "whole.ome.zarr")[:], flooded)
+    flooded = images.open_image(tmp_path / "blocks.ome.zarr")[:]
+    assert same_partition(images.open_image(tmp_path / "whole.ome.zarr")[:], flooded)
     assert np.bincount(flooded.ravel())[1:].min() >= 20 and np.all(probability[flooded > 0] > 0.5)
 
 
@@ -130,7 +130,7 @@ def test_auto_merge_threshold_is_the_best_candidate_on_the_tune_sections(tmp_pat
     assert [point["rand_error"] for point in auto["tuning"]["curve"]] == pytest.approx(errors, abs=1e-12)
     best = candidates[int(np.argmin(errors))]
     assert auto["tuning"]["merge_threshold"] == best and len(set(errors)) > 1
-    assert np.array_equal(io.open_image(tmp_path / "auto.ome.zarr")[:], io.open_image(tmp_path / f"{best}.ome.zarr")[:])
+    assert np.array_equal(images.open_image(tmp_path / "auto.ome.zarr")[:], images.open_image(tmp_path / f"{best}.ome.zarr")[:])
 
 
 def test_more_segments_than_uint32_holds_make_a_uint64_output(tmp_path):
@@ -138,9 +138,9 @@ def test_more_segments_than_uint32_holds_make_a_uint64_output(tmp_path):
     from unet_pipeline.segment import _fit_dtype
 
     image = tmp_path / "s.ome.zarr"
-    io.create_image(image, (2, 16, 16), np.uint32, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "s", labels=True)
+    images.create_image(image, (2, 16, 16), np.uint32, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "s", labels=True)
     _fit_dtype(image, 2**32 - 1)
-    assert io.open_image(image).dtype == np.uint32
+    assert images.open_image(image).dtype == np.uint32
     _fit_dtype(image, 2**32)
-    level0 = io.open_image(image)
+    level0 = images.open_image(image)
     assert level0.dtype == np.uint64 and level0.chunks == (1, 8, 8) and level0.shape == (2, 16, 16)

@@ -4,7 +4,7 @@ import tifffile
 from scipy import ndimage
 
 from conftest import COMPRESSION, ISBI, write_image
-from unet_pipeline import io
+from unet_pipeline import images
 from unet_pipeline.cells import cell_mask, separate_cells
 from unet_pipeline.synth import synthetic_volume
 from unet_pipeline.weights import border_term, class_weights, weight_map, weights
@@ -91,7 +91,7 @@ def test_chunked_stage_equals_whole_volume(tmp_path, mode):
     out = tmp_path / "weights.ome.zarr"
     weights(source, out, w0=W0, sigma=SIGMA, class_balance="balanced", mode=mode, tolerance=1e-3,
             compression=COMPRESSION)
-    chunked = io.open_image(out)[:]
+    chunked = images.open_image(out)[:]
     fraction = (np.stack([cell_mask(s) for s in labels]) if mode == "2d" else cell_mask(labels)).mean()
     balance = (0.5 / (1 - fraction), 0.5 / fraction)
     spacing = (50 / 4, 1.0, 1.0)  # conftest's voxel size, in x pixels
@@ -100,7 +100,7 @@ def test_chunked_stage_equals_whole_volume(tmp_path, mode):
     else:
         whole = weight_map(separate_cells(labels), W0, SIGMA, balance, spacing, 1e-3, False)
     assert np.allclose(chunked, whole, atol=1e-6)
-    assert io.image_attrs(out)["provenance"]["settings"]["mode"] == mode
+    assert images.image_attrs(out)["provenance"]["settings"]["mode"] == mode
 
 
 def test_touching_instances_without_background_get_weights(tmp_path):
@@ -116,7 +116,7 @@ def test_touching_instances_without_background_get_weights(tmp_path):
     assert cells.max() == 3
     fraction = (cells > 0).mean()
     expected = weight_map(cells[None], W0, SIGMA, (0.5 / (1 - fraction), 0.5 / fraction), (1.0, 1.0), 1e-3, True)
-    result = io.open_image(out)[:]
+    result = images.open_image(out)[:]
     assert np.allclose(result, expected, atol=1e-6)
     assert result[0, 5, 11] > result[0, 5, 3] + 5  # the separation line weighs far more than inside a cell
-    assert io.image_attrs(out)["provenance"]["class_weights"] == pytest.approx([0.5 / (1 - fraction), 0.5 / fraction])
+    assert images.image_attrs(out)["provenance"]["class_weights"] == pytest.approx([0.5 / (1 - fraction), 0.5 / fraction])

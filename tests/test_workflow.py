@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from unet_pipeline import io, resume
+from unet_pipeline import images, resume
 
 TINY = {
     "name": "tiny",
@@ -76,17 +76,17 @@ def tiny_run(tmp_path_factory):
 
 def test_chain_writes_every_output(tiny_run):
     _, out = tiny_run
-    raw, labels = io.open_image(out / "raw.ome.zarr"), io.open_image(out / "labels.ome.zarr")
+    raw, labels = images.open_image(out / "raw.ome.zarr"), images.open_image(out / "labels.ome.zarr")
     assert raw.shape == labels.shape == (4, 64, 64) and raw.dtype == np.uint8
     assert raw.chunks == (1, 32, 32)
-    norm = io.open_image(out / "norm.ome.zarr")[:]
+    norm = images.open_image(out / "norm.ome.zarr")[:]
     assert norm.dtype == np.float32 and 0 <= norm.min() and norm.max() <= 1
-    weights = io.open_image(out / "weights.ome.zarr")[:]
+    weights = images.open_image(out / "weights.ome.zarr")[:]
     assert weights.shape == (4, 64, 64) and weights.min() > 0
-    probs = io.open_image(out / "probabilities.ome.zarr")[:]
+    probs = images.open_image(out / "probabilities.ome.zarr")[:]
     assert probs.shape == (2, 4, 64, 64) and probs.dtype == np.float16
     assert np.allclose(probs.astype(np.float32).sum(axis=0), 1, atol=2e-3)
-    seg = io.open_image(out / "segmentation.ome.zarr")[:]
+    seg = images.open_image(out / "segmentation.ome.zarr")[:]
     assert seg.dtype == np.uint32 and seg.shape == (4, 64, 64)
     checkpoint = torch.load(out / "model" / "checkpoint.pt", weights_only=True)
     assert checkpoint["model_config"]["depth"] == 2
@@ -101,8 +101,8 @@ def test_chain_writes_every_output(tiny_run):
     html = (out / "report.html").read_text()
     assert "pixel_error" in html and html.count("data:image/png;base64,") == 2  # one section, one weight map
     assert "Threshold sweep" in html and "validation Rand error" in html and "Configuration" in html
-    assert io.voxel_size(out / "segmentation.ome.zarr") == ([50.0, 4.0, 4.0], "nanometer")
-    assert io.image_attrs(out / "probabilities.ome.zarr")["provenance"]["stage"] == "predict"
+    assert images.voxel_size(out / "segmentation.ome.zarr") == ([50.0, 4.0, 4.0], "nanometer")
+    assert images.image_attrs(out / "probabilities.ome.zarr")["provenance"]["stage"] == "predict"
     assert not list(out.rglob("*.partial"))
 
 
@@ -157,7 +157,7 @@ def test_work_an_orphaned_job_finished_after_snakemake_was_killed_is_kept(tmp_pa
     out = tmp_path / "results" / "tiny"
     probabilities = out / "probabilities.ome.zarr"
     deadline = time.monotonic() + 600
-    while not (io.partial_path(probabilities) / resume.RECORDS).exists():
+    while not (images.partial_path(probabilities) / resume.RECORDS).exists():
         assert first.poll() is None and time.monotonic() < deadline, "predict never started"
         time.sleep(0.1)
     first.kill()  # Snakemake only: its predict job runs on, an orphan
@@ -165,12 +165,12 @@ def test_work_an_orphaned_job_finished_after_snakemake_was_killed_is_kept(tmp_pa
     while not probabilities.exists() or probabilities.with_name(probabilities.name + ".lock").exists():
         assert time.monotonic() < deadline, "the orphaned predict job never finished"
         time.sleep(0.2)
-    finished = io.image_attrs(probabilities)["provenance"]["finished"]
+    finished = images.image_attrs(probabilities)["provenance"]["finished"]
     assert snakemake(tmp_path, *profile, "--unlock").returncode == 0
     rerun = snakemake(tmp_path, *profile)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "predict" not in scheduled_rules(rerun.stdout + rerun.stderr)
-    assert io.image_attrs(probabilities)["provenance"]["finished"] == finished  # the orphan's output, kept
+    assert images.image_attrs(probabilities)["provenance"]["finished"] == finished  # the orphan's output, kept
     assert (out / "segmentation.ome.zarr").exists() and (out / "report.html").exists()
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 import zarr
 
-from . import agglomerate, io, resume, tasks
+from . import agglomerate, images, resume, tasks
 from .blocks import Block, block_grid, block_indices, global_ids, split_global_ids
 from .cells import cell_mask
 from .chunk_files import CheckedReads
@@ -54,7 +54,7 @@ def open_array(path: str, run_key: str, mode: str = "r") -> zarr.Array | Checked
 
 def read_cell_probability(image: str, box: Box, run_key: str) -> np.ndarray:
     """The cell channel of a probability image inside `box`, as float32 in [0, 1]."""
-    return as_probability(open_array(str(Path(image) / io.LEVEL0), run_key)[(CELL_CHANNEL, *box.slices())])
+    return as_probability(open_array(str(Path(image) / images.LEVEL0), run_key)[(CELL_CHANNEL, *box.slices())])
 
 
 @dataclass(frozen=True)
@@ -169,10 +169,10 @@ class Mask:
         if self.kind == "probability":
             return read_cell_probability(self.image, box, work.run_key) > self.threshold
         if self.kind == "intensity":
-            return np.asarray(open_array(str(Path(self.image) / io.LEVEL0), work.run_key)[box.slices()]) >= self.threshold
+            return np.asarray(open_array(str(Path(self.image) / images.LEVEL0), work.run_key)[box.slices()]) >= self.threshold
         around = box.grow((0, 1, 1), (0, 1, 1))  # cells of each section, as the 2D metrics see them
         read = Box(tuple(max(a, 0) for a in around.start), tuple(min(b, n) for b, n in zip(around.stop, work.volume)))
-        labels = np.asarray(open_array(str(Path(self.image) / io.LEVEL0), work.run_key)[read.slices()])
+        labels = np.asarray(open_array(str(Path(self.image) / images.LEVEL0), work.run_key)[read.slices()])
         return np.stack([cell_mask(section) for section in labels])[box.relative_to(read)]
 
 

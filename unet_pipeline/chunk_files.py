@@ -2,7 +2,7 @@
 
 Zarr reads a chunk that was never written as the array's fill value: right
 for sparse data, wrong for this pipeline, whose every stage writes every
-chunk of its output (see `io.WRITE_EMPTY_CHUNKS`). A chunk missing from an
+chunk of its output (see `images`). A chunk missing from an
 array a stage reads is a truncated copy, a failed sync or a lost file, and
 reading it as zeros would corrupt everything downstream without a word.
 """

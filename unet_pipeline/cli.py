@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from . import content, io
+    from . import content, images
     from .synth import synthetic_volume
 
     shape, chunks, voxel = (tuple(_numbers(text, kind)) for text, kind in
@@ -119,18 +119,18 @@ def _synth(args: argparse.Namespace) -> None:
     raw, labels = synthetic_volume(shape, args.seed)
     compression = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
     for name, volume in (("raw", raw), ("labels", labels)):
-        with io.atomic_output(Path(args.output) / f"{name}.ome.zarr") as partial:
-            array = io.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name,
+        with images.atomic_output(Path(args.output) / f"{name}.ome.zarr") as partial:
+            array = images.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name,
                                     labels=name == "labels")
             array[:] = volume
             content.write_manifest(partial, content.chunk_hashes(volume, (0, 0, 0), array.chunks), array)
-            io.write_pyramid(partial)
-            io.set_attrs(partial, synthetic={"shape": list(shape), "seed": args.seed, "version": __version__})
+            images.write_pyramid(partial)
+            images.set_attrs(partial, synthetic={"shape": list(shape), "seed": args.seed, "version": __version__})
 
 
 def _info(path: str) -> None:
     """Print an output's provenance (and an image's shape, dtype, chunks, axes and scale) as JSON."""
-    from . import io
+    from . import images
 
     target = Path(path)
     if target.suffix == ".pt":
@@ -142,8 +142,8 @@ def _info(path: str) -> None:
     elif target.suffix == ".json":
         summary = {"provenance": json.loads(target.read_text()).get("provenance")}
     else:
-        array = io.open_image(target)
-        attrs = io.image_attrs(target)
+        array = images.open_image(target)
+        attrs = images.image_attrs(target)
         multiscale = attrs["multiscales"][0]
         summary = {"shape": list(array.shape), "dtype": str(array.dtype), "chunks": list(array.chunks),
                    "axes": multiscale["axes"], "datasets": multiscale["datasets"],
@@ -163,7 +163,7 @@ def _numbers(text: str, kind: type) -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .io import set_on_busy
+    from .images import set_on_busy
     from .setting_types import check_settings
 
     set_on_busy(args.on_busy)

@@ -33,7 +33,7 @@ import numpy as np
 from skimage.morphology import skeletonize
 from skimage.segmentation import expand_labels
 
-from . import cluster, io, metrics, provenance
+from . import cluster, images, metrics, provenance
 from .blocks import Block, aligned_block_shape
 from .blockwise import Mask, Runner, Work, components, open_array, read_cell_probability
 from .preprocess import FLOAT_BINS
@@ -102,7 +102,7 @@ def score_block(block: Block, work: Work, segmentation: str, probabilities: str,
     """Worker: the tallies of each section of a block (the segmentation's thinning sees the block's context)."""
     read = block.read_box(work.context, work.volume)
     own = block.box.relative_to(read)
-    proposal_read = np.asarray(open_array(str(Path(segmentation) / io.LEVEL0), work.run_key)[read.slices()])
+    proposal_read = np.asarray(open_array(str(Path(segmentation) / images.LEVEL0), work.run_key)[read.slices()])
     proposal = proposal_read[own]
     truth = truth_ids[work.scratch(TRUTH)[block.box.slices()]]
     sweeps = [ids[work.scratch(f"sweep-{i}")[block.box.slices()]] for i, ids in enumerate(sweep_ids)]
@@ -131,13 +131,13 @@ def score_block(block: Block, work: Work, segmentation: str, probabilities: str,
 def intensity_histograms(block: Block, work: Work, raw: str, labels: str, low: float, step: float,
                          bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Worker: histograms of the raw intensity levels (see `_levels`) on membrane and on cells of a block."""
-    levels = _levels(np.asarray(open_array(str(Path(raw) / io.LEVEL0), work.run_key)[block.box.slices()]), low, step)
+    levels = _levels(np.asarray(open_array(str(Path(raw) / images.LEVEL0), work.run_key)[block.box.slices()]), low, step)
     true_cell = Mask(labels, "labels").read(block.box, work)
     return (np.bincount(levels[~true_cell], minlength=bins), np.bincount(levels[true_cell], minlength=bins))
 
 
 def intensity_range(block: Block, work: Work, raw: str) -> tuple[float, float]:
-    values = open_array(str(Path(raw) / io.LEVEL0), work.run_key)[block.box.slices()]
+    values = open_array(str(Path(raw) / images.LEVEL0), work.run_key)[block.box.slices()]
     return float(np.min(values)), float(np.max(values))
 
 
@@ -180,19 +180,19 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
         stall_timeout_s: stop when no block finishes for this long.
     """
     started = provenance.now()
-    segmentation, labels = io.open_input(segmentation_path), io.open_input(labels_path)
-    probabilities = io.open_input(probabilities_path)
+    segmentation, labels = images.open_input(segmentation_path), images.open_input(labels_path)
+    probabilities = images.open_input(probabilities_path)
     for path, array in ((segmentation_path, segmentation), (probabilities_path, probabilities)):
         if array.shape[-3:] != labels.shape:
             raise InputError(f"{path}: shape {array.shape} does not match the labels' {labels.shape}")
     first, last = sections or (0, labels.shape[0])
     if not 0 <= first < last <= labels.shape[0]:
         raise ConfigError(f"evaluation sections [{first}, {last}) do not fit a volume of {labels.shape[0]} sections")
-    chunks = io.write_unit(labels)
+    chunks = images.write_unit(labels)
     block_shape = aligned_block_shape((1, *block[1:]), chunks, labels.shape)
     work_dir = Path(str(output) + ".work")
-    with io.output_lock(output):
-        io.remove(work_dir)
+    with images.output_lock(output):
+        images.remove(work_dir)
         work = Work(str(work_dir), labels.shape, block_shape, (0, *context[1:]), "evaluate", (first, last))
         with cluster.connect(**cluster_settings) as client:
             runner = Runner(client, work, stall_timeout_s)
@@ -209,9 +209,9 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
                                  segmentation=str(segmentation_path), probabilities=str(probabilities_path),
                                  labels=str(labels_path), threshold=threshold, warping=warping)
             baseline = _baseline(runner, baseline_raw, str(labels_path), truth_ids, chunks) if baseline_raw else None
-        io.remove(work_dir)
+        images.remove(work_dir)
     result = _summary(tallies, first, last, threshold, thresholds, warping)
-    made = io.image_attrs(segmentation_path).get("provenance", {})  # what segment chose, e.g. a tuned threshold
+    made = images.image_attrs(segmentation_path).get("provenance", {})  # what segment chose, e.g. a tuned threshold
     result["segmentation"] = {**made.get("settings", {}), **made.get("blocks", {})}
     if baseline:
         result["baseline_raw_threshold"] = baseline
@@ -255,11 +255,11 @@ def _summary(tallies: list[dict[int, Tally]], first: int, last: int, threshold: 
 
 
 def _write(output: str | os.PathLike, result: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    with io.atomic_output(sections_table_path(output)) as partial, open(partial, "w", newline="") as handle:
+    with images.atomic_output(sections_table_path(output)) as partial, open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=SECTION_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    with io.atomic_output(output) as partial:
+    with images.atomic_output(output) as partial:
         partial.write_text(json.dumps(result, indent=2) + "\n")
 
 
@@ -272,7 +272,7 @@ def sections_table_path(output: str | os.PathLike) -> Path:
 def _baseline(runner: Runner, raw_path: str, labels: str, truth_ids: list[np.ndarray],
               chunks: tuple[int, ...]) -> dict[str, float]:
     """Best global raw threshold (chosen on these sections: an upper bound for thresholding), then components."""
-    raw = io.open_input(raw_path)
+    raw = images.open_input(raw_path)
     if raw.shape != runner.work.volume:
         raise InputError(f"{raw_path}: raw shape {raw.shape} differs from the labels' {runner.work.volume}")
     if np.issubdtype(raw.dtype, np.integer):

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import dask.array as da
 import numpy as np
 
-from . import io, provenance, resume
+from . import images, provenance, resume
 from .geometry import Shape
 from .sources import open_source, source_file, source_voxel_size
 from .errors import InputError
@@ -86,16 +86,16 @@ def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chun
                          dtype=str(dtype), **settings)
 
     def create(partial: os.PathLike) -> Any:
-        return io.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind,
+        return images.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind,
                                labels=kind == "labels", shards=shards, ngff=ngff, pyramid=pyramid)
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
             return resume.kept_complete(output, "ingest")
-        lazy = da.from_array(array, chunks=(io.write_unit(target.array)[0], -1, -1), name=False,
+        lazy = da.from_array(array, chunks=(images.write_unit(target.array)[0], -1, -1), name=False,
                              meta=np.empty((0, 0, 0), array.dtype))
         converted = lazy.map_blocks(checked_block, str(source), kind, dtype, dtype=dtype)
         stats = resume.store_slabs(converted, target, f"ingest {kind}")
-        io.set_attrs(target.partial, provenance=provenance.record(
+        images.set_attrs(target.partial, provenance=provenance.record(
             "ingest", settings, {"source": str(source_file(source))}, started, source_spec=str(source), slabs=stats))
     return stats

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .geometry import UNetGeometry
-from .io import InputError
+from .images import InputError
 from .errors import ConfigError
 
 

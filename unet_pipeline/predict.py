@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import zarr
 
-from . import cluster, content, io, provenance, resume, tasks
+from . import cluster, content, images, provenance, resume, tasks
 from .geometry import Box, Shape, Tile, UNetGeometry, iter_tiles, tile_count, tile_shape
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
@@ -56,7 +56,7 @@ def _worker_array(path: str, mode: str, run_key: str) -> zarr.Array | CheckedRea
     """An opened array (whose reads name a chunk file that cannot be decoded), reused by the tasks of one run;
     a worker that outlives the run (an existing scheduler) must not reuse metadata of an array since
     rewritten at the same path, hence the key."""
-    return io.open_checked(path) if mode == "r" else io.open_image(path, mode=mode)
+    return images.open_checked(path) if mode == "r" else images.open_image(path, mode=mode)
 
 
 def run_tiles(tiles: list[Tile], job: Job) -> int:
@@ -127,22 +127,22 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
     model = load_model(checkpoint)
     config, weights_sha256 = model.config, weights_hash(model.state_dict())
     checksum = provenance.file_sha256(checkpoint)
-    image = io.open_input(image_path)
+    image = images.open_input(image_path)
     if image.ndim != 3:
         raise InputError(f"{image_path}: expected a (z, y, x) image, got shape {image.shape}")
-    voxel, unit = io.voxel_size(image_path)
-    unit_shape = io.write_unit(image)  # tiles own whole chunks (whole shards when sharded)
+    voxel, unit = images.voxel_size(image_path)
+    unit_shape = images.write_unit(image)  # tiles own whole chunks (whole shards when sharded)
     if tile == "auto":
         shape = auto_tile(config, unit_shape, image.shape, memory_budget_mb << 20, batch_tiles)
     else:
         shape = tile_shape(config.geometry, unit_shape, tuple(tile), image.shape)
     tiles = tile_count(image.shape, shape)
-    layout = io.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
+    layout = images.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
     key = resume.run_key(model=asdict(config), weights=weights_sha256, image=provenance.input_fingerprint(image_path), tile=shape,
                          layout=layout, dtype=dtype, amp=amp, tta=tta, compression=compression)
 
     def create(partial: Path) -> zarr.Array:
-        return io.create_image(partial, image.shape, dtype, compression=compression, voxel_size=voxel, unit=unit,
+        return images.create_image(partial, image.shape, dtype, compression=compression, voxel_size=voxel, unit=unit,
                                name="probabilities", channels=config.classes, **layout)
 
     with resume.resumable_image(output, key, create) as target:
@@ -159,11 +159,11 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
             tasks.run_tasks(client, run_tiles, tasks.batched(todo, batch_tiles), "predict tiles", stall_timeout_s,
                             describe=_describe, weight=len, total=tiles - resumed,
                             resources={cluster.GPU: 1} if cluster.gpu_workers(client) else None, job=job)
-            target.levels_written = io.write_pyramid(target.partial)  # on the cluster's workers, not in here
+            target.levels_written = images.write_pyramid(target.partial)  # on the cluster's workers, not in here
         stats = {"tiles": tiles, "computed": tiles - resumed, "resumed": resumed}
         settings = {"tile": list(shape), "batch_tiles": batch_tiles, "dtype": dtype, "amp": amp, "tta": tta,
                     "device": device, "torch_threads": torch_threads}
-        io.set_attrs(target.partial, provenance=provenance.record(
+        images.set_attrs(target.partial, provenance=provenance.record(
             "predict", settings, {"image": str(image_path), "checkpoint": str(checkpoint)}, started,
             checkpoint_sha256=checksum, weights_sha256=weights_sha256, model=asdict(config), tiles=stats))
     return stats

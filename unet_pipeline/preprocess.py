@@ -15,7 +15,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from . import io, provenance, resume
+from . import images, provenance, resume
 
 FLOAT_BINS = 1 << 16
 
@@ -38,22 +38,22 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, low_perce
                high_percentile: float, compression: dict[str, Any]) -> dict[str, int]:
     """Write the normalised float32 copy of the raw image at `output`; returns slab counts."""
     started = provenance.now()
-    raw_array = io.open_input(raw_path)
+    raw_array = images.open_input(raw_path)
     raw = da.from_array(raw_array, chunks=raw_array.chunks, name=False)
-    voxel, unit = io.voxel_size(raw_path)
+    voxel, unit = images.voxel_size(raw_path)
     settings = {"low_percentile": low_percentile, "high_percentile": high_percentile}
     key = resume.run_key(raw=provenance.input_fingerprint(raw_path), compression=compression, **settings)
 
     def create(partial: os.PathLike) -> Any:
-        return io.create_image(partial, raw.shape, np.float32, compression=compression, voxel_size=voxel, unit=unit,
-                               name="norm", **io.layout(raw_path))
+        return images.create_image(partial, raw.shape, np.float32, compression=compression, voxel_size=voxel, unit=unit,
+                               name="norm", **images.layout(raw_path))
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
             return resume.kept_complete(output, "preprocess")
         low, high = histogram_percentiles(*_histogram(raw), (low_percentile, high_percentile))
         stats = resume.store_slabs(raw.map_blocks(normalise, low, high, dtype=np.float32), target, "preprocess")
-        io.set_attrs(target.partial, provenance=provenance.record(
+        images.set_attrs(target.partial, provenance=provenance.record(
             "preprocess", settings, {"raw": str(raw_path)}, started, intensity_range=[low, high], slabs=stats))
     return stats
 

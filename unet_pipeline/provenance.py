@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from . import __version__, content, io
+from . import __version__, content, images
 
 
 @functools.cache
@@ -57,7 +57,7 @@ def input_fingerprint(path: str | os.PathLike) -> str:
     root = Path(path)
     recorded = content.manifest(root) if root.is_dir() else None
     if recorded is not None:
-        attrs = {key: value for key, value in io.image_attrs(root).items() if key != "provenance"}
+        attrs = {key: value for key, value in images.image_attrs(root).items() if key != "provenance"}
         text = json.dumps({"content": recorded["fingerprint"], "attrs": attrs}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
     digest = hashlib.sha256()

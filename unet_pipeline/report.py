@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from . import io
+from . import images
 from .cells import cell_mask
 from .evaluate import SECTION_FIELDS, sections_table_path
 from .blockwise import CELL_CHANNEL, as_probability
@@ -124,9 +124,9 @@ def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
     with open(sections_table_path(metrics_path), newline="") as handle:
         per_section = [{k: float(v) if k != "section" and v else v for k, v in row.items()}
                        for row in csv.DictReader(handle)]
-    raw, probs = io.open_input(raw_path), io.open_input(probabilities_path)
-    segmentation, labels = io.open_input(segmentation_path), io.open_input(labels_path)
-    weights = io.open_input(weights_path)
+    raw, probs = images.open_input(raw_path), images.open_input(probabilities_path)
+    segmentation, labels = images.open_input(segmentation_path), images.open_input(labels_path)
+    weights = images.open_input(weights_path)
     first, last = metrics["sections"]
     shown = sorted(set(np.linspace(first, last - 1, num=min(sections, last - first)).round().astype(int)))
     threshold = metrics["threshold"]
@@ -154,7 +154,7 @@ def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
     sweep_plot = line_plot_svg({"V_Rand": ([p["threshold"] for p in sweep], [p["v_rand"] for p in sweep]),
                                 "V_Info": ([p["threshold"] for p in sweep], [p["v_info"] for p in sweep])},
                                "threshold")
-    provenance = {name: io.image_attrs(path).get("provenance", {}) for name, path in
+    provenance = {name: images.image_attrs(path).get("provenance", {}) for name, path in
                   (("probabilities", probabilities_path), ("segmentation", segmentation_path))}
     provenance["metrics"] = metrics.get("provenance", {})
     page = f"""<!DOCTYPE html>
@@ -172,5 +172,5 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:10
 <h2>Provenance</h2><pre>{html.escape(json.dumps(provenance, indent=2))}</pre>
 </body></html>
 """
-    with io.atomic_output(output) as partial:
+    with images.atomic_output(output) as partial:
         partial.write_text(page)

@@ -24,7 +24,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from . import content, io, progress, pyramid, tasks
+from . import content, images, progress, pyramid, tasks
 
 KEY_FILE = "run_key"
 SLAB_WAVE = 256
@@ -64,36 +64,36 @@ def resumable_image(output: str | os.PathLike, key: str,
     pyramid is built, the key is added to the provenance the stage wrote, the
     records are dropped and the image moves into place.
     """
-    with io.output_lock(output):
+    with images.output_lock(output):
         if complete_for(output, key):
             yield None
             return
-        partial = io.partial_path(output)
+        partial = images.partial_path(output)
         if not open_partial(partial, key):
             create(partial)
             seal(partial, key)
-        target = Resumable(partial, io.open_image(partial, mode="r+"), finished_blocks(partial))
+        target = Resumable(partial, images.open_image(partial, mode="r+"), finished_blocks(partial))
         yield target
-        io.write_pyramid(partial, target.levels_written)  # before the records go: a crash here resumes
-        digest = content.write_manifest(partial, recorded_hashes(partial), io.open_image(partial))
-        io.set_attrs(partial, provenance={**io.image_attrs(partial).get("provenance", {}), "run_key": key,
+        images.write_pyramid(partial, target.levels_written)  # before the records go: a crash here resumes
+        digest = content.write_manifest(partial, recorded_hashes(partial), images.open_image(partial))
+        images.set_attrs(partial, provenance={**images.image_attrs(partial).get("provenance", {}), "run_key": key,
                                           "content_sha256": digest})
         clear(partial)
-        io.commit(partial, output)
+        images.commit(partial, output)
 
 
 def complete_for(output: str | os.PathLike, key: str) -> bool:
     """Whether `output` is a finished image made by a run of `key`."""
-    if not (Path(output) / io.LEVEL0).exists():
+    if not (Path(output) / images.LEVEL0).exists():
         return False
-    return io.image_attrs(output).get("provenance", {}).get("run_key") == key
+    return images.image_attrs(output).get("provenance", {}).get("run_key") == key
 
 
 def kept_complete(output: str | os.PathLike, stage: str) -> dict[str, int]:
     """Say that `output` is already complete for this run and count its slabs, all kept (`store_slabs`'s counts)."""
     print(f"{stage}: {output} is already complete for these inputs and settings", flush=True)
-    array = io.open_image(output)
-    slabs = len(range(0, array.shape[0], io.write_unit(array)[0]))
+    array = images.open_image(output)
+    slabs = len(range(0, array.shape[0], images.write_unit(array)[0]))
     return {"blocks": slabs, "computed": 0, "resumed": slabs}
 
 
@@ -103,10 +103,10 @@ def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, in
     `SLAB_WAVE`, each computed from its own slice of `source`'s graph.
 
     Each slab also fills the pyramid levels it determines on its own (see
-    `io.slab_levels`), so the pyramid need not read level 0 back.
+    `images.slab_levels`), so the pyramid need not read level 0 back.
     """
-    array, slab = target.array, io.write_unit(target.array)[0]
-    levels = io.slab_levels(target.partial)
+    array, slab = target.array, images.write_unit(target.array)[0]
+    levels = images.slab_levels(target.partial)
     starts = range(0, source.shape[0], slab)
     todo = [z for z in starts if block_name((z,)) not in target.finished]
     meter = progress.Meter(label, len(todo))
@@ -135,7 +135,7 @@ def open_partial(partial: Path, key: str) -> bool:
     key_file = partial / KEY_FILE
     if key_file.is_file() and key_file.read_text() == key:
         return True
-    io.remove(partial)
+    images.remove(partial)
     return False
 
 
@@ -169,5 +169,5 @@ def recorded_hashes(partial: Path) -> dict[str, str]:
 
 def clear(partial: Path) -> None:
     """Drop the records once the whole output is complete."""
-    io.remove(partial / RECORDS)
-    io.remove(partial / KEY_FILE)
+    images.remove(partial / RECORDS)
+    images.remove(partial / KEY_FILE)

@@ -31,7 +31,7 @@ import fastremap
 import numpy as np
 import zarr
 
-from . import agglomerate, cluster, content, io, provenance, pyramid, resume
+from . import agglomerate, cluster, content, images, provenance, pyramid, resume
 from .blocks import Block, aligned_block_shape, block_indices, global_ids
 from .geometry import Box
 from .blockwise import CELL_CHANNEL, SCRATCH, Mask, PieceGraph, Runner, Work, components, open_array, piece_graph, \
@@ -146,7 +146,7 @@ def relabel_block(block: Block, work: Work, lookup: np.ndarray, source: str, ima
                   level_steps: list[tuple[int, int, int]]) -> None:
     """Last step (worker): the block's final ids from its block-local ones, written into level 0 of `image`
     and, downsampled by `level_steps` in turn, into the pyramid levels that the block covers on its own."""
-    level0 = open_array(str(Path(image) / io.LEVEL0), work.run_key, "r+")
+    level0 = open_array(str(Path(image) / images.LEVEL0), work.run_key, "r+")
     labels = lookup[work.scratch(source)[block.box.slices()]].astype(level0.dtype)
     level0[block.box.slices()] = labels
     hashes = content.chunk_hashes(labels, block.box.start, level0.chunks)
@@ -163,7 +163,7 @@ def block_levels(image: Path, block: tuple[int, ...], volume: tuple[int, ...]) -
     """The steps of the leading pyramid levels (those that halve y and x only) in which every block of shape
     `block` covers whole chunks, so blocks write them without touching each other's chunks."""
     steps, factor = [], np.ones(3, np.int64)
-    for array, step, _ in io.slab_levels(image):
+    for array, step, _ in images.slab_levels(image):
         factor = factor * np.array(step)
         aligned = all(b >= n or (b % f == 0 and (b // f) % c == 0)
                       for b, n, f, c in zip(block, volume, factor, array.chunks))
@@ -243,7 +243,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
         block: (z, y, x) block shape, rounded up to whole output chunks.
         context: (z, y, x) voxels each block reads beyond its own region (z
             is ignored in 2d: sections are independent).
-        compression: the output's codec (see `io.make_compressor`).
+        compression: the output's codec (see `images.make_compressor`).
         cluster_settings: the Dask cluster (see `cluster.connect`).
         stall_timeout_s: stop when no block finishes for this long.
 
@@ -260,14 +260,14 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
     settings.check()
     if settings.tuned and labels is None:
         raise ConfigError("segment.merge_threshold 'auto' needs the labels to tune on")
-    probabilities = io.open_input(probabilities_path)
+    probabilities = images.open_input(probabilities_path)
     if probabilities.ndim != 4 or probabilities.shape[0] <= CELL_CHANNEL:
         raise InputError(f"{probabilities_path}: expected class probabilities (c, z, y, x) with a cell channel, "
                             f"got shape {probabilities.shape}")
     volume = probabilities.shape[1:]
-    voxel, unit = io.voxel_size(probabilities_path)
-    layout = io.layout(probabilities_path)
-    chunks = io.write_unit(probabilities)[1:]
+    voxel, unit = images.voxel_size(probabilities_path)
+    layout = images.layout(probabilities_path)
+    chunks = images.write_unit(probabilities)[1:]
     block_shape = aligned_block_shape(tuple(block), chunks, volume)
     inputs = {"probabilities": str(probabilities_path), **({"labels": str(labels)} if settings.tuned else {})}
     key = resume.run_key(inputs={name: provenance.input_fingerprint(path) for name, path in inputs.items()},
@@ -275,13 +275,13 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
                          compression=compression)
 
     def create(partial: Path) -> zarr.Array:
-        return io.create_image(partial, volume, np.uint32, compression=compression, voxel_size=voxel, unit=unit,
+        return images.create_image(partial, volume, np.uint32, compression=compression, voxel_size=voxel, unit=unit,
                                name="segmentation", labels=True, **layout)
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
             print(f"segment: {output} is already complete for these probabilities and settings", flush=True)
-            return {**io.image_attrs(output)["provenance"]["blocks"], "computed": 0}
+            return {**images.image_attrs(output)["provenance"]["blocks"], "computed": 0}
         work = Work(str(target.partial), volume, block_shape, tuple(context), key)
         with cluster.connect(**cluster_settings) as client:
             runner = Runner(client, work, stall_timeout_s)
@@ -294,11 +294,11 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
             steps = block_levels(target.partial, block_shape, volume)
             runner.phase("relabel", relabel_block, [{"lookup": lookup} for lookup in lookups], source=source,
                          image=str(target.partial), level_steps=steps)
-            io.remove(target.partial / SCRATCH)
-            target.levels_written = io.write_pyramid(target.partial, len(steps))  # the rest, on the workers
+            images.remove(target.partial / SCRATCH)
+            target.levels_written = images.write_pyramid(target.partial, len(steps))  # the rest, on the workers
         stats = {"blocks": len(work.grid), "computed": runner.computed, "segments": segments,
                  **({"tuning": tuning} if tuning else {})}
-        io.set_attrs(target.partial, provenance=provenance.record(
+        images.set_attrs(target.partial, provenance=provenance.record(
             "segment", {**asdict(settings), "block": list(block_shape), "context": context}, inputs, started,
             blocks=stats))
     return stats
@@ -306,8 +306,8 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
 
 def _fit_dtype(partial: Path, segments: int) -> None:
     """Level 0 as uint64 when the segment count does not fit uint32 (it is made uint32)."""
-    array = io.open_image(partial)
+    array = images.open_image(partial)
     if segments < 2**32 or array.dtype == np.uint64:
         return
-    io.create_level(zarr.open_group(str(partial), mode="a"), io.LEVEL0, array.shape, array.chunks, np.uint64,
+    images.create_level(zarr.open_group(str(partial), mode="a"), images.LEVEL0, array.shape, array.chunks, np.uint64,
                     array.compressors, array.shards, overwrite=True)

@@ -20,7 +20,7 @@ import tifffile
 import zarr
 from zarr.storage import LocalStore
 
-from . import chunk_files, io
+from . import chunk_files, images
 from .errors import InputError
 
 SECTION_SUFFIXES = (".tif", ".tiff", ".png")
@@ -111,12 +111,12 @@ def _reader(file: Path) -> tuple[str, Callable[[Path, str], Any]]:
 
 
 def _is_zarr(folder: Path) -> bool:
-    return any((folder / name).exists() for name in (".zarray", ".zgroup", "zarr.json", io.LEVEL0))
+    return any((folder / name).exists() for name in (".zarray", ".zgroup", "zarr.json", images.LEVEL0))
 
 
 def _open_zarr(file: Path, inner: str) -> zarr.Array:
-    if (file / io.LEVEL0).exists() and not inner:
-        return io.open_image(file)
+    if (file / images.LEVEL0).exists() and not inner:
+        return images.open_image(file)
     return zarr.open_array(str(file), path=inner or None, mode="r")
 
 
@@ -232,8 +232,8 @@ def source_voxel_size(spec: str | os.PathLike) -> tuple[list[float], str] | None
     """
     file, inner = _split(spec)
     suffix = file.suffix.lower()
-    if (file / io.LEVEL0).exists() and not inner:
-        return io.voxel_size(file)
+    if (file / images.LEVEL0).exists() and not inner:
+        return images.voxel_size(file)
     if suffix in (".tif", ".tiff"):
         return _tiff_voxel_size(file)
     if suffix in HDF5_SUFFIXES:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import io, metrics, progress, provenance, resume
+from . import images, metrics, progress, provenance, resume
 from .augment import AugmentSettings
 from .cells import cell_mask, separate_cells
 from .evaluate import section_table
@@ -90,7 +90,7 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
           validation_sections: list[int] | None, validate_every: int, checkpoint_every: int, loader_workers: int,
           seed: int, threads: int, device: str, amp: str) -> None:
     """Train a U-Net; write the best (by validation Rand error, else the last) checkpoint and the log."""
-    with io.output_lock(checkpoint_path):
+    with images.output_lock(checkpoint_path):
         started = provenance.now()
         settings = {key: value for key, value in locals().items() if key not in
                     ("norm_path", "labels_path", "weights_path", "checkpoint_path", "log_path", "started")}
@@ -128,7 +128,7 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
             torch.set_rng_state(state["torch_rng"])
             rows, best, start = state["rows"], state["best"], state["iteration"]
             print(f"train: resuming at iteration {start} from {state_dir}", flush=True)
-        arrays = [io.open_input(p) for p in (norm_path, labels_path, weights_path)]
+        arrays = [images.open_input(p) for p in (norm_path, labels_path, weights_path)]
         autocast = (torch.autocast(target_device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
                     if amp != "none" and target_device.type == "cuda" else contextlib.nullcontext())
         clock = time.monotonic() - (rows[-1]["seconds"] if rows else 0.0)
@@ -167,7 +167,7 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
                                                        "weights": str(weights_path)}, started, best=best)
         network.load_state_dict(torch.load(final, map_location=target_device, weights_only=True)["state_dict"])
         _write_log(log_path, rows)
-        with io.atomic_output(checkpoint_path) as partial:
+        with images.atomic_output(checkpoint_path) as partial:
             save_checkpoint(partial, network, provenance=record, iteration=iterations, best=best)
 
 
@@ -184,18 +184,18 @@ def _load_state(state_dir: Path, key: str) -> dict[str, Any] | None:
             return state
         if state:
             print(f"train: {last} belongs to other settings or inputs; starting afresh", flush=True)
-    io.remove(state_dir)
+    images.remove(state_dir)
     state_dir.mkdir(parents=True)
     return None
 
 
 def _save(path: Path, network: UNet, **extra: Any) -> None:
-    with io.atomic_output(path) as partial:
+    with images.atomic_output(path) as partial:
         torch.save({"model_config": asdict(network.config), "state_dict": network.state_dict(), **extra}, partial)
 
 
 def _write_log(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
-    with io.atomic_output(path) as partial, open(partial, "w", newline="") as handle:
+    with images.atomic_output(path) as partial, open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
         writer.writeheader()
         writer.writerows(rows)

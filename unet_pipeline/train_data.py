@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from . import io
+from . import images
 from .augment import AugmentSettings, augment_tile
 from .cells import cell_mask
 from .geometry import Box, UNetGeometry
@@ -40,9 +40,9 @@ class TileSource:
 
 def check_source(source: TileSource) -> tuple[int, ...]:
     """The volume shape, after checking the arrays agree and the sections fit."""
-    image = io.open_image(source.image)
+    image = images.open_image(source.image)
     for name, path in (("labels", source.labels), ("weights", source.weights)):
-        shape = io.open_image(path).shape
+        shape = images.open_image(path).shape
         if shape != image.shape:
             raise InputError(f"{path}: {name} shape {shape} differs from the image's {image.shape}")
     first, last = source.sections
@@ -91,7 +91,7 @@ class TileBatches(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         source = self.source
-        arrays = tuple(io.open_checked(path) for path in (source.image, source.labels, source.weights))
+        arrays = tuple(images.open_checked(path) for path in (source.image, source.labels, source.weights))
         for iteration in range(self.start + worker, self.stop, workers):
             rng = np.random.default_rng([source.seed, iteration])
             tiles = [sample_tile(arrays, source, rng) for _ in range(source.batch_size)]

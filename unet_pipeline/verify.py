@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import content, io
+from . import content, images
 
 INTACT, DIFFERENT, DAMAGED = 0, 1, 2  # exit statuses
 
@@ -16,7 +16,7 @@ def check(path: str | os.PathLike) -> dict[str, Any]:
     """What `path` (an image or a checkpoint) holds against what its writer recorded."""
     if Path(path).suffix == ".pt":
         return _check_checkpoint(path)
-    return {"path": str(path), **content.check_manifest(path, io.open_image(path))}
+    return {"path": str(path), **content.check_manifest(path, images.open_image(path))}
 
 
 def _check_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

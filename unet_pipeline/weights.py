@@ -33,7 +33,7 @@ import dask.array as da
 import numba
 import numpy as np
 
-from . import io, provenance, resume
+from . import images, provenance, resume
 from .cells import cell_mask, separate_cells, volume_cells
 from .errors import ConfigError, InputError
 
@@ -144,13 +144,13 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
     a killed run resumes.
     """
     started = provenance.now()
-    labels_array = io.open_input(labels_path)
+    labels_array = images.open_input(labels_path)
     labels = da.from_array(labels_array, chunks=labels_array.chunks, name=False)
     if mode not in ("2d", "3d"):
         raise ConfigError(f"weights mode must be '2d' or '3d', got {mode!r}")
     settings = {"w0": w0, "sigma": sigma, "class_balance": class_balance, "mode": mode, "tolerance": tolerance}
     key = resume.run_key(labels=provenance.input_fingerprint(labels_path), compression=compression, **settings)
-    voxel, unit = io.voxel_size(labels_path)
+    voxel, unit = images.voxel_size(labels_path)
     foreground = cell_fraction(labels, mode)
     if not 0 < foreground < 1:
         raise InputError(f"{labels_path}: the labels have "
@@ -159,8 +159,8 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
     balance = class_weights(foreground, class_balance)
 
     def create(partial: os.PathLike) -> Any:
-        return io.create_image(partial, labels.shape, np.float32, compression=compression, voxel_size=voxel,
-                               unit=unit, name="weights", **io.layout(labels_path))
+        return images.create_image(partial, labels.shape, np.float32, compression=compression, voxel_size=voxel,
+                               unit=unit, name="weights", **images.layout(labels_path))
 
     with resume.resumable_image(output, key, create) as target:
         if target is None:
@@ -173,7 +173,7 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float
         else:
             weight = _volume_weights(labels_array, w0, sigma, balance, spacing, tolerance)
         stats = resume.store_slabs(weight, target, "weights")
-        io.set_attrs(target.partial, provenance=provenance.record(
+        images.set_attrs(target.partial, provenance=provenance.record(
             "weights", settings, {"labels": str(labels_path)}, started, class_weights=list(balance), slabs=stats))
     return stats
 
