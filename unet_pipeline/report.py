@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io as stdio
+import io
 import json
 import os
 from typing import Any
@@ -57,7 +57,7 @@ def _edges(segmentation: np.ndarray) -> np.ndarray:
 
 
 def png_data_uri(rgb: np.ndarray) -> str:
-    buffer = stdio.BytesIO()
+    buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
