@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from distributed import Client
-
 from measure import PeakMemory
+
 from unet_pipeline import images
 from unet_pipeline.cluster import local_cluster
 from unet_pipeline.geometry import plan_tiles, tile_shape

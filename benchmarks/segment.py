@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 from distributed import LocalCluster
+from measure import PeakMemory
 from scipy import ndimage
 
-from measure import PeakMemory
 from unet_pipeline import agglomerate, images
 from unet_pipeline.blockwise import CELL_CHANNEL, as_probability
 from unet_pipeline.evaluate import evaluate

@@ -25,11 +25,12 @@ import tifffile
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from weights_reference import naive_border_term  # noqa: E402
+
 from unet_pipeline import images  # noqa: E402
 from unet_pipeline.cells import separate_cells  # noqa: E402
 from unet_pipeline.synth import synthetic_volume  # noqa: E402
 from unet_pipeline.weights import border_term, weights  # noqa: E402
-from weights_reference import naive_border_term  # noqa: E402
 
 ISBI = REPO.parent / "shared" / "data" / "isbi2012" / "train-labels.tif"
 W0, SIGMA = 10.0, 5.0

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-
 from conftest import COMPRESSION, write_image
+
 from unet_pipeline import images
 
 WEIGHTS = {"w0": 10.0, "sigma": 5.0, "class_balance": "none", "mode": "2d", "tolerance": 1e-3,

@@ -8,9 +8,9 @@ import sys
 import jsonschema
 import pytest
 import yaml
+from conftest import REPO
 from snakemake.utils import validate
 
-from conftest import REPO
 from unet_pipeline import cli
 from unet_pipeline.settings import STAGES, run_settings, stage_settings
 
@@ -82,7 +82,8 @@ def test_cli_rejects_settings_with_unknown_or_missing_keys(tmp_path):
 def test_cli_names_a_missing_input(tmp_path):
     config = default_config()
     result = run_cli("segment", str(tmp_path / "nope.ome.zarr"), str(tmp_path / "out"), "--settings",
-                     json.dumps(stage_settings(config, "segment")), "--run", json.dumps(run_settings(config, "segment")))
+                     json.dumps(stage_settings(config, "segment")), "--run",
+                     json.dumps(run_settings(config, "segment")))
     assert result.returncode == 2
     assert "nope.ome.zarr: no such OME-Zarr image" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -95,8 +96,8 @@ def test_schema_itself_is_valid():
 def test_info_prints_provenance_of_images_checkpoints_and_metrics(tmp_path):
     import numpy as np
     import torch
-
     from conftest import write_image
+
     from unet_pipeline import images
     from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
 
@@ -155,7 +156,8 @@ def test_every_run_only_setting_comes_from_a_run_only_config_key():
 def test_a_user_config_gets_the_schema_defaults_not_the_demo_values(tmp_path):
     """A --configfile without the section keys: evaluate scores every section and training validates on none,
     as config/README.md says (the demo config would give [12, 16], [0, 10] and [10, 12])."""
-    (tmp_path / "user.yaml").write_text(yaml.safe_dump({"name": "user", "data": {"synthetic": {"shape": [20, 64, 64]}}}))
+    user = {"name": "user", "data": {"synthetic": {"shape": [20, 64, 64]}}}
+    (tmp_path / "user.yaml").write_text(yaml.safe_dump(user))
     result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--printshellcmds", "--cores", "2",
                              "--directory", str(tmp_path), "--configfile", str(tmp_path / "user.yaml")],
                             cwd=REPO, capture_output=True, text=True)

@@ -14,12 +14,12 @@ import numpy as np
 import psutil
 import pytest
 import torch
-
 from conftest import COMPRESSION, dask_worker_processes, evaluate_settings, write_image
 from test_predict import run_predict
+
 from unet_pipeline import images, resume
-from unet_pipeline.weights import weights
 from unet_pipeline.errors import InputError, OutputBusy
+from unet_pipeline.weights import weights
 
 
 def hold_lock(output, seconds: float) -> subprocess.Popen:

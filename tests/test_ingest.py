@@ -5,11 +5,11 @@ import sys
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import COMPRESSION, ISBI, write_image
+
 from unet_pipeline import images
-from unet_pipeline.ingest import ingest
 from unet_pipeline.errors import InputError
+from unet_pipeline.ingest import ingest
 
 
 def settings(chunks=(2, 16, 16)):
@@ -49,8 +49,10 @@ def nan_at(shape, where) -> np.ndarray:
     [
         (lambda p: None, "no such file"),
         (lambda p: p.write_bytes(b"not a tiff"), "cannot read"),
-        (lambda p: tifffile.imwrite(p, np.zeros((2, 3, 4, 5), np.uint8), photometric="minisblack"), "expected a \\(z, y, x\\) volume"),
-        (lambda p: tifffile.imwrite(p, np.zeros((2, 4, 4), np.int32), photometric="minisblack"), "raw must be uint8, uint16 or float"),
+        (lambda p: tifffile.imwrite(p, np.zeros((2, 3, 4, 5), np.uint8), photometric="minisblack"),
+         "expected a \\(z, y, x\\) volume"),
+        (lambda p: tifffile.imwrite(p, np.zeros((2, 4, 4), np.int32), photometric="minisblack"),
+         "raw must be uint8, uint16 or float"),
         (lambda p: tifffile.imwrite(p, np.zeros((0, 4, 4), np.uint8), photometric="minisblack"), "cannot read|empty"),
         (lambda p: tifffile.imwrite(p, nan_at((3, 8, 8), (2, 5, 1)), photometric="minisblack"),
          r"raw has NaN or Inf values \(1 in sections 2-2, first at z=2, y=5, x=1\)"),

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-from unet_pipeline.metrics import (Contingency, dice_jaccard, info_scores, rand_scores, threshold_errors,
-                                   warping_error)
+from unet_pipeline.metrics import Contingency, dice_jaccard, info_scores, rand_scores, threshold_errors, warping_error
 
 
 def table(proposal, truth):
@@ -112,7 +111,6 @@ def test_dice_jaccard_and_threshold_errors():
 
 def test_compiled_warping_error_equals_the_vectorised_reference():
     from scipy import ndimage
-
     from warping_reference import reference_warping_error
 
     rng = np.random.default_rng(7)

@@ -1,10 +1,9 @@
 """pyproject.toml and environment.yml declare the same dependencies."""
 
 import re
+
 import tomllib
-
 import yaml
-
 from conftest import REPO
 
 CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name, where they differ

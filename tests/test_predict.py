@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import COMPRESSION, write_image
+
 from unet_pipeline import cluster, images
 from unet_pipeline.errors import InputError
 from unet_pipeline.model import ModelConfig, load_model
-from unet_pipeline.predict import auto_tile, _tile_bytes, predict
+from unet_pipeline.predict import _tile_bytes, auto_tile, predict
 
 
 def run_predict(image, checkpoint, output, workers=1, **options):
@@ -117,7 +117,8 @@ def test_auto_tile_is_the_largest_within_budget():
     small = auto_tile(config, (1, 16, 16), (4, 512, 512), 32 << 20, 1)
     large = auto_tile(config, (1, 16, 16), (4, 512, 512), 256 << 20, 1)
     geometry = config.geometry
-    assert _tile_bytes(config, geometry, small, 1) <= 32 << 20 < _tile_bytes(config, geometry, (1, small[1] + 16, small[2] + 16), 1)
+    grown = (1, small[1] + 16, small[2] + 16)
+    assert _tile_bytes(config, geometry, small, 1) <= 32 << 20 < _tile_bytes(config, geometry, grown, 1)
     assert large[1] > small[1] and all(t % 16 == 0 for t in large[1:])
     assert auto_tile(config, (1, 16, 16), (1, 40, 40), 1 << 40, 1) == (1, 48, 48)  # capped at the volume
 

@@ -1,6 +1,6 @@
 import numpy as np
-
 from conftest import COMPRESSION, write_image
+
 from unet_pipeline import images
 from unet_pipeline.preprocess import FLOAT_BINS, histogram_percentiles, preprocess
 

@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import COMPRESSION, REPO, probability_image, segment_settings, write_image
 from test_predict import run_predict
 from test_segment import cells_probability
+
 from unet_pipeline import content, images
 from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
 from unet_pipeline.preprocess import preprocess

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
+from conftest import COMPRESSION
 from skimage.measure import block_reduce
 
-from conftest import COMPRESSION
 from unet_pipeline import images
 from unet_pipeline.ingest import ingest
 from unet_pipeline.preprocess import preprocess
@@ -110,6 +110,7 @@ def test_without_a_pyramid_every_derived_image_keeps_level_0_alone(tmp_path):
            "nanometer", pyramid=False)
     preprocess(tmp_path / "raw.ome.zarr", tmp_path / "norm.ome.zarr", 0.5, 99.5, COMPRESSION)
     for name in ("raw", "norm"):
-        assert [d["path"] for d in images.image_attrs(tmp_path / f"{name}.ome.zarr")["multiscales"][0]["datasets"]] == ["0"]
+        datasets = images.image_attrs(tmp_path / f"{name}.ome.zarr")["multiscales"][0]["datasets"]
+        assert [d["path"] for d in datasets] == ["0"]
         assert not (tmp_path / f"{name}.ome.zarr" / "1").exists()
     assert np.array_equal(images.open_image(tmp_path / "raw.ome.zarr")[:], volume)

@@ -7,8 +7,8 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import COMPRESSION, REPO, segment_settings
+
 from unet_pipeline import cli, images
 from unet_pipeline.segment import segment
 

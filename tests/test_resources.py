@@ -6,9 +6,9 @@ import copy
 import re
 
 import pytest
-
 from conftest import REPO
 from test_config import default_config
+
 from unet_pipeline import resources
 from unet_pipeline.resources import PLACEHOLDER_SHAPE, stage_resources, stage_threads, volume_shape
 

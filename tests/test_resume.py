@@ -12,10 +12,10 @@ import time
 import numpy as np
 import psutil
 import tifffile
-
 from conftest import COMPRESSION, dask_worker_processes, kill_process_group, write_image
 from test_predict import run_predict
 from test_pyramid import assert_pyramid_equals
+
 from unet_pipeline import images, resume
 from unet_pipeline.ingest import ingest
 from unet_pipeline.synth import synthetic_volume
@@ -188,6 +188,7 @@ def chunk_files(image) -> dict[str, bytes]:
 def test_sigkill_of_segment_then_rerun_computes_only_missing_blocks(tmp_path, dask_cluster):
     from conftest import probability_image, segment_settings
     from test_segment import cells_probability
+
     from unet_pipeline.segment import segment
 
     probability = probability_image(tmp_path / "p.ome.zarr", cells_probability((4, 128, 128), 6), (1, 32, 32),

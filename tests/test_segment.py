@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
-
 from conftest import probability_image, same_partition, segment_settings
+from scipy import ndimage
 from test_pyramid import assert_pyramid_equals
+
 from unet_pipeline import images
 from unet_pipeline.blocks import block_grid, block_indices, global_ids
 from unet_pipeline.labeling import forward_offsets
@@ -89,7 +89,8 @@ def test_blockwise_agglomeration_equals_whole_volume_agglomeration(tmp_path, das
     segment(path, tmp_path / "whole.ome.zarr", **settings)  # one block holds the volume
     stats = segment(path, tmp_path / "blocks.ome.zarr", **{**settings, "block": [1, 64, 64]})
     assert stats["blocks"] == 3 * 3 * 3
-    whole, blocks = images.open_image(tmp_path / "whole.ome.zarr")[:], images.open_image(tmp_path / "blocks.ome.zarr")[:]
+    whole = images.open_image(tmp_path / "whole.ome.zarr")[:]
+    blocks = images.open_image(tmp_path / "blocks.ome.zarr")[:]
     assert same_partition(whole, blocks)
     assert 20 < stats["segments"] < 200
 
@@ -110,6 +111,7 @@ def test_blockwise_watershed_equals_whole_volume_watershed(tmp_path, dask_cluste
 
 def test_auto_merge_threshold_is_the_best_candidate_on_the_tune_sections(tmp_path, dask_cluster):
     from conftest import evaluate_settings, write_image
+
     from unet_pipeline.evaluate import evaluate
 
     _, labels = synthetic_volume((4, 96, 96), seed=7)
@@ -130,15 +132,18 @@ def test_auto_merge_threshold_is_the_best_candidate_on_the_tune_sections(tmp_pat
     assert [point["rand_error"] for point in auto["tuning"]["curve"]] == pytest.approx(errors, abs=1e-12)
     best = candidates[int(np.argmin(errors))]
     assert auto["tuning"]["merge_threshold"] == best and len(set(errors)) > 1
-    assert np.array_equal(images.open_image(tmp_path / "auto.ome.zarr")[:], images.open_image(tmp_path / f"{best}.ome.zarr")[:])
+    chosen = images.open_image(tmp_path / "auto.ome.zarr")[:]
+    assert np.array_equal(chosen, images.open_image(tmp_path / f"{best}.ome.zarr")[:])
 
 
 def test_more_segments_than_uint32_holds_make_a_uint64_output(tmp_path):
     from conftest import COMPRESSION
+
     from unet_pipeline.segment import _fit_dtype
 
     image = tmp_path / "s.ome.zarr"
-    images.create_image(image, (2, 16, 16), np.uint32, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "s", labels=True)
+    images.create_image(image, (2, 16, 16), np.uint32, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "s",
+                        labels=True)
     _fit_dtype(image, 2**32 - 1)
     assert images.open_image(image).dtype == np.uint32
     _fit_dtype(image, 2**32)

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import zarr
-
 from conftest import COMPRESSION, REPO, evaluate_settings, same_partition, segment_settings
+
 from unet_pipeline import images
 
 SIDE, CELL, CAP_MB = 12288, 96, 550  # one section of 151 Mpx: its float16 probabilities alone exceed the cap

@@ -7,11 +7,11 @@ import numpy as np
 import tensorstore
 import tifffile
 import zarr
+from conftest import COMPRESSION, segment_settings
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
-
-from conftest import COMPRESSION, segment_settings
 from test_predict import run_predict
+
 from unet_pipeline import images
 from unet_pipeline.ingest import ingest
 from unet_pipeline.preprocess import preprocess
@@ -35,7 +35,8 @@ def test_sharded_chain_equals_unsharded_and_readers_open_it(tmp_path, random_che
     tifffile.imwrite(tmp_path / "stack.tif", volume)
     checkpoint = random_checkpoint(depth=2)
     plain, _ = run_chain(tmp_path, tmp_path / "stack.tif", checkpoint, dask_cluster)
-    sharded, stats = run_chain(tmp_path, tmp_path / "stack.tif", checkpoint, dask_cluster, shards=(2, 64, 64), ngff="0.5")
+    sharded, stats = run_chain(tmp_path, tmp_path / "stack.tif", checkpoint, dask_cluster, shards=(2, 64, 64),
+                               ngff="0.5")
     assert stats["tiles"] == 3 * 3 * 2  # tiles are whole shards: 2 x 64 x 64 over 5 x 150 x 70
     for name in ("raw", "norm", "probabilities", "segmentation"):
         a, b = images.open_image(plain / f"{name}.ome.zarr"), images.open_image(sharded / f"{name}.ome.zarr")
@@ -52,7 +53,8 @@ def test_sharded_chain_equals_unsharded_and_readers_open_it(tmp_path, random_che
 
     raw = sharded / "raw.ome.zarr"
     node = next(iter(Reader(parse_url(str(raw)))()))
-    assert node.data[0].shape == volume.shape and len(node.data) == len(images.image_attrs(raw)["multiscales"][0]["datasets"])
+    levels = images.image_attrs(raw)["multiscales"][0]["datasets"]
+    assert node.data[0].shape == volume.shape and len(node.data) == len(levels)
     assert node.metadata["coordinateTransformations"][1][0]["scale"] == [50.0, 8.0, 8.0]
     store = tensorstore.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(raw / "0")}},
                              read=True).result()

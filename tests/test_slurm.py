@@ -15,10 +15,10 @@ import time
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, write_image
 from test_predict import run_predict
 from test_workflow import TINY, environment, scheduled_rules
+
 from unet_pipeline import images, resume
 
 
@@ -39,7 +39,8 @@ def queue(settle_s: float = 30) -> list[str]:
     """Jobs still pending, running or completing, once cancelled ones had `settle_s` to leave."""
     deadline = time.monotonic() + settle_s
     while True:
-        jobs = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True).stdout.split("\n")[:-1]
+        listing = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True).stdout
+        jobs = listing.split("\n")[:-1]
         if not jobs or time.monotonic() > deadline:
             return jobs
         time.sleep(0.5)
@@ -91,7 +92,8 @@ def test_predict_on_dask_workers_that_are_slurm_jobs(tmp_path, random_checkpoint
                "slurm": {"partition": "debug", "account": None, "qos": None}}
     stats = run_predict(image, checkpoint, tmp_path / "slurm.ome.zarr", tile=[1, 32, 32], cluster_settings=cluster)
     assert stats["computed"] == 16
-    assert np.array_equal(images.open_image(tmp_path / "slurm.ome.zarr")[:], images.open_image(tmp_path / "local.ome.zarr")[:])
+    assert np.array_equal(images.open_image(tmp_path / "slurm.ome.zarr")[:],
+                          images.open_image(tmp_path / "local.ome.zarr")[:])
     assert list((tmp_path / "dask-logs").glob("*.err")), "no worker job wrote a log"
     assert not queue(), queue()
 
@@ -99,6 +101,7 @@ def test_predict_on_dask_workers_that_are_slurm_jobs(tmp_path, random_checkpoint
 def test_segment_on_dask_workers_that_are_slurm_jobs(tmp_path, dask_cluster):
     from conftest import probability_image, segment_settings
     from test_segment import cells_probability
+
     from unet_pipeline.segment import segment
 
     probabilities = probability_image(tmp_path / "p.ome.zarr", cells_probability((2, 96, 96), 8), (1, 32, 32))
@@ -110,7 +113,8 @@ def test_segment_on_dask_workers_that_are_slurm_jobs(tmp_path, dask_cluster):
                "slurm": {"partition": "debug", "account": None, "qos": None}}
     on_slurm = segment(probabilities, tmp_path / "slurm.ome.zarr", **{**settings, "cluster_settings": cluster})
     assert on_slurm == local and local["blocks"] == 2 * 2 * 2
-    assert np.array_equal(images.open_image(tmp_path / "slurm.ome.zarr")[:], images.open_image(tmp_path / "local.ome.zarr")[:])
+    assert np.array_equal(images.open_image(tmp_path / "slurm.ome.zarr")[:],
+                          images.open_image(tmp_path / "local.ome.zarr")[:])
     assert list((tmp_path / "dask-logs").glob("*.err")), "no worker job wrote a log"
     assert not queue(), queue()
 

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
+
 import h5py
 import numpy as np
 import pytest
 import tensorstore
 import tifffile
 import zarr
+from conftest import COMPRESSION
 from PIL import Image
 
-from conftest import COMPRESSION
 from unet_pipeline import images
+from unet_pipeline.errors import InputError
 from unet_pipeline.ingest import ingest
 from unet_pipeline.sources import natural_key, open_source, source_file, source_voxel_size
-from unet_pipeline.errors import InputError
 
 VOLUME = np.random.default_rng(0).integers(0, 256, size=(11, 24, 20)).astype(np.uint8)
 

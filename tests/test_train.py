@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import COMPRESSION, REPO, kill_process_group, write_image
+
 from unet_pipeline.augment import AugmentSettings, augment_tile, elastic_field, warp
 from unet_pipeline.cells import cell_mask
 from unet_pipeline.model import load_model

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 import tifffile
-from scipy import ndimage
-
 from conftest import COMPRESSION, ISBI, write_image
+from scipy import ndimage
+from weights_reference import naive_border_term
+
 from unet_pipeline import images
 from unet_pipeline.cells import cell_mask, separate_cells
 from unet_pipeline.synth import synthetic_volume
 from unet_pipeline.weights import border_term, class_weights, weight_map, weights
-from weights_reference import naive_border_term
 
 W0, SIGMA = 10.0, 5.0
 
@@ -16,7 +16,8 @@ W0, SIGMA = 10.0, 5.0
 def random_cells(shape, seed, sigma=3.0, level=0.55):
     """Blobs of random size and shape (and some touching instances) as cell ids."""
     rng = np.random.default_rng(seed)
-    blobs = ndimage.gaussian_filter(rng.random(shape), sigma) > np.quantile(ndimage.gaussian_filter(rng.random(shape), sigma), level)
+    cutoff = np.quantile(ndimage.gaussian_filter(rng.random(shape), sigma), level)
+    blobs = ndimage.gaussian_filter(rng.random(shape), sigma) > cutoff
     labels, _ = ndimage.label(blobs)
     return separate_cells(labels)
 
@@ -119,4 +120,5 @@ def test_touching_instances_without_background_get_weights(tmp_path):
     result = images.open_image(out)[:]
     assert np.allclose(result, expected, atol=1e-6)
     assert result[0, 5, 11] > result[0, 5, 3] + 5  # the separation line weighs far more than inside a cell
-    assert images.image_attrs(out)["provenance"]["class_weights"] == pytest.approx([0.5 / (1 - fraction), 0.5 / fraction])
+    recorded = images.image_attrs(out)["provenance"]["class_weights"]
+    assert recorded == pytest.approx([0.5 / (1 - fraction), 0.5 / fraction])

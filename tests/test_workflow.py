@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import REPO
+
 from unet_pipeline import images, resume
 
 TINY = {

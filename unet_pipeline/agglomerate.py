@@ -22,8 +22,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .region_graph import COUNT, mean_boundary
 from .errors import ConfigError
+from .region_graph import COUNT, mean_boundary
 
 Solver = Callable[[np.ndarray, np.ndarray, int, float], np.ndarray]
 EPSILON = 1e-4  # keeps the multicut's log-odds finite

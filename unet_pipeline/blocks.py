@@ -72,4 +72,5 @@ def block_indices(box: Box, block: Shape, volume: Shape) -> np.ndarray:
 def split_global_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(block index, local id) of uint64 ids made by `global_ids`."""
     ids = np.asarray(ids, dtype=np.uint64)
-    return (ids >> np.uint64(LOCAL_ID_BITS)).astype(np.int64), (ids & np.uint64((1 << LOCAL_ID_BITS) - 1)).astype(np.int64)
+    local = ids & np.uint64((1 << LOCAL_ID_BITS) - 1)
+    return (ids >> np.uint64(LOCAL_ID_BITS)).astype(np.int64), local.astype(np.int64)

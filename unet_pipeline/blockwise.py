@@ -169,7 +169,8 @@ class Mask:
         if self.kind == "probability":
             return read_cell_probability(self.image, box, work.run_key) > self.threshold
         if self.kind == "intensity":
-            return np.asarray(open_array(str(Path(self.image) / images.LEVEL0), work.run_key)[box.slices()]) >= self.threshold
+            values = open_array(str(Path(self.image) / images.LEVEL0), work.run_key)[box.slices()]
+            return np.asarray(values) >= self.threshold
         around = box.grow((0, 1, 1), (0, 1, 1))  # cells of each section, as the 2D metrics see them
         read = Box(tuple(max(a, 0) for a in around.start), tuple(min(b, n) for b, n in zip(around.stop, work.volume)))
         labels = np.asarray(open_array(str(Path(self.image) / images.LEVEL0), work.run_key)[read.slices()])

@@ -121,7 +121,11 @@ class CheckedReads:
         ranges = []
         for axis, size in enumerate(self.shape):
             part = key[axis] if axis < len(key) else slice(None)
-            start, stop, _ = part.indices(size) if isinstance(part, slice) else (int(part) % size, int(part) % size + 1, 1)
+            if isinstance(part, slice):
+                start, stop, _ = part.indices(size)
+            else:
+                start = int(part) % size
+                stop = start + 1
             ranges.append(range(start // unit[axis], -(-stop // unit[axis])))
         for index in itertools.product(*ranges):
             region = tuple(slice(i * u, min((i + 1) * u, n)) for i, u, n in zip(index, unit, self.shape))

@@ -19,7 +19,6 @@ from typing import Any, Callable, Sequence
 from . import __version__
 from .errors import ConfigError, PipelineError, storage_error
 
-
 VERIFY_HELP = ("Decode every chunk of an image's level 0 again and compare it with the hashes its writer "
                "recorded (content.json); for a checkpoint, hash its weights again. With OTHER, also say whether "
                "the two hold identical values. Exit status: 0 intact (and identical), 1 intact but different, "

@@ -36,8 +36,8 @@ from skimage.segmentation import expand_labels
 from . import cluster, images, metrics, provenance
 from .blocks import Block, aligned_block_shape
 from .blockwise import Mask, Runner, Work, components, open_array, read_cell_probability
-from .preprocess import FLOAT_BINS
 from .errors import ConfigError, InputError
+from .preprocess import FLOAT_BINS
 
 SECTION_FIELDS = ["section", "pixel_error", "rand_error", "rand_split", "rand_merge", "info_error",
                   "variation_of_information", "warping_error", "membrane_dice", "membrane_jaccard"]
@@ -131,7 +131,8 @@ def score_block(block: Block, work: Work, segmentation: str, probabilities: str,
 def intensity_histograms(block: Block, work: Work, raw: str, labels: str, low: float, step: float,
                          bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Worker: histograms of the raw intensity levels (see `_levels`) on membrane and on cells of a block."""
-    levels = _levels(np.asarray(open_array(str(Path(raw) / images.LEVEL0), work.run_key)[block.box.slices()]), low, step)
+    values = open_array(str(Path(raw) / images.LEVEL0), work.run_key)[block.box.slices()]
+    levels = _levels(np.asarray(values), low, step)
     true_cell = Mask(labels, "labels").read(block.box, work)
     return (np.bincount(levels[~true_cell], minlength=bins), np.bincount(levels[true_cell], minlength=bins))
 

@@ -227,7 +227,8 @@ def write_pyramid(path: str | os.PathLike, levels_written: int = 0) -> int:
         sources.append(previous.rechunk(write_unit(target)))
         targets.append(target)
     da.store(sources, targets, lock=False)
-    factors = [tuple(int(np.prod(column)) for column in zip((1, 1, 1), *steps[:level])) for level in range(len(steps) + 1)]
+    factors = [tuple(int(np.prod(column)) for column in zip((1, 1, 1), *steps[:level]))
+               for level in range(len(steps) + 1)]
     fmt = NGFF_VERSIONS["0.5" if group.metadata.zarr_format == 3 else "0.4"][0]()
     _write_multiscales(group, fmt, multiscale["axes"], multiscale["name"], multiscale["type"], factors,
                        voxel_size(path)[0])

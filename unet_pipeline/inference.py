@@ -14,10 +14,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .errors import ConfigError
 from .geometry import plan_tiles, tile_shape
 from .mirror import read_mirrored
 from .model import UNet, center_crop
-from .errors import ConfigError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

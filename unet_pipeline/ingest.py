@@ -15,9 +15,9 @@ import dask.array as da
 import numpy as np
 
 from . import images, provenance, resume
+from .errors import InputError
 from .geometry import Shape
 from .sources import open_source, source_file, source_voxel_size
-from .errors import InputError
 
 MISSING_CHUNKS = ("refuse", "fill")
 RAW_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)

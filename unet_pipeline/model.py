@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .geometry import UNetGeometry
 from .images import InputError
-from .errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ import torch
 import zarr
 
 from . import cluster, content, images, provenance, resume, tasks
+from .chunk_files import CheckedReads
+from .errors import InputError
 from .geometry import Box, Shape, Tile, UNetGeometry, iter_tiles, tile_count, tile_shape
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
 from .model import ModelConfig, UNet, activation_bytes, load_model, select_device, weights_hash
-from .chunk_files import CheckedReads
-from .errors import InputError
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,8 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         shape = tile_shape(config.geometry, unit_shape, tuple(tile), image.shape)
     tiles = tile_count(image.shape, shape)
     layout = images.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
-    key = resume.run_key(model=asdict(config), weights=weights_sha256, image=provenance.input_fingerprint(image_path), tile=shape,
-                         layout=layout, dtype=dtype, amp=amp, tta=tta, compression=compression)
+    key = resume.run_key(model=asdict(config), weights=weights_sha256, image=provenance.input_fingerprint(image_path),
+                         tile=shape, layout=layout, dtype=dtype, amp=amp, tta=tta, compression=compression)
 
     def create(partial: Path) -> zarr.Array:
         return images.create_image(partial, image.shape, dtype, compression=compression, voxel_size=voxel, unit=unit,

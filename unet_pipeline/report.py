@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from . import images
+from .blockwise import CELL_CHANNEL, as_probability
 from .cells import cell_mask
 from .evaluate import SECTION_FIELDS, sections_table_path
-from .blockwise import CELL_CHANNEL, as_probability
 
 
 def section_panels(raw: np.ndarray, cell_probability: np.ndarray, segmentation: np.ndarray,
@@ -130,9 +130,13 @@ def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
     first, last = metrics["sections"]
     shown = sorted(set(np.linspace(first, last - 1, num=min(sections, last - first)).round().astype(int)))
     threshold = metrics["threshold"]
+    def panels(z: int) -> str:
+        cell = as_probability(probs[CELL_CHANNEL, z])
+        return png_data_uri(section_panels(raw[z], cell, segmentation[z], labels[z], threshold))
+
     figures = "".join(
-        f'<figure><img src="{png_data_uri(section_panels(raw[z], as_probability(probs[CELL_CHANNEL, z]), segmentation[z], labels[z], threshold))}"'
-        f' alt="section {z}"/><figcaption>section {z}: raw | cell probability | segment borders | pixel errors '
+        f'<figure><img src="{panels(z)}" alt="section {z}"/>'
+        f"<figcaption>section {z}: raw | cell probability | segment borders | pixel errors "
         f"at cell probability {threshold} (red: false cell, blue: false membrane)</figcaption></figure>"
         for z in shown
     )
@@ -157,11 +161,13 @@ def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
     provenance = {name: images.image_attrs(path).get("provenance", {}) for name, path in
                   (("probabilities", probabilities_path), ("segmentation", segmentation_path))}
     provenance["metrics"] = metrics.get("provenance", {})
+    name = html.escape(str(config.get("name", "")))
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>unet-pipeline report: {html.escape(str(config.get("name", "")))}</title>
+<html lang="en"><head><meta charset="utf-8"><title>unet-pipeline report: {name}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>
-<body><h1>unet-pipeline report: {html.escape(str(config.get("name", "")))}</h1>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}
+pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>
+<body><h1>unet-pipeline report: {name}</h1>
 <h2>Metrics on sections {first}..{last - 1} (pooled)</h2>{_metrics_table(metrics)}
 <h3>Per section</h3>{_table(per_section, [k for k in SECTION_FIELDS if per_section and k in per_section[0]])}
 <h3>Threshold sweep</h3>{sweep_plot}

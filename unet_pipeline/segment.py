@@ -33,15 +33,26 @@ import zarr
 
 from . import agglomerate, cluster, content, images, provenance, pyramid, resume
 from .blocks import Block, aligned_block_shape, block_indices, global_ids
-from .geometry import Box
-from .blockwise import CELL_CHANNEL, SCRATCH, Mask, PieceGraph, Runner, Work, components, open_array, piece_graph, \
-    read_cell_probability, read_global_ids
+from .blockwise import (
+    CELL_CHANNEL,
+    SCRATCH,
+    Mask,
+    PieceGraph,
+    Runner,
+    Work,
+    components,
+    open_array,
+    piece_graph,
+    read_cell_probability,
+    read_global_ids,
+)
+from .errors import ConfigError, InputError
 from .fragments import seeded_flood, watershed_fragments
+from .geometry import Box
 from .labeling import FACE_CONNECTIVITY, check_connectivity, forward_offsets
 from .region_graph import block_edges, quantize
 from .stitching import face_axes, face_views, outside_layer, stitch_pairs
 from .tune import choose_merge_threshold
-from .errors import ConfigError, InputError
 
 Method = Literal["components", "watershed", "agglomerate"]
 METHODS = ("components", "watershed", "agglomerate")

@@ -196,7 +196,8 @@ def natural_key(name: str) -> list[Any]:
 
 def section_files(folder: Path) -> LazyStack:
     """A folder of single-section TIFF or PNG files, in natural order, as a lazy stack."""
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in SECTION_SUFFIXES), key=lambda p: natural_key(p.name))
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in SECTION_SUFFIXES),
+                   key=lambda p: natural_key(p.name))
     if not files:
         raise InputError(f"{folder}: no .tif, .tiff or .png sections in this folder")
     suffixes = {p.suffix.lower().replace(".tiff", ".tif") for p in files}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .geometry import Shape
 from .errors import ConfigError
+from .geometry import Shape
 
 
 def synthetic_volume(shape: Shape, seed: int, cell_diameter: float = 40.0) -> tuple[np.ndarray, np.ndarray]:

@@ -28,13 +28,13 @@ import torch.nn.functional as F
 from . import images, metrics, progress, provenance, resume
 from .augment import AugmentSettings
 from .cells import cell_mask, separate_cells
+from .errors import ConfigError
 from .evaluate import section_table
 from .inference import predict_in_memory
-from .model import ModelConfig, UNet, save_checkpoint, select_device
 from .labeling import label_components
+from .model import ModelConfig, UNet, save_checkpoint, select_device
 from .settings import RUN_ONLY
 from .train_data import TileSource, batches, check_source
-from .errors import ConfigError
 
 LOG_FIELDS = ["iteration", "loss", "learning_rate", "seconds", "val_loss", "val_pixel_error", "val_rand_error"]
 
@@ -79,7 +79,8 @@ def validate(network: UNet, image: Any, labels: Any, weights: Any, sections: lis
     for z, (proposal, section) in enumerate(zip(segmentation, truth)):
         table.merge(section_table(proposal, separate_cells(section), z))
     pixel_error = float(np.mean((probabilities[1] > 0.5) != true_cell))
-    return {"val_loss": loss, "val_pixel_error": pixel_error, "val_rand_error": metrics.rand_scores(table)["rand_error"]}
+    rand_error = metrics.rand_scores(table)["rand_error"]
+    return {"val_loss": loss, "val_pixel_error": pixel_error, "val_rand_error": rand_error}
 
 
 def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,
@@ -115,7 +116,8 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
         state_dir = Path(checkpoint_path).parent / "state"
         shaping = {key: value for key, value in settings.items() if key not in RUN_ONLY["train"]}
         key = resume.run_key(settings=shaping, norm=provenance.input_fingerprint(norm_path),
-                             labels=provenance.input_fingerprint(labels_path), weights=provenance.input_fingerprint(weights_path))
+                             labels=provenance.input_fingerprint(labels_path),
+                             weights=provenance.input_fingerprint(weights_path))
         state = _load_state(state_dir, key)
         rows: list[dict[str, Any]] = []
         best: dict[str, Any] = {"val_rand_error": math.inf, "iteration": 0}

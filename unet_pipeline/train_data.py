@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from . import images
 from .augment import AugmentSettings, augment_tile
 from .cells import cell_mask
+from .errors import ConfigError, InputError
 from .geometry import Box, UNetGeometry
 from .mirror import read_mirrored
-from .errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)

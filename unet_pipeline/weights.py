@@ -104,7 +104,8 @@ def class_weights(foreground_fraction: float, mode: str | list[float]) -> tuple[
     if mode == "balanced":
         if not 0 < foreground_fraction < 1:
             raise InputError(
-                f"cannot balance classes: the labels are {foreground_fraction:.0%} cell; they need both membrane and cell"
+                f"cannot balance classes: the labels are {foreground_fraction:.0%} cell; "
+                "they need both membrane and cell"
             )
         return 0.5 / (1 - foreground_fraction), 0.5 / foreground_fraction
     membrane, cell = mode

@@ -7,14 +7,14 @@ rule evaluate:
     output:
         metrics=result("metrics.json"),
         sections=result("metrics_sections.csv"),
-    params:
-        settings=settings("evaluate"),
-    resources:
-        **resources_of("evaluate"),
     log:
         log_file("evaluate"),
     conda:
         ENV
+    resources:
+        **resources_of("evaluate"),
+    params:
+        settings=settings("evaluate"),
     shell:
         "unet-pipeline --on-busy wait evaluate {input.segmentation:q} {input.probabilities:q} {input.labels:q}"
         " {output.metrics:q} --settings {params.settings:q} --run {resources.run_settings:q} > {log:q} 2>&1"

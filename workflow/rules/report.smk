@@ -10,14 +10,14 @@ rule report:
         train_log=result("model/train_log.csv"),
     output:
         result("report.html"),
-    params:
-        settings=settings("report"),
-    resources:
-        **resources_of("report"),
     log:
         log_file("report"),
     conda:
         ENV
+    resources:
+        **resources_of("report"),
+    params:
+        settings=settings("report"),
     shell:
         "unet-pipeline --on-busy wait report {input.raw:q} {input.probabilities:q} {input.segmentation:q} {input.labels:q}"
         " {input.weights:q} {input.metrics:q} {input.train_log:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

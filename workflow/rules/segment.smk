@@ -4,14 +4,14 @@ rule segment:
         labels=result("labels.ome.zarr"),  # read when the merge threshold is tuned on labelled sections
     output:
         directory(result("segmentation.ome.zarr")),
-    params:
-        settings=settings("segment"),
-    threads: threads_of("segment")
-    resources:
-        **resources_of("segment"),
     log:
         log_file("segment"),
     conda:
         ENV
+    threads: threads_of("segment")
+    resources:
+        **resources_of("segment"),
+    params:
+        settings=settings("segment"),
     shell:
         "unet-pipeline --on-busy wait segment {input.probabilities:q} {output:q} --settings {params.settings:q} --run {resources.run_settings:q} > {log:q} 2>&1"

@@ -6,15 +6,15 @@ rule train:
     output:
         checkpoint=result("model/checkpoint.pt"),
         log=result("model/train_log.csv"),
-    params:
-        settings=settings("train"),
-    threads: threads_of("train")
-    resources:
-        **resources_of("train"),
     log:
         log_file("train"),
     conda:
         ENV
+    threads: threads_of("train")
+    resources:
+        **resources_of("train"),
+    params:
+        settings=settings("train"),
     shell:
         "unet-pipeline --on-busy wait train {input.norm:q} {input.labels:q} {input.weights:q} {output.checkpoint:q}"
         " {output.log:q} --settings {params.settings:q} --run {resources.run_settings:q} > {log:q} 2>&1"
