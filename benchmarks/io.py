@@ -52,7 +52,8 @@ def plain_copy(source: zarr.Array | np.ndarray, target_path: Path, chunks: tuple
 
 
 def our_ingest(stack: Path, target_path: Path, chunks: tuple[int, ...], pyramid: bool) -> None:
-    ingest("raw", stack, target_path, chunks, COMPRESSION, VOXEL, "nanometer", pyramid=pyramid)
+    ingest("raw", stack, target_path, chunks=chunks, compression=COMPRESSION, voxel_size=VOXEL, unit="nanometer",
+           pyramid=pyramid)
 
 
 def stored_bytes(path: Path) -> tuple[int, int]:

@@ -68,8 +68,8 @@ def main() -> None:
         images.create_image(source_image, labels.shape, labels.dtype, (1, 512, 512),
                         {"codec": "zstd", "level": 3}, (50, 4, 4), "nanometer", "labels")[:] = labels
         start = time.perf_counter()
-        weights(source_image, Path(tmp) / "weights.ome.zarr", W0, SIGMA, "balanced", "2d", 1e-3,
-                {"codec": "zstd", "level": 3})
+        weights(source_image, Path(tmp) / "weights.ome.zarr", w0=W0, sigma=SIGMA, class_balance="balanced",
+                mode="2d", tolerance=1e-3, compression={"codec": "zstd", "level": 3})
         stage_s = time.perf_counter() - start
 
     print(f"naive border term, serial:                 {naive_s:7.2f} s ({naive_s / len(cells) * 1e3:.0f} ms/section)")

@@ -75,7 +75,7 @@ def test_wrong_types_in_hand_written_settings_are_named_before_any_work(tmp_path
     output = tmp_path / "w.ome.zarr"
     result = cli("weights", labels, output, settings={**WEIGHTS, "w0": "10", "mode": 2})
     assert result.returncode == 2, result.stderr
-    assert 'wrong type of w0 = "10" (expected float); mode = 2 (expected str)' in result.stderr
+    assert "wrong type of w0 = \"10\" (expected float); mode = 2 (expected Literal['2d', '3d'])" in result.stderr
     assert not output.exists() and not images.partial_path(output).exists()
 
 

@@ -12,6 +12,7 @@ from conftest import REPO
 from snakemake.utils import validate
 
 from unet_pipeline import cli
+from unet_pipeline.errors import ConfigError
 from unet_pipeline.settings import STAGES, run_settings, stage_settings
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -182,3 +183,20 @@ def test_the_cli_turns_only_pipeline_errors_into_exit_2(tmp_path, monkeypatch, c
     monkeypatch.setattr(cli, "_stages", lambda: {"ingest": (broken, ("output",))})
     with pytest.raises(ValueError, match="a bug, not bad input"):
         cli.main(["ingest", str(tmp_path / "o"), "--settings", '{"flag": 1}'])
+
+
+def test_stage_settings_are_keyword_only_and_checked_on_every_call(tmp_path):
+    """Every stage takes its settings by keyword, and a value outside its type or Literal is refused before any
+    work, from Python as from the command line."""
+    import inspect
+
+    from unet_pipeline.weights import weights
+
+    for stage, (function, paths) in cli._stages().items():
+        parameters = inspect.signature(function).parameters
+        assert [name for name, p in parameters.items() if p.kind is not p.KEYWORD_ONLY] == list(paths), stage
+        assert "Args:" in (function.__doc__ or ""), stage
+    with pytest.raises(ConfigError, match=r'settings of weights: wrong type of mode = "4d" \(expected Literal'):
+        weights(tmp_path / "labels.ome.zarr", tmp_path / "w.ome.zarr", w0=10.0, sigma=5.0, class_balance="none",
+                mode="4d", tolerance=1e-3, compression={})
+    assert not (tmp_path / "w.ome.zarr").exists()

@@ -64,7 +64,8 @@ def test_cli_reports_a_busy_output_with_exit_code_2(tmp_path):
 def test_labels_without_both_classes_are_refused(tmp_path, fill, message):
     labels = write_image(tmp_path / "labels.ome.zarr", np.full((2, 8, 8), fill, np.uint8), (1, 8, 8))
     with pytest.raises(InputError, match=f"labels.ome.zarr: the labels have {message}"):
-        weights(labels, tmp_path / "w.ome.zarr", 10, 5, "none", "2d", 1e-3, COMPRESSION)
+        weights(labels, tmp_path / "w.ome.zarr", w0=10, sigma=5, class_balance="none", mode="2d", tolerance=1e-3,
+                compression=COMPRESSION)
     assert not (tmp_path / "w.ome.zarr").exists()
 
 

@@ -13,7 +13,7 @@ def test_percentiles_are_whole_volume_and_chunking_independent(tmp_path):
     for chunks in ((1, 30, 40), (2, 7, 9)):
         source = write_image(tmp_path / f"raw{chunks[1]}.ome.zarr", raw, chunks)
         out = tmp_path / f"norm{chunks[1]}.ome.zarr"
-        preprocess(source, out, 1.0, 99.0, COMPRESSION)
+        preprocess(source, out, low_percentile=1.0, high_percentile=99.0, compression=COMPRESSION)
         outputs.append(images.open_image(out)[:])
         low, high = images.image_attrs(out)["provenance"]["intensity_range"]
         assert (low, high) == tuple(float(v) for v in np.percentile(raw, [1, 99], method="inverted_cdf"))
@@ -29,7 +29,7 @@ def test_histogram_percentiles_of_a_known_histogram():
 def test_float_raw_percentiles_are_within_one_bin(tmp_path):
     raw = np.random.default_rng(1).normal(100.0, 20.0, size=(3, 40, 40)).astype(np.float32)
     source = write_image(tmp_path / "raw.ome.zarr", raw, (1, 20, 20))
-    preprocess(source, tmp_path / "norm.ome.zarr", 1.0, 99.0, COMPRESSION)
+    preprocess(source, tmp_path / "norm.ome.zarr", low_percentile=1.0, high_percentile=99.0, compression=COMPRESSION)
     low, high = images.image_attrs(tmp_path / "norm.ome.zarr")["provenance"]["intensity_range"]
     width = (raw.max() - raw.min()) / FLOAT_BINS
     expected = np.percentile(raw, [1, 99], method="inverted_cdf")

@@ -98,7 +98,8 @@ def test_levels_written_slab_by_slab_with_level_0_equal_the_whole_volume_chain(t
     volume = (np.random.default_rng(3).random((5, 150, 70)) * 200).astype(np.uint16)
     tifffile.imwrite(tmp_path / "stack.tif", volume)
     out = tmp_path / f"{kind}.ome.zarr"
-    ingest(kind, tmp_path / "stack.tif", out, (1, 32, 32), COMPRESSION, (30.0, 5.0, 5.0), "nanometer")
+    ingest(kind, tmp_path / "stack.tif", out, chunks=(1, 32, 32), compression=COMPRESSION,
+           voxel_size=(30.0, 5.0, 5.0), unit="nanometer")
     assert level_factors((30.0, 5.0, 5.0), volume.shape, (1, 32, 32))[0][0] == 1  # some levels are slab-local
     assert_pyramid_equals(out, volume, (30.0, 5.0, 5.0), (1, 32, 32), "mean" if kind == "raw" else "mode")
 
@@ -106,9 +107,10 @@ def test_levels_written_slab_by_slab_with_level_0_equal_the_whole_volume_chain(t
 def test_without_a_pyramid_every_derived_image_keeps_level_0_alone(tmp_path):
     volume = (np.random.default_rng(4).random((3, 150, 70)) * 200).astype(np.uint8)
     tifffile.imwrite(tmp_path / "stack.tif", volume)
-    ingest("raw", tmp_path / "stack.tif", tmp_path / "raw.ome.zarr", (1, 32, 32), COMPRESSION, (30.0, 5.0, 5.0),
-           "nanometer", pyramid=False)
-    preprocess(tmp_path / "raw.ome.zarr", tmp_path / "norm.ome.zarr", 0.5, 99.5, COMPRESSION)
+    ingest("raw", tmp_path / "stack.tif", tmp_path / "raw.ome.zarr", chunks=(1, 32, 32), compression=COMPRESSION,
+           voxel_size=(30.0, 5.0, 5.0), unit="nanometer", pyramid=False)
+    preprocess(tmp_path / "raw.ome.zarr", tmp_path / "norm.ome.zarr", low_percentile=0.5, high_percentile=99.5,
+               compression=COMPRESSION)
     for name in ("raw", "norm"):
         datasets = images.image_attrs(tmp_path / f"{name}.ome.zarr")["multiscales"][0]["datasets"]
         assert [d["path"] for d in datasets] == ["0"]

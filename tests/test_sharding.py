@@ -21,8 +21,10 @@ from unet_pipeline.segment import segment
 def run_chain(tmp_path, stack, checkpoint, dask_cluster, **layout):
     folder = tmp_path / layout.get("ngff", "0.4")
     folder.mkdir()
-    ingest("raw", stack, folder / "raw.ome.zarr", (1, 32, 32), COMPRESSION, (50.0, 4.0, 4.0), "nanometer", **layout)
-    preprocess(folder / "raw.ome.zarr", folder / "norm.ome.zarr", 0.5, 99.5, COMPRESSION)
+    ingest("raw", stack, folder / "raw.ome.zarr", chunks=(1, 32, 32), compression=COMPRESSION,
+           voxel_size=(50.0, 4.0, 4.0), unit="nanometer", **layout)
+    preprocess(folder / "raw.ome.zarr", folder / "norm.ome.zarr", low_percentile=0.5, high_percentile=99.5,
+               compression=COMPRESSION)
     stats = run_predict(folder / "norm.ome.zarr", checkpoint, folder / "probabilities.ome.zarr", workers=2,
                         tile=[1, 32, 32])
     segment(folder / "probabilities.ome.zarr", folder / "segmentation.ome.zarr",

@@ -16,7 +16,7 @@ from conftest import COMPRESSION, REPO, kill_process_group, write_image
 from unet_pipeline.augment import AugmentSettings, augment_tile, elastic_field, warp
 from unet_pipeline.cells import cell_mask
 from unet_pipeline.model import load_model
-from unet_pipeline.settings import stage_settings
+from unet_pipeline.settings import run_settings, stage_settings
 from unet_pipeline.synth import synthetic_volume
 from unet_pipeline.train import schedule_factor, train
 from unet_pipeline.weights import weights
@@ -28,7 +28,8 @@ def data(tmp_path_factory):
     raw, labels = synthetic_volume((6, 96, 96), seed=3, cell_diameter=30)
     norm = write_image(folder / "norm.ome.zarr", (raw / 255).astype(np.float32), (1, 48, 48))
     labels_image = write_image(folder / "labels.ome.zarr", labels, (1, 48, 48))
-    weights(labels_image, folder / "weights.ome.zarr", 10.0, 5.0, "balanced", "2d", 1e-3, COMPRESSION)
+    weights(labels_image, folder / "weights.ome.zarr", w0=10.0, sigma=5.0, class_balance="balanced", mode="2d",
+            tolerance=1e-3, compression=COMPRESSION)
     return norm, labels_image, folder / "weights.ome.zarr"
 
 
@@ -39,7 +40,7 @@ def settings(**changes) -> dict:
                            validate_every=5, checkpoint_every=10, loader_workers=1, threads=1, device="cpu")
     config["train"]["augment"]["elastic_probability"] = 1.0
     config["train"].update(changes)
-    return stage_settings(config, "train")
+    return {**stage_settings(config, "train"), **run_settings(config, "train")}
 
 
 def test_sigkill_and_resume_gives_the_same_weights(tmp_path, data):

@@ -163,7 +163,6 @@ def _numbers(text: str, kind: type) -> list[Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .images import set_on_busy
-    from .setting_types import check_settings
 
     set_on_busy(args.on_busy)
     try:
@@ -178,7 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             function, paths = _stages()[args.stage]
             settings = _parse_settings(args.settings, args.run, args.stage, setting_names(function, paths))
-            check_settings(function, settings, args.stage)
             function(*(getattr(args, path) for path in paths), **settings)
     except PipelineError as err:  # the user can act on these; anything else is a bug and keeps its traceback
         print(f"unet-pipeline {args.stage}: error: {err}", file=sys.stderr)

@@ -38,6 +38,7 @@ from .blocks import Block, aligned_block_shape
 from .blockwise import Mask, Runner, Work, components, open_array, read_cell_probability
 from .errors import ConfigError, InputError
 from .preprocess import FLOAT_BINS
+from .setting_types import checked_stage
 
 SECTION_FIELDS = ["section", "pixel_error", "rand_error", "rand_split", "rand_merge", "info_error",
                   "variation_of_information", "warping_error", "membrane_dice", "membrane_jaccard"]
@@ -159,6 +160,7 @@ def _levels(values: np.ndarray, low: float, step: float) -> np.ndarray:
     return np.round((values - low) / step).astype(np.int64)
 
 
+@checked_stage
 def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.PathLike,
              labels_path: str | os.PathLike, output: str | os.PathLike, *, sections: list[int] | None,
              threshold: float, thresholds: list[float], warping: bool, baseline_raw: str | None,

@@ -9,7 +9,7 @@ resumes at the first missing slab.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import dask.array as da
 import numpy as np
@@ -17,9 +17,9 @@ import numpy as np
 from . import images, provenance, resume
 from .errors import InputError
 from .geometry import Shape
+from .setting_types import checked_stage
 from .sources import open_source, source_file, source_voxel_size
 
-MISSING_CHUNKS = ("refuse", "fill")
 RAW_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 
 
@@ -55,21 +55,26 @@ def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
     return block.astype(dtype, copy=False)
 
 
-def ingest(kind: str, source: str | os.PathLike, output: str | os.PathLike, chunks: Shape,
+@checked_stage
+def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: str | os.PathLike, *, chunks: Shape,
            compression: dict[str, Any], voxel_size: Sequence[float] | None, unit: str,
-           shards: Shape | None = None, ngff: str = "0.4", pyramid: bool = True,
-           missing_chunks: str = "refuse") -> dict[str, int]:
+           shards: Shape | None = None, ngff: Literal["0.4", "0.5"] = "0.4", pyramid: bool = True,
+           missing_chunks: Literal["refuse", "fill"] = "refuse") -> dict[str, int]:
     """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'); returns slab counts.
 
-    `chunks`, `shards`, `ngff` and `pyramid` set the layout that every later stage inherits.
-    A `voxel_size` of None takes the voxel size and unit from the source's own
-    metadata (see `sources.source_voxel_size`). A Zarr or N5 source with chunk
-    files that were never written is refused unless `missing_chunks` is
-    'fill' (read them as its fill value); the default is 'refuse'.
+    Args:
+        chunks: (z, y, x) chunk shape of the image; every later stage inherits it.
+        compression: the config's `storage.compression` block.
+        voxel_size: (z, y, x) in `unit`; None takes the voxel size and unit from
+            the source's own metadata (see `sources.source_voxel_size`).
+        unit: 'nanometer', 'micrometer' or 'angstrom'.
+        shards: (z, y, x) shard shape, multiples of `chunks` (NGFF 0.5 only); None: no shards.
+        ngff: '0.4' (Zarr format 2) or '0.5' (Zarr format 3).
+        pyramid: write the downsampled levels too.
+        missing_chunks: a Zarr or N5 source with chunk files that were never
+            written is refused ('refuse') or read as its fill value ('fill').
     """
     started = provenance.now()
-    if missing_chunks not in MISSING_CHUNKS:
-        raise InputError(f"data.missing_chunks must be one of {MISSING_CHUNKS}, got {missing_chunks!r}")
     array = open_source(source, refuse_missing_chunks=missing_chunks == "refuse")
     check_source(source, array, kind)
     if voxel_size is None:

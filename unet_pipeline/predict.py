@@ -14,7 +14,7 @@ import functools
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from .geometry import Box, Shape, Tile, UNetGeometry, iter_tiles, tile_count, ti
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
 from .model import ModelConfig, UNet, activation_bytes, load_model, select_device, weights_hash
+from .setting_types import checked_stage
 
 
 @dataclass(frozen=True)
@@ -114,14 +115,30 @@ def _tile_bytes(config: ModelConfig, geometry: UNetGeometry, tile: Shape, batch_
     return activation_bytes(config, inputs, batch=sections * batch_tiles)
 
 
-def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output: str | os.PathLike,
-            tile: list[int] | str, batch_tiles: int, memory_budget_mb: int, dtype: str, amp: str, tta: bool,
-            device: str, torch_threads: int, stall_timeout_s: float, compression: dict[str, Any],
-            cluster_settings: dict[str, Any]) -> dict[str, int]:
+@checked_stage
+def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output: str | os.PathLike, *,
+            tile: list[int] | Literal["auto"], batch_tiles: int, memory_budget_mb: int,
+            dtype: Literal["float16", "float32", "uint8"], amp: Literal["none", "bf16", "fp16"], tta: bool,
+            device: Literal["auto", "cpu", "cuda"], torch_threads: int, stall_timeout_s: float,
+            compression: dict[str, Any], cluster_settings: dict[str, Any]) -> dict[str, int]:
     """Write class probabilities (c, z, y, x) of the model over the whole image at `output`.
 
     Returns how many tiles there are, how many were computed and how many were
     kept from an interrupted earlier run.
+
+    Args:
+        tile: (z, y, x) output tile, rounded to whole chunks and the network's
+            stride and clipped to the volume; 'auto': the largest within `memory_budget_mb`.
+        batch_tiles: tiles per forward pass.
+        memory_budget_mb: what one forward pass may use, for `tile: auto`.
+        dtype: how probabilities are stored: 'float16', 'float32' or 'uint8' (scaled by 255).
+        amp: autocast on CUDA: 'none', 'bf16' or 'fp16'.
+        tta: average over the 8 flips and transpositions of each tile.
+        device: 'auto' (CUDA when there is one), 'cpu' or 'cuda'.
+        torch_threads: torch threads per worker.
+        stall_timeout_s: stop when no tile finishes for this long.
+        compression: the config's `storage.compression` block.
+        cluster_settings: the Dask cluster (see `cluster.connect`).
     """
     started = provenance.now()
     model = load_model(checkpoint)

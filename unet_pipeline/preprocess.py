@@ -16,6 +16,7 @@ import dask.array as da
 import numpy as np
 
 from . import images, provenance, resume
+from .setting_types import checked_stage
 
 FLOAT_BINS = 1 << 16
 
@@ -34,9 +35,16 @@ def normalise(block: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((block.astype(np.float32) - low) * scale, 0.0, 1.0)
 
 
-def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, low_percentile: float,
+@checked_stage
+def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, *, low_percentile: float,
                high_percentile: float, compression: dict[str, Any]) -> dict[str, int]:
-    """Write the normalised float32 copy of the raw image at `output`; returns slab counts."""
+    """Write the normalised float32 copy of the raw image at `output`; returns slab counts.
+
+    Args:
+        low_percentile: the intensity percentile (0-100) mapped to 0.
+        high_percentile: the intensity percentile (0-100) mapped to 1.
+        compression: the config's `storage.compression` block.
+    """
     started = provenance.now()
     raw_array = images.open_input(raw_path)
     raw = da.from_array(raw_array, chunks=raw_array.chunks, name=False)

@@ -17,6 +17,7 @@ from . import images
 from .blockwise import CELL_CHANNEL, as_probability
 from .cells import cell_mask
 from .evaluate import SECTION_FIELDS, sections_table_path
+from .setting_types import checked_stage
 
 
 def section_panels(raw: np.ndarray, cell_probability: np.ndarray, segmentation: np.ndarray,
@@ -113,11 +114,17 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     return _table(rows, ["", *[k for k in METRIC_KEYS if k in metrics["model"]]])
 
 
+@checked_stage
 def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
            segmentation_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,
-           metrics_path: str | os.PathLike, train_log: str | os.PathLike, output: str | os.PathLike,
+           metrics_path: str | os.PathLike, train_log: str | os.PathLike, output: str | os.PathLike, *,
            sections: int, config: dict[str, Any]) -> None:
-    """Write the self-contained HTML report."""
+    """Write the self-contained HTML report.
+
+    Args:
+        sections: how many of the evaluated sections to show.
+        config: the config to show (without what only shapes runs).
+    """
     metrics = json.loads(open(metrics_path).read())
     with open(train_log, newline="") as handle:
         log = list(csv.DictReader(handle))

@@ -51,6 +51,7 @@ from .fragments import seeded_flood, watershed_fragments
 from .geometry import Box
 from .labeling import FACE_CONNECTIVITY, check_connectivity, forward_offsets
 from .region_graph import block_edges, quantize
+from .setting_types import checked_stage
 from .stitching import face_axes, face_views, outside_layer, stitch_pairs
 from .tune import choose_merge_threshold
 
@@ -223,6 +224,7 @@ def segment_pieces(runner: Runner, probabilities: str, settings: Settings, voxel
     return graph, solve(threshold)[graph.fragment_of_piece], FRAGMENTS, tuning
 
 
+@checked_stage
 def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *, method: Method,
             mode: Literal["2d", "3d"], connectivity: int | None, threshold: float, seed_threshold: float,
             seed_distance: int, agglomeration: str, merge_threshold: float | Literal["auto"],

@@ -1,14 +1,18 @@
-"""Check a stage's settings (a JSON object given on the command line) against the types of its keyword
-arguments, so that a hand-written `--settings` with a wrong type stops at once, naming the key."""
+"""Check a stage's settings against the types of its keyword arguments, in one place: `checked_stage` wraps
+each stage function, so a hand-written `--settings` (or a Python caller) with a wrong type or a value outside
+a `Literal` stops at once, naming the key, before any work."""
 
 from __future__ import annotations
 
 import collections.abc
+import functools
 import inspect
 import json
+import numbers
+import os
 import types
 import typing
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from .errors import ConfigError
 
@@ -27,14 +31,14 @@ def matches(value: Any, hint: Any) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if hint is str:
-        return isinstance(value, str)
+        return isinstance(value, (str, os.PathLike))
     if origin in (list, tuple, collections.abc.Sequence) or hint in (list, tuple):
         item = args[0] if args else Any
-        return isinstance(value, list) and all(matches(v, item) for v in value)
+        return isinstance(value, (list, tuple)) and all(matches(v, item) for v in value)
     if origin is dict or hint is dict:
         item = args[1] if len(args) == 2 else Any
         return isinstance(value, dict) and all(matches(v, item) for v in value.values())
@@ -51,4 +55,20 @@ def check_settings(function: Callable[..., Any], settings: dict[str, Any], stage
     wrong = [f"{key} = {json.dumps(value)} (expected {describe(hints[key])})" for key, value in settings.items()
              if key in hints and not matches(value, hints[key])]
     if wrong:
-        raise ConfigError(f"--settings for {stage}: wrong type of {'; '.join(wrong)}")
+        raise ConfigError(f"settings of {stage}: wrong type of {'; '.join(wrong)}")
+
+
+Stage = TypeVar("Stage", bound=Callable[..., Any])
+
+
+def checked_stage(function: Stage) -> Stage:
+    """`function` with its keyword-only settings checked against their annotations on every call."""
+    names = [name for name, parameter in inspect.signature(function).parameters.items()
+             if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        check_settings(function, {key: value for key, value in kwargs.items() if key in names}, function.__name__)
+        return function(*args, **kwargs)
+
+    return typing.cast(Stage, wrapper)

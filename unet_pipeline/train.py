@@ -19,7 +19,7 @@ import pickle
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from .evaluate import section_table
 from .inference import predict_in_memory
 from .labeling import label_components
 from .model import ModelConfig, UNet, save_checkpoint, select_device
+from .setting_types import checked_stage
 from .settings import RUN_ONLY
 from .train_data import TileSource, batches, check_source
 
@@ -83,14 +84,39 @@ def validate(network: UNet, image: Any, labels: Any, weights: Any, sections: lis
     return {"val_loss": loss, "val_pixel_error": pixel_error, "val_rand_error": rand_error}
 
 
+@checked_stage
 def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,
-          checkpoint_path: str | os.PathLike, log_path: str | os.PathLike, model: dict[str, Any],
-          iterations: int, tile: int, batch_size: int, optimizer: str, learning_rate: float, momentum: float,
-          weight_decay: float, schedule: str, step_size: int, gamma: float, dice_weight: float,
+          checkpoint_path: str | os.PathLike, log_path: str | os.PathLike, *, model: dict[str, Any],
+          iterations: int, tile: int, batch_size: int, optimizer: Literal["adam", "sgd"], learning_rate: float,
+          momentum: float, weight_decay: float, schedule: Literal["constant", "step", "cosine"], step_size: int,
+          gamma: float, dice_weight: float,
           foreground_bias: float, augment: dict[str, Any], sections: list[int],
           validation_sections: list[int] | None, validate_every: int, checkpoint_every: int, loader_workers: int,
-          seed: int, threads: int, device: str, amp: str) -> None:
-    """Train a U-Net; write the best (by validation Rand error, else the last) checkpoint and the log."""
+          seed: int, threads: int, device: Literal["auto", "cpu", "cuda"],
+          amp: Literal["none", "bf16", "fp16"]) -> None:
+    """Train a U-Net; write the best (by validation Rand error, else the last) checkpoint and the log.
+
+    Args:
+        model: the config's `model` block (see `model.ModelConfig`).
+        iterations: optimiser steps.
+        tile: output tile side (rounded up to a valid U-Net output).
+        batch_size: tiles per step.
+        optimizer: 'adam' or 'sgd' (with `momentum`, as the paper).
+        learning_rate, momentum, weight_decay: the optimiser's.
+        schedule: 'constant', 'step' (times `gamma` every `step_size` steps) or 'cosine'.
+        step_size, gamma: the step schedule's.
+        dice_weight: weight of a soft Dice loss of the cell class added to the weighted cross-entropy.
+        foreground_bias: probability of redrawing a tile that lacks either cells or membrane (up to 10 draws).
+        augment: the config's `train.augment` block (see `augment.AugmentSettings`).
+        sections: [first, last) sections to train on.
+        validation_sections: [first, last) sections to validate on; None: no validation.
+        validate_every, checkpoint_every: steps between validations and between saved states.
+        loader_workers: data loader processes (0: in this process).
+        seed: seeds tiles, augmentation and initial weights.
+        threads: torch threads.
+        device: 'auto' (CUDA when there is one), 'cpu' or 'cuda'.
+        amp: autocast on CUDA: 'none', 'bf16' or 'fp16'.
+    """
     with images.output_lock(checkpoint_path):
         started = provenance.now()
         settings = {key: value for key, value in locals().items() if key not in

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import dask.array as da
 import numba
@@ -35,7 +35,8 @@ import numpy as np
 
 from . import images, provenance, resume
 from .cells import cell_mask, separate_cells, volume_cells
-from .errors import ConfigError, InputError
+from .errors import InputError
+from .setting_types import checked_stage
 
 
 def cutoff_distance(sigma: float, tolerance: float) -> float:
@@ -133,22 +134,27 @@ def cell_fraction(labels: da.Array, mode: str) -> float:
     return float(mask.mean().compute())
 
 
-def weights(labels_path: str | os.PathLike, output: str | os.PathLike, w0: float, sigma: float,
-            class_balance: str | list[float], mode: str, tolerance: float,
+@checked_stage
+def weights(labels_path: str | os.PathLike, output: str | os.PathLike, *, w0: float, sigma: float,
+            class_balance: Literal["balanced", "none"] | list[float], mode: Literal["2d", "3d"], tolerance: float,
             compression: dict[str, Any]) -> dict[str, int]:
     """Write the weight map of the label image at `output` (float32, same chunks); returns slab counts.
 
-    `mode` '2d': cells are connected per section; '3d': connected in 3D, with
-    distances in voxel spacing (units of the x pixel). Work is chunked along z;
-    in 3D each slab reads the z-halo that the cutoff distance needs, so the
-    result equals the whole-volume computation. Finished slabs are recorded, so
-    a killed run resumes.
+    Work is chunked along z; in 3D each slab reads the z-halo that the cutoff
+    distance needs, so the result equals the whole-volume computation.
+    Finished slabs are recorded, so a killed run resumes.
+
+    Args:
+        w0: weight of the separation border term.
+        sigma: its width, in pixels of the x axis.
+        class_balance: 'balanced' (inverse class frequency), 'none', or [membrane, cell] weights.
+        mode: '2d' (cells connected per section) or '3d' (connected in 3D, distances in voxel spacing).
+        tolerance: border terms below `tolerance * w0` are dropped.
+        compression: the config's `storage.compression` block.
     """
     started = provenance.now()
     labels_array = images.open_input(labels_path)
     labels = da.from_array(labels_array, chunks=labels_array.chunks, name=False)
-    if mode not in ("2d", "3d"):
-        raise ConfigError(f"weights mode must be '2d' or '3d', got {mode!r}")
     settings = {"w0": w0, "sigma": sigma, "class_balance": class_balance, "mode": mode, "tolerance": tolerance}
     key = resume.run_key(labels=provenance.input_fingerprint(labels_path), compression=compression, **settings)
     voxel, unit = images.voxel_size(labels_path)
