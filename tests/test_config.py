@@ -200,3 +200,14 @@ def test_stage_settings_are_keyword_only_and_checked_on_every_call(tmp_path):
         weights(tmp_path / "labels.ome.zarr", tmp_path / "w.ome.zarr", w0=10.0, sigma=5.0, class_balance="none",
                 mode="4d", tolerance=1e-3, compression={})
     assert not (tmp_path / "w.ome.zarr").exists()
+
+
+def test_extension_tables_hold_what_the_schema_allows():
+    """The registries the README's "Extending" section names agree with the schema's enums."""
+    from unet_pipeline import cluster, segment, sources
+
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]
+    assert set(segment.METHODS) == set(schema["segment"]["properties"]["method"]["enum"])
+    assert set(cluster.KINDS) == set(schema["cluster"]["properties"]["kind"]["enum"])
+    assert list(sources.FORMATS)[-1] == "zarr"  # the catch-all stays last whatever is registered
+    assert all(name in (REPO / "README.md").read_text() for name in ("`METHODS`", "`KINDS`", "`register_format("))

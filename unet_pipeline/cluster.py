@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import dask
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
@@ -110,24 +110,38 @@ def connect(kind: str, workers: int, threads_per_worker: int, address: str | Non
             device: str = "cpu", torch_threads: int = 1, slurm: dict[str, Any] | None = None,
             **jobs: Any) -> Iterator[Client]:
     """A client on the configured cluster; a cluster started here is shut down on exit (Slurm jobs cancelled)."""
-    if kind == "address":
-        if not address:
-            raise ConfigError("cluster.kind is 'address' but cluster.address is empty")
-        with Client(address) as client:
-            _announce(client)
-            yield client
-        return
-    if kind == "slurm":
-        placement = {k: (slurm or {}).get(k) for k in ("partition", "account", "qos")}
-        with slurm_cluster(**jobs, torch_threads=torch_threads, **placement) as cluster, Client(cluster) as client:
-            _announce(client)
-            yield client
-        return
-    if kind != "local":
-        raise ConfigError(f"unknown cluster.kind {kind!r}: expected 'local', 'slurm' or 'address'")
-    with local_cluster(workers, threads_per_worker, device, torch_threads) as cluster, Client(cluster) as client:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown cluster.kind {kind!r}: expected one of {', '.join(KINDS)}")
+    with KINDS[kind](workers=workers, threads_per_worker=threads_per_worker, address=address, device=device,
+                     torch_threads=torch_threads, slurm=slurm or {}, jobs=jobs) as client:
         _announce(client)
         yield client
+
+
+@contextlib.contextmanager
+def _local(workers: int, threads_per_worker: int, device: str, torch_threads: int, **_: Any) -> Iterator[Client]:
+    with local_cluster(workers, threads_per_worker, device, torch_threads) as cluster, Client(cluster) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _slurm(torch_threads: int, slurm: dict[str, Any], jobs: dict[str, Any], **_: Any) -> Iterator[Client]:
+    placement = {k: slurm.get(k) for k in ("partition", "account", "qos")}
+    with slurm_cluster(**jobs, torch_threads=torch_threads, **placement) as cluster, Client(cluster) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _address(address: str | None, **_: Any) -> Iterator[Client]:
+    if not address:
+        raise ConfigError("cluster.kind is 'address' but cluster.address is empty")
+    with Client(address) as client:
+        yield client
+
+
+# cluster.kind -> a context manager yielding a client (started clusters stop on exit); a new kind goes here
+KINDS: dict[str, Callable[..., contextlib.AbstractContextManager[Client]]] = {
+    "local": _local, "slurm": _slurm, "address": _address}
 
 
 def gpu_workers(client: Client) -> int:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import fastremap
 import numpy as np
@@ -55,8 +55,7 @@ from .setting_types import checked_stage
 from .stitching import face_axes, face_views, outside_layer, stitch_pairs
 from .tune import choose_merge_threshold
 
-Method = Literal["components", "watershed", "agglomerate"]
-METHODS = ("components", "watershed", "agglomerate")
+Method = Literal["components", "watershed", "agglomerate"]  # the keys of METHODS, for the settings check
 SEEDS, FRAGMENTS, FLOODS = "seeds", "fragments", "floods"
 
 
@@ -78,7 +77,7 @@ class Settings:
 
     def check(self) -> None:
         if self.method not in METHODS:
-            raise ConfigError(f"segment.method must be one of {METHODS}, got {self.method!r}")
+            raise ConfigError(f"segment.method must be one of {sorted(METHODS)}, got {self.method!r}")
         check_connectivity(self.mode, self.connectivity)
         if self.agglomeration not in agglomerate.SOLVERS:
             raise ConfigError(f"segment.agglomeration must be one of {sorted(agglomerate.SOLVERS)}, "
@@ -185,27 +184,46 @@ def block_levels(image: Path, block: tuple[int, ...], volume: tuple[int, ...]) -
     return steps
 
 
+Pieces = tuple[PieceGraph, np.ndarray, str, dict[str, Any]]
+
+
 def segment_pieces(runner: Runner, probabilities: str, settings: Settings, voxel_size: tuple[float, ...],
-                   chunks: tuple[int, ...], labels: str | None) -> tuple[PieceGraph, np.ndarray, str, dict[str, Any]]:
-    """Every phase before relabelling: the graph of the final pieces, the segment (any ids) of each piece,
-    the scratch array that holds the pieces, and how the merge threshold was chosen."""
-    work, s = runner.work, settings
-    if s.method == "components":
-        graph, segment_of = components(runner, FRAGMENTS, Mask(probabilities, "probability", s.threshold), s.mode,
-                                       s.connectivity, chunks)
-        return graph, segment_of, FRAGMENTS, {}
-    if s.method == "watershed":
-        seeds, seed_of = components(runner, SEEDS, Mask(probabilities, "probability", s.seed_threshold), s.mode,
-                                    s.connectivity, chunks)
-        seed_ids = seeds.lookups(agglomerate.consecutive(seed_of, seeds.sizes, 0))
-        work.ensure_scratch(FLOODS, chunks)
-        runner.phase(FLOODS, flood_block, [{"seed_ids": {i: seed_ids[i] for i in work.neighbours(b)}}
-                                           for b in work.grid], probabilities=probabilities, settings=s)
-        floods = [work.load_table(FLOODS, block) for block in work.grid]
-        counts = np.array([len(f["seeds"]) for f in floods], np.int64)
-        graph = PieceGraph(np.zeros((0, 2), np.int64), np.zeros((0, 4), np.int64), np.arange(counts.sum()),
-                           np.concatenate([f["sizes"] for f in floods]).astype(np.int64), counts)
-        return graph, np.concatenate([f["seeds"] for f in floods]).astype(np.int64), FLOODS, {}
+                   chunks: tuple[int, ...], labels: str | None) -> Pieces:
+    """Every phase before relabelling, by the method of `settings` (see METHODS): the graph of the final
+    pieces, the segment (any ids) of each piece, the scratch array that holds the pieces, and how the merge
+    threshold was chosen."""
+    return METHODS[settings.method](runner, probabilities, settings, voxel_size, chunks, labels)
+
+
+def component_pieces(runner: Runner, probabilities: str, s: Settings, voxel_size: tuple[float, ...],
+                     chunks: tuple[int, ...], labels: str | None) -> Pieces:
+    """Connected components of the cell probability above `threshold`."""
+    graph, segment_of = components(runner, FRAGMENTS, Mask(probabilities, "probability", s.threshold), s.mode,
+                                   s.connectivity, chunks)
+    return graph, segment_of, FRAGMENTS, {}
+
+
+def watershed_pieces(runner: Runner, probabilities: str, s: Settings, voxel_size: tuple[float, ...],
+                     chunks: tuple[int, ...], labels: str | None) -> Pieces:
+    """Seeds (components above `seed_threshold`) flooded over the cells of each block."""
+    work = runner.work
+    seeds, seed_of = components(runner, SEEDS, Mask(probabilities, "probability", s.seed_threshold), s.mode,
+                                s.connectivity, chunks)
+    seed_ids = seeds.lookups(agglomerate.consecutive(seed_of, seeds.sizes, 0))
+    work.ensure_scratch(FLOODS, chunks)
+    runner.phase(FLOODS, flood_block, [{"seed_ids": {i: seed_ids[i] for i in work.neighbours(b)}}
+                                       for b in work.grid], probabilities=probabilities, settings=s)
+    floods = [work.load_table(FLOODS, block) for block in work.grid]
+    counts = np.array([len(f["seeds"]) for f in floods], np.int64)
+    graph = PieceGraph(np.zeros((0, 2), np.int64), np.zeros((0, 4), np.int64), np.arange(counts.sum()),
+                       np.concatenate([f["sizes"] for f in floods]).astype(np.int64), counts)
+    return graph, np.concatenate([f["seeds"] for f in floods]).astype(np.int64), FLOODS, {}
+
+
+def agglomerated_pieces(runner: Runner, probabilities: str, s: Settings, voxel_size: tuple[float, ...],
+                        chunks: tuple[int, ...], labels: str | None) -> Pieces:
+    """Watershed fragments per block, their region graph, and one global agglomeration (see `agglomerate`)."""
+    work = runner.work
     work.ensure_scratch(FRAGMENTS, chunks)
     runner.phase(FRAGMENTS, fragment_block, probabilities=probabilities, settings=s, voxel_size=voxel_size)
     runner.phase("edges", edge_block, probabilities=probabilities, settings=s)
@@ -222,6 +240,11 @@ def segment_pieces(runner: Runner, probabilities: str, settings: Settings, voxel
     print(f"segment: {graph.fragments} fragments, {len(graph.edges)} edges agglomerated ({s.agglomeration}, "
           f"merge threshold {threshold})", flush=True)
     return graph, solve(threshold)[graph.fragment_of_piece], FRAGMENTS, tuning
+
+
+# segment.method -> the phases that make its pieces; a new method is one function here (and its Literal above)
+METHODS: dict[str, Callable[..., Pieces]] = {"components": component_pieces, "watershed": watershed_pieces,
+                                             "agglomerate": agglomerated_pieces}
 
 
 @checked_stage

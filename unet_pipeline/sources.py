@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,11 +28,41 @@ SECTION_SUFFIXES = (".tif", ".tiff", ".png")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
+@dataclass(frozen=True)
+class SourceFormat:
+    """One kind of source: how to recognise its file, open it as a (z, y, x) array and read its voxel size.
+
+    `open` and `voxel_size` take the file and the path inside it ('' for
+    none); a `container` holds datasets named by such a path (`file.h5/em`).
+    """
+
+    description: str  # for messages: "cannot read it as <description>"
+    matches: Callable[[Path], bool]
+    open: Callable[[Path, str], Any]
+    voxel_size: Callable[[Path, str], tuple[list[float], str] | None]
+    container: bool = False
+
+
+FORMATS: dict[str, SourceFormat] = {}  # tried in order; the first whose `matches` accepts a file reads it
+
+
+def register_format(name: str, source_format: SourceFormat) -> None:
+    """Add a source format (placed before the catch-all Zarr format)."""
+    fallback = FORMATS.pop("zarr", None)
+    FORMATS[name] = source_format
+    if fallback is not None and name != "zarr":
+        FORMATS["zarr"] = fallback
+
+
+def source_format(file: Path) -> SourceFormat:
+    return next(candidate for candidate in FORMATS.values() if candidate.matches(file))
+
+
 def source_file(spec: str | os.PathLike) -> Path:
     """The file or folder on disk that a source spec names (the HDF5 file or N5 container for an inner path)."""
     path = Path(spec)
     for candidate in (path, *path.parents):
-        if candidate.suffix.lower() in (*HDF5_SUFFIXES, ".n5"):
+        if any(f.container and f.matches(candidate) for f in FORMATS.values()):
             return candidate
     return path
 
@@ -49,13 +80,13 @@ def open_source(spec: str | os.PathLike, refuse_missing_chunks: bool = False) ->
     file, inner = _split(spec)
     if not file.exists():
         raise InputError(f"{file}: no such file or directory")
-    kind, opener = _reader(file)
+    found = source_format(file)
     try:
-        array = opener(file, inner)
+        array = found.open(file, inner)
     except InputError:
         raise
     except Exception as err:  # each reader raises its own types: name the file and pass on what it said
-        raise InputError(f"{spec}: cannot read it as {kind}: {err}") from err
+        raise InputError(f"{spec}: cannot read it as {found.description}: {err}") from err
     if refuse_missing_chunks:
         _refuse_missing_chunks(spec, array)
     if array.ndim == 2:
@@ -94,20 +125,6 @@ def _refuse_missing_chunks(spec: str | os.PathLike, array: Any) -> None:
         chunk_files.refuse_sparse_source(array, spec)
     elif isinstance(array, TensorStoreArray):
         chunk_files.refuse_sparse_n5(array.store, Path(spec))
-
-
-def _reader(file: Path) -> tuple[str, Callable[[Path, str], Any]]:
-    """What kind of source `file` is, and the function that opens it (file, inner path)."""
-    suffix = file.suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        return "a TIFF stack", lambda f, _: zarr.open(tifffile.imread(f, aszarr=True), mode="r")
-    if suffix in HDF5_SUFFIXES:
-        return "an HDF5 dataset", _open_hdf5
-    if suffix == ".n5":
-        return "an N5 dataset", _open_n5
-    if file.is_dir() and not _is_zarr(file):
-        return "a folder of TIFF or PNG sections", lambda f, _: section_files(f)
-    return "a Zarr array", _open_zarr
 
 
 def _is_zarr(folder: Path) -> bool:
@@ -232,27 +249,30 @@ def source_voxel_size(spec: str | os.PathLike) -> tuple[list[float], str] | None
     `resolution` (x, y, z order, reversed here).
     """
     file, inner = _split(spec)
-    suffix = file.suffix.lower()
-    if (file / images.LEVEL0).exists() and not inner:
-        return images.voxel_size(file)
-    if suffix in (".tif", ".tiff"):
-        return _tiff_voxel_size(file)
-    if suffix in HDF5_SUFFIXES:
-        import h5py
-
-        with h5py.File(file, "r") as handle:
-            size = _hdf5_dataset(handle, file, inner).attrs.get("element_size_um")
-            return ([float(v) for v in size], "micrometer") if size is not None and len(size) == 3 else None
-    if suffix == ".n5":
-        attributes = file / inner / "attributes.json"
-        attrs = json.loads(attributes.read_text()) if attributes.exists() else {}
-        pixel = attrs.get("pixelResolution") or {}
-        size, unit = pixel.get("dimensions") or attrs.get("resolution"), pixel.get("unit") or attrs.get("unit", "nm")
-        return ([float(v) for v in reversed(size)], UNITS[unit]) if size and unit in UNITS else None
-    return None
+    return source_format(file).voxel_size(file, inner)
 
 
-def _tiff_voxel_size(file: Path) -> tuple[list[float], str] | None:
+def _zarr_voxel_size(file: Path, inner: str) -> tuple[list[float], str] | None:
+    return images.voxel_size(file) if (file / images.LEVEL0).exists() and not inner else None
+
+
+def _hdf5_voxel_size(file: Path, inner: str) -> tuple[list[float], str] | None:
+    import h5py
+
+    with h5py.File(file, "r") as handle:
+        size = _hdf5_dataset(handle, file, inner).attrs.get("element_size_um")
+        return ([float(v) for v in size], "micrometer") if size is not None and len(size) == 3 else None
+
+
+def _n5_voxel_size(file: Path, inner: str) -> tuple[list[float], str] | None:
+    attributes = file / inner / "attributes.json"
+    attrs = json.loads(attributes.read_text()) if attributes.exists() else {}
+    pixel = attrs.get("pixelResolution") or {}
+    size, unit = pixel.get("dimensions") or attrs.get("resolution"), pixel.get("unit") or attrs.get("unit", "nm")
+    return ([float(v) for v in reversed(size)], UNITS[unit]) if size and unit in UNITS else None
+
+
+def _tiff_voxel_size(file: Path, inner: str) -> tuple[list[float], str] | None:
     """ImageJ's calibration: z spacing in its metadata, y and x from the resolution tags, in its unit."""
     with tifffile.TiffFile(file) as tif:
         metadata = tif.imagej_metadata or {}
@@ -262,3 +282,23 @@ def _tiff_voxel_size(file: Path) -> tuple[list[float], str] | None:
             return None
         (xn, xd), (yn, yd) = tags["XResolution"].value, tags["YResolution"].value
         return [float(metadata.get("spacing", 1.0)), yd / yn, xd / xn], unit
+
+
+def _has_suffix(*suffixes: str) -> Callable[[Path], bool]:
+    return lambda file: file.suffix.lower() in suffixes
+
+
+def _no_voxel_size(file: Path, inner: str) -> None:
+    return None
+
+
+register_format("tiff", SourceFormat("a TIFF stack", _has_suffix(".tif", ".tiff"),
+                                     lambda file, _: zarr.open(tifffile.imread(file, aszarr=True), mode="r"),
+                                     _tiff_voxel_size))
+register_format("hdf5", SourceFormat("an HDF5 dataset", _has_suffix(*HDF5_SUFFIXES), _open_hdf5, _hdf5_voxel_size,
+                                     container=True))
+register_format("n5", SourceFormat("an N5 dataset", _has_suffix(".n5"), _open_n5, _n5_voxel_size, container=True))
+register_format("sections", SourceFormat("a folder of TIFF or PNG sections",
+                                         lambda file: file.is_dir() and not _is_zarr(file),
+                                         lambda file, _: section_files(file), _no_voxel_size))
+register_format("zarr", SourceFormat("a Zarr array", lambda file: True, _open_zarr, _zarr_voxel_size))
