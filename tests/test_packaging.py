@@ -23,15 +23,3 @@ def test_environment_yml_matches_pyproject():
     conda.pop("python"), conda.pop("pip")
     assert conda == wanted
 
-
-def test_rules_use_the_environment_by_name_so_its_editable_install_points_here():
-    """Snakemake copies an environment *file* before building it, which would send environment.yml's
-    `pip: -e .` to the copy's folder; the rules name the environment that environment.yml creates instead."""
-    from snakemake.deployment.conda import CondaEnvSpecType
-
-    environment = yaml.safe_load((REPO / "environment.yml").read_text())
-    (declared,) = re.findall(r'^ENV = "([^"]+)"$', (REPO / "workflow" / "rules" / "common.smk").read_text(), re.M)
-    assert declared == environment["name"]
-    assert CondaEnvSpecType.from_spec(declared) == CondaEnvSpecType.NAME
-    assert {"-e ."} == set(environment["dependencies"][-1]["pip"])  # relative to environment.yml: the repository
-    assert (REPO / "environment.yml").parent == (REPO / "pyproject.toml").parent

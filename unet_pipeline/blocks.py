@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import Box, Shape
+from .geometry import Box, Shape, ceil_division
 
 LOCAL_ID_BITS = 32  # a block holds at most 2**32 - 1 ids of its own
 
@@ -45,7 +45,7 @@ def aligned_block_shape(requested: Shape, unit: Shape, volume: Shape) -> Shape:
 
 def block_grid(volume: Shape, block: Shape) -> list[Block]:
     """The blocks of shape `block` covering `volume` (the last ones clipped), in C order."""
-    counts = [-(-n // b) for n, b in zip(volume, block)]
+    counts = ceil_division(volume, block)
     blocks = []
     for index, position in enumerate(itertools.product(*map(range, counts))):
         start = tuple(p * b for p, b in zip(position, block))
@@ -64,7 +64,7 @@ def global_ids(local: np.ndarray, block_index: int | np.ndarray) -> np.ndarray:
 
 def block_indices(box: Box, block: Shape, volume: Shape) -> np.ndarray:
     """The index of the block (of a `block_grid(volume, block)`) holding each voxel of `box`."""
-    counts = [-(-n // b) for n, b in zip(volume, block)]
+    counts = ceil_division(volume, block)
     positions = np.ix_(*(np.arange(a, b) // s for a, b, s in zip(box.start, box.stop, block)))
     return np.ravel_multi_index(positions, counts)
 

@@ -29,7 +29,7 @@ from . import agglomerate, images, resume, tasks
 from .blocks import Block, block_grid, block_indices, global_ids, split_global_ids
 from .cells import cell_mask
 from .chunk_files import CheckedReads
-from .geometry import Box, Shape
+from .geometry import Box, Shape, ceil_division
 from .labeling import forward_offsets, label_components, touching_pairs
 from .region_graph import merge_tables
 
@@ -105,7 +105,7 @@ class Work:
     def neighbours(self, block: Block) -> list[int]:
         """Indices of the blocks that the block's read region (with context) overlaps."""
         read = block.read_box(self.context, self.volume)
-        counts = [-(-n // s) for n, s in zip(self.volume, self.block)]
+        counts = ceil_division(self.volume, self.block)
         ranges = [range(a // s, (b - 1) // s + 1) for a, b, s in zip(read.start, read.stop, self.block)]
         return [int(np.ravel_multi_index(position, counts)) for position in itertools.product(*ranges)]
 
@@ -116,7 +116,7 @@ class Work:
         if start[axis] >= self.volume[axis]:
             return None
         index = int(np.ravel_multi_index([s // b for s, b in zip(start, self.block)],
-                                         [-(-n // b) for n, b in zip(self.volume, self.block)]))
+                                         ceil_division(self.volume, self.block)))
         return block_grid(self.volume, self.block)[index]
 
 

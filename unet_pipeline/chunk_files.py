@@ -19,6 +19,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from .errors import InputError
+from .geometry import ceil_division
 
 SHOWN = 3  # missing chunk keys named in a message
 
@@ -26,7 +27,7 @@ SHOWN = 3  # missing chunk keys named in a message
 def grid(array: zarr.Array) -> tuple[int, ...]:
     """The number of stored units (shards when sharded, else chunks) along each axis."""
     unit = array.shards or array.chunks
-    return tuple(-(-n // u) for n, u in zip(array.shape, unit))
+    return ceil_division(array.shape, unit)
 
 
 def expected_keys(array: zarr.Array) -> list[str]:
@@ -82,7 +83,7 @@ def refuse_sparse_n5(store: Any, folder: Path) -> None:
     """The same for an N5 dataset (a tensorstore `store` on `folder`; N5 has no fill value, it reads zeros)."""
     shape, chunks = store.shape, store.chunk_layout.read_chunk.shape
     expected = ["/".join(map(str, index))
-                for index in itertools.product(*(range(-(-n // c)) for n, c in zip(shape, chunks)))]
+                for index in itertools.product(*(range(n) for n in ceil_division(shape, chunks)))]
     stored = {str(Path(root, name).relative_to(folder)) for root, _, names in os.walk(folder) for name in names}
     missing = [key for key in expected if key not in stored]
     if missing:

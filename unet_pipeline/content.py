@@ -22,6 +22,7 @@ import numpy as np
 import zarr
 
 from .errors import InputError
+from .geometry import ceil_division
 
 MANIFEST = "content.json"  # not a Zarr node: readers of the image ignore it
 ALGORITHM = "blake2b-128 over dtype, shape and C-order values of each level-0 chunk; sha256 over 'key hash' lines"
@@ -43,7 +44,7 @@ def chunk_hashes(block: np.ndarray, start: Sequence[int], chunks: Sequence[int])
     """The hash of each chunk inside `block`, a region of whole chunks (clipped at the volume's end) whose
     first voxel is `start`."""
     first = [s // c for s, c in zip(start, chunks)]
-    counts = [-(-n // c) for n, c in zip(block.shape, chunks)]
+    counts = ceil_division(block.shape, chunks)
     hashes = {}
     for offset in itertools.product(*(range(n) for n in counts)):
         region = tuple(slice(o * c, (o + 1) * c) for o, c in zip(offset, chunks))
@@ -58,7 +59,7 @@ def fingerprint(hashes: dict[str, str]) -> str:
 
 
 def expected_keys(array: zarr.Array) -> list[str]:
-    grid = [range(-(-n // c)) for n, c in zip(array.shape, array.chunks)]
+    grid = [range(n) for n in ceil_division(array.shape, array.chunks)]
     return [chunk_key(index) for index in itertools.product(*grid)]
 
 

@@ -10,11 +10,21 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from .errors import ConfigError
 
 Shape = tuple[int, ...]
+
+
+def ceil_division(values: Sequence[int], divisors: Sequence[int]) -> Shape:
+    """Element-wise ceil(values / divisors): e.g. how many blocks of shape `divisors` cover shape `values`."""
+    return tuple(-(-int(v) // int(d)) for v, d in zip(values, divisors))
+
+
+def round_up(values: Sequence[int], steps: Sequence[int]) -> Shape:
+    """Element-wise: the smallest multiple of each step that is at least the value."""
+    return tuple(n * s for n, s in zip(ceil_division(values, steps), steps))
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,7 @@ def plan_tiles(geometry: UNetGeometry, volume: Shape, tile: Shape) -> list[Tile]
 
 def tile_count(volume: Shape, tile: Shape) -> int:
     """How many tiles of shape `tile` cover `volume`."""
-    return math.prod(-(-n // t) for n, t in zip(volume, tile))
+    return math.prod(ceil_division(volume, tile))
 
 
 def iter_tiles(geometry: UNetGeometry, volume: Shape, tile: Shape) -> Iterator[Tile]:

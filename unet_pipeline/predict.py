@@ -23,7 +23,7 @@ import zarr
 from . import cluster, content, images, provenance, resume, tasks
 from .chunk_files import CheckedReads
 from .errors import InputError
-from .geometry import Box, Shape, Tile, UNetGeometry, iter_tiles, tile_count, tile_shape
+from .geometry import Box, Shape, Tile, UNetGeometry, iter_tiles, round_up, tile_count, tile_shape
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
 from .model import ModelConfig, UNet, activation_bytes, load_model, select_device, weights_hash
@@ -105,7 +105,7 @@ def auto_tile(config: ModelConfig, chunks: Shape, volume: Shape, budget_bytes: i
 
 
 def _round_up(n: int, step: int) -> int:
-    return -(-n // step) * step
+    return round_up((n,), (step,))[0]
 
 
 def _tile_bytes(config: ModelConfig, geometry: UNetGeometry, tile: Shape, batch_tiles: int) -> int:

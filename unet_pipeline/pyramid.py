@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .geometry import ceil_division
+
 METHODS = ("mean", "mode")
 
 
@@ -36,7 +38,7 @@ def level_factors(voxel_size: Sequence[float], shape: Sequence[int], chunks: Seq
         step = tuple(2 if ok and s <= finest * 1.5 else 1 for s, ok in zip(size, splittable))
         factors.append(step)
         size = [s * f for s, f in zip(size, step)]
-        extent = [-(-n // f) for n, f in zip(extent, step)]
+        extent = list(ceil_division(extent, step))
     return factors
 
 

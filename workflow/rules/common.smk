@@ -7,10 +7,7 @@ from unet_pipeline.settings import RUN_ONLY, run_settings, stage_settings
 from unet_pipeline.sources import source_file
 
 RESULTS = f"{config['results_dir']}/{config['name']}"
-# The rules' conda environment, by name: create it once from the repository root with
-# `conda env create -f environment.yml` (its `pip: -e .` installs this checkout). A file path here would
-# be copied by Snakemake before the environment is built, and `-e .` would then point elsewhere.
-ENV = "unet-pipeline"
+ENV = "../../environment.yml"
 
 
 def result(name):
