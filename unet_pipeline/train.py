@@ -17,7 +17,7 @@ import math
 import os
 import pickle
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,66 +130,19 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
         if validation_sections and not 0 <= validation_sections[0] < validation_sections[1] <= shape[0]:
             raise ConfigError(f"train.validation_sections {validation_sections} do not fit {shape[0]} sections")
         torch.set_num_threads(threads)
-        target_device = select_device(device)
-        torch.manual_seed(seed)
-        network = UNet(config).to(target_device)
-        opt = (torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
-               if optimizer == "sgd" else
-               torch.optim.Adam(network.parameters(), lr=learning_rate, weight_decay=weight_decay))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda i: schedule_factor(schedule, i, iterations, step_size, gamma))
-        scaler = torch.amp.GradScaler(target_device.type, enabled=amp == "fp16" and target_device.type == "cuda")
         state_dir = Path(checkpoint_path).parent / "state"
         shaping = {key: value for key, value in settings.items() if key not in RUN_ONLY["train"]}
         key = resume.run_key(settings=shaping, norm=provenance.input_fingerprint(norm_path),
                              labels=provenance.input_fingerprint(labels_path),
                              weights=provenance.input_fingerprint(weights_path))
-        state = _load_state(state_dir, key)
-        rows: list[dict[str, Any]] = []
-        best: dict[str, Any] = {"val_rand_error": math.inf, "iteration": 0}
-        start = 0
-        if state:
-            network.load_state_dict(state["state_dict"])
-            opt.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["torch_rng"])
-            rows, best, start = state["rows"], state["best"], state["iteration"]
-            print(f"train: resuming at iteration {start} from {state_dir}", flush=True)
+        run = build(config, select_device(device), seed, optimizer, learning_rate, momentum, weight_decay, schedule,
+                    iterations, step_size, gamma, amp)
+        restore(run, state_dir, key)
         arrays = [images.open_input(p) for p in (norm_path, labels_path, weights_path)]
-        autocast = (torch.autocast(target_device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-                    if amp != "none" and target_device.type == "cuda" else contextlib.nullcontext())
-        clock = time.monotonic() - (rows[-1]["seconds"] if rows else 0.0)
-        meter = progress.Meter("train iterations", iterations)
-        meter.done = start
-        network.train()
-        for iteration, (image, target, weight) in enumerate(batches(source, start, iterations, loader_workers),
-                                                             start=start + 1):
-            image, target, weight = image.to(target_device), target.to(target_device), weight.to(target_device)
-            with autocast:
-                logits = network(image).float()
-                loss = weighted_cross_entropy(logits, target, weight)
-                if dice_weight:
-                    loss = loss + dice_weight * soft_dice_loss(logits, target)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            row = {"iteration": iteration, "loss": float(loss.detach()), "learning_rate": scheduler.get_last_lr()[0],
-                   "seconds": round(time.monotonic() - clock, 3)}
-            scheduler.step()
-            if validation_sections and (iteration % validate_every == 0 or iteration == iterations):
-                row.update(validate(network, *arrays, validation_sections, max(tile, 128)))
-                if row["val_rand_error"] < best["val_rand_error"]:
-                    best = {"val_rand_error": row["val_rand_error"], "iteration": iteration}
-                    _save(state_dir / "best.pt", network, iteration=iteration)
-                print(f"train: iteration {iteration} validation {row}", flush=True)
-            rows.append(row)
-            meter.advance()
-            if iteration % checkpoint_every == 0 or iteration == iterations:
-                _save(state_dir / "last.pt", network, run_key=key, iteration=iteration, optimizer=opt.state_dict(),
-                      scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), torch_rng=torch.get_rng_state(),
-                      rows=rows, best=best)
+        loop(run, batches(source, run.start, iterations, loader_workers), arrays, state_dir, key, iterations=iterations,
+             dice_weight=dice_weight, validation_sections=validation_sections, validate_every=validate_every,
+             checkpoint_every=checkpoint_every, validation_tile=max(tile, 128))
+        rows, best, target_device, network = run.rows, run.best, run.device, run.network
         final = state_dir / ("best.pt" if validation_sections and best["iteration"] else "last.pt")
         record = provenance.record("train", settings, {"norm": str(norm_path), "labels": str(labels_path),
                                                        "weights": str(weights_path)}, started, best=best)
@@ -197,6 +150,90 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
         _write_log(log_path, rows)
         with images.atomic_output(checkpoint_path) as partial:
             save_checkpoint(partial, network, provenance=record, iteration=iterations, best=best)
+
+
+@dataclass
+class Run:
+    """A training run in memory: the network, its optimiser, schedule and scaler, and where it stands."""
+
+    network: UNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"val_rand_error": math.inf, "iteration": 0})
+    start: int = 0
+
+
+def build(config: ModelConfig, device: torch.device, seed: int, optimizer: str, learning_rate: float,
+          momentum: float, weight_decay: float, schedule: str, iterations: int, step_size: int, gamma: float,
+          amp: str) -> Run:
+    """A fresh run: the network initialised from `seed` on `device`, its optimiser, schedule and scaler."""
+    torch.manual_seed(seed)
+    network = UNet(config).to(device)
+    opt = (torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
+           if optimizer == "sgd" else
+           torch.optim.Adam(network.parameters(), lr=learning_rate, weight_decay=weight_decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: schedule_factor(schedule, i, iterations, step_size, gamma))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16" and device.type == "cuda")
+    return Run(network, opt, scheduler, scaler, device, amp)
+
+
+def restore(run: Run, state_dir: Path, key: str) -> None:
+    """Continue `run` from the state an earlier run of the same key saved, if there is one."""
+    state = _load_state(state_dir, key)
+    if not state:
+        return
+    run.network.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    run.rows, run.best, run.start = state["rows"], state["best"], state["iteration"]
+    print(f"train: resuming at iteration {run.start} from {state_dir}", flush=True)
+
+
+def loop(run: Run, tiles: Any, arrays: list[Any], state_dir: Path, key: str, *, iterations: int,
+         dice_weight: float, validation_sections: list[int] | None, validate_every: int, checkpoint_every: int,
+         validation_tile: int) -> None:
+    """Train `run` from its start to `iterations` on `tiles` (batches of image, target, weight), validating
+    and saving its state (keyed by `key`) as it goes."""
+    network, device = run.network, run.device
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if run.amp == "bf16" else torch.float16)
+                if run.amp != "none" and device.type == "cuda" else contextlib.nullcontext())
+    clock = time.monotonic() - (run.rows[-1]["seconds"] if run.rows else 0.0)
+    meter = progress.Meter("train iterations", iterations)
+    meter.done = run.start
+    network.train()
+    for iteration, (image, target, weight) in enumerate(tiles, start=run.start + 1):
+        image, target, weight = image.to(device), target.to(device), weight.to(device)
+        with autocast:
+            logits = network(image).float()
+            loss = weighted_cross_entropy(logits, target, weight)
+            if dice_weight:
+                loss = loss + dice_weight * soft_dice_loss(logits, target)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        row = {"iteration": iteration, "loss": float(loss.detach()), "learning_rate": run.scheduler.get_last_lr()[0],
+               "seconds": round(time.monotonic() - clock, 3)}
+        run.scheduler.step()
+        if validation_sections and (iteration % validate_every == 0 or iteration == iterations):
+            row.update(validate(network, *arrays, validation_sections, validation_tile))
+            if row["val_rand_error"] < run.best["val_rand_error"]:
+                run.best = {"val_rand_error": row["val_rand_error"], "iteration": iteration}
+                _save(state_dir / "best.pt", network, iteration=iteration)
+            print(f"train: iteration {iteration} validation {row}", flush=True)
+        run.rows.append(row)
+        meter.advance()
+        if iteration % checkpoint_every == 0 or iteration == iterations:
+            _save(state_dir / "last.pt", network, run_key=key, iteration=iteration,
+                  optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                  scaler=run.scaler.state_dict(), torch_rng=torch.get_rng_state(), rows=run.rows, best=run.best)
 
 
 def _load_state(state_dir: Path, key: str) -> dict[str, Any] | None:
