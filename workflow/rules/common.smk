@@ -7,7 +7,6 @@ from unet_pipeline.settings import RUN_ONLY, run_settings, stage_settings
 from unet_pipeline.sources import source_file
 
 RESULTS = f"{config['results_dir']}/{config['name']}"
-ENV = "../../environment.yml"
 
 
 def result(name):

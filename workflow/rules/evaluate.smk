@@ -9,8 +9,6 @@ rule evaluate:
         sections=result("metrics_sections.csv"),
     log:
         log_file("evaluate"),
-    conda:
-        ENV
     resources:
         **resources_of("evaluate"),
     params:

@@ -5,8 +5,6 @@ rule preprocess:
         directory(result("norm.ome.zarr")),
     log:
         log_file("preprocess"),
-    conda:
-        ENV
     resources:
         **resources_of("preprocess"),
     params:

@@ -12,8 +12,6 @@ rule report:
         result("report.html"),
     log:
         log_file("report"),
-    conda:
-        ENV
     resources:
         **resources_of("report"),
     params:
