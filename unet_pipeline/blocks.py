@@ -9,12 +9,11 @@ uint64 (`global_ids`), so no two blocks ever hand out the same id.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import Box, Shape, ceil_division
+from .geometry import Box, Coordinate, Shape, ceil_division, grid_indices
 
 LOCAL_ID_BITS = 32  # a block holds at most 2**32 - 1 ids of its own
 
@@ -34,24 +33,18 @@ class Block:
 
     def read_box(self, context: Shape, volume: Shape) -> Box:
         """The write region grown by `context` voxels on each side, clipped to the volume."""
-        grown = self.box.grow(context, context)
-        return Box(tuple(max(a, 0) for a in grown.start), tuple(min(b, n) for b, n in zip(grown.stop, volume)))
+        return self.box.grow(context, context).clip(volume)
 
 
 def aligned_block_shape(requested: Shape, unit: Shape, volume: Shape) -> Shape:
     """`requested` rounded up to whole write units (chunks or shards), never beyond the volume's units."""
-    return tuple(min(-(-r // u), -(-n // u)) * u for r, u, n in zip(requested, unit, volume))
+    return Coordinate(requested).round_up(unit).minimum(Coordinate(volume).round_up(unit))
 
 
 def block_grid(volume: Shape, block: Shape) -> list[Block]:
     """The blocks of shape `block` covering `volume` (the last ones clipped), in C order."""
-    counts = ceil_division(volume, block)
-    blocks = []
-    for index, position in enumerate(itertools.product(*map(range, counts))):
-        start = tuple(p * b for p, b in zip(position, block))
-        stop = tuple(min(s + b, n) for s, b, n in zip(start, block, volume))
-        blocks.append(Block(index, tuple(position), Box(start, stop)))
-    return blocks
+    return [Block(index, position, Box.unit(position, block, volume))
+            for index, position in enumerate(grid_indices(volume, block))]
 
 
 def global_ids(local: np.ndarray, block_index: int | np.ndarray) -> np.ndarray:

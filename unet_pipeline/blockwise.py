@@ -16,7 +16,6 @@ whole volume at once.
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,18 +105,16 @@ class Work:
         """Indices of the blocks that the block's read region (with context) overlaps."""
         read = block.read_box(self.context, self.volume)
         counts = ceil_division(self.volume, self.block)
-        ranges = [range(a // s, (b - 1) // s + 1) for a, b, s in zip(read.start, read.stop, self.block)]
-        return [int(np.ravel_multi_index(position, counts)) for position in itertools.product(*ranges)]
+        return [int(np.ravel_multi_index(position, counts)) for position in read.units(self.block)]
 
     def neighbour_after(self, block: Block, axis: int) -> Block | None:
         """The next block along `axis`, if any."""
-        start = list(block.box.start)
-        start[axis] += self.block[axis]
-        if start[axis] >= self.volume[axis]:
+        position = list(block.position)
+        position[axis] += 1
+        counts = ceil_division(self.volume, self.block)
+        if position[axis] >= counts[axis]:
             return None
-        index = int(np.ravel_multi_index([s // b for s, b in zip(start, self.block)],
-                                         ceil_division(self.volume, self.block)))
-        return block_grid(self.volume, self.block)[index]
+        return block_grid(self.volume, self.block)[int(np.ravel_multi_index(position, counts))]
 
 
 class Runner:
@@ -171,8 +168,7 @@ class Mask:
         if self.kind == "intensity":
             values = open_array(str(Path(self.image) / images.LEVEL0), work.run_key)[box.slices()]
             return np.asarray(values) >= self.threshold
-        around = box.grow((0, 1, 1), (0, 1, 1))  # cells of each section, as the 2D metrics see them
-        read = Box(tuple(max(a, 0) for a in around.start), tuple(min(b, n) for b, n in zip(around.stop, work.volume)))
+        read = box.grow((0, 1, 1), (0, 1, 1)).clip(work.volume)  # cells of each section, as the 2D metrics see them
         labels = np.asarray(open_array(str(Path(self.image) / images.LEVEL0), work.run_key)[read.slices()])
         return np.stack([cell_mask(section) for section in labels])[box.relative_to(read)]
 

@@ -9,7 +9,6 @@ reading it as zeros would corrupt everything downstream without a word.
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -19,21 +18,19 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from .errors import InputError
-from .geometry import ceil_division
+from .geometry import Box, grid_indices
 
 SHOWN = 3  # missing chunk keys named in a message
 
 
-def grid(array: zarr.Array) -> tuple[int, ...]:
-    """The number of stored units (shards when sharded, else chunks) along each axis."""
-    unit = array.shards or array.chunks
-    return ceil_division(array.shape, unit)
+def stored_unit(array: zarr.Array) -> tuple[int, ...]:
+    """The shape of one stored file of `array`: a shard when sharded, else a chunk."""
+    return array.shards or array.chunks
 
 
 def expected_keys(array: zarr.Array) -> list[str]:
     """The store key of every chunk (or shard) file of `array`, relative to the array."""
-    encode = array.metadata.encode_chunk_key
-    return [encode(index) for index in itertools.product(*(range(n) for n in grid(array)))]
+    return list(map(array.metadata.encode_chunk_key, grid_indices(array.shape, stored_unit(array))))
 
 
 def stored_keys(array: zarr.Array) -> set[str]:
@@ -51,10 +48,11 @@ def stored_keys(array: zarr.Array) -> set[str]:
     return {key[start:] for key in sync(listing())}
 
 
-def missing_keys(array: zarr.Array) -> list[str]:
-    """The chunk (or shard) files of `array` that are not in its store, in grid order."""
+def missing_keys(array: zarr.Array, expected: list[str] | None = None) -> list[str]:
+    """The chunk (or shard) files of `array` (of `expected`, its keys, when given) that are not in its store,
+    in grid order."""
     stored = stored_keys(array)
-    return [key for key in expected_keys(array) if key not in stored]
+    return [key for key in expected or expected_keys(array) if key not in stored]
 
 
 def describe_missing(name: str | os.PathLike, missing: list[str], total: int) -> str:
@@ -65,25 +63,26 @@ def describe_missing(name: str | os.PathLike, missing: list[str], total: int) ->
 
 def require_all_chunks(array: zarr.Array, name: str | os.PathLike) -> None:
     """Refuse `array` (named `name` in the message) unless every chunk file is stored."""
-    missing = missing_keys(array)
+    expected = expected_keys(array)
+    missing = missing_keys(array, expected)
     if missing:
-        raise InputError(f"{describe_missing(name, missing, len(expected_keys(array)))}; a stage of this pipeline "
+        raise InputError(f"{describe_missing(name, missing, len(expected))}; a stage of this pipeline "
                          "writes every chunk, so the array is incomplete (a truncated copy, a failed sync or a "
                          "lost file): rerun the stage that wrote it")
 
 
 def refuse_sparse_source(array: zarr.Array, name: str | os.PathLike) -> None:
     """Refuse a foreign Zarr source with unwritten chunks; reading them as its fill value must be asked for."""
-    missing = missing_keys(array)
+    expected = expected_keys(array)
+    missing = missing_keys(array, expected)
     if missing:
-        _refuse_sparse(name, missing, len(expected_keys(array)), array.fill_value)
+        _refuse_sparse(name, missing, len(expected), array.fill_value)
 
 
 def refuse_sparse_n5(store: Any, folder: Path) -> None:
     """The same for an N5 dataset (a tensorstore `store` on `folder`; N5 has no fill value, it reads zeros)."""
     shape, chunks = store.shape, store.chunk_layout.read_chunk.shape
-    expected = ["/".join(map(str, index))
-                for index in itertools.product(*(range(n) for n in ceil_division(shape, chunks)))]
+    expected = ["/".join(map(str, index)) for index in grid_indices(shape, chunks)]
     stored = {str(Path(root, name).relative_to(folder)) for root, _, names in os.walk(folder) for name in names}
     missing = [key for key in expected if key not in stored]
     if missing:
@@ -118,20 +117,20 @@ class CheckedReads:
     def _unreadable_chunk(self, key: Any) -> tuple[str, Exception] | None:
         """The first stored unit (chunk or shard) inside the region `key` reads that fails, and its error."""
         key = key if isinstance(key, tuple) else (key,)
-        unit = self.array.shards or self.array.chunks
-        ranges = []
+        start, stop = [], []
         for axis, size in enumerate(self.shape):
             part = key[axis] if axis < len(key) else slice(None)
             if isinstance(part, slice):
-                start, stop, _ = part.indices(size)
+                first, last, _ = part.indices(size)
             else:
-                start = int(part) % size
-                stop = start + 1
-            ranges.append(range(start // unit[axis], -(-stop // unit[axis])))
-        for index in itertools.product(*ranges):
-            region = tuple(slice(i * u, min((i + 1) * u, n)) for i, u, n in zip(index, unit, self.shape))
+                first = int(part) % size
+                last = first + 1
+            start.append(first)
+            stop.append(max(first, last))
+        unit = stored_unit(self.array)
+        for index in Box(start, stop).units(unit):
             try:
-                self.array[region]
+                self.array[Box.unit(index, unit, self.shape).slices()]
             except Exception as err:  # whatever the codec raises: that unit is the culprit
                 return self.array.metadata.encode_chunk_key(index), err
         return None

@@ -12,7 +12,6 @@ in the block's record; when the image is complete they are gathered into
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import zarr
 
 from .errors import InputError
-from .geometry import ceil_division
+from .geometry import Box, Coordinate, grid_indices
 
 MANIFEST = "content.json"  # not a Zarr node: readers of the image ignore it
 ALGORITHM = "blake2b-128 over dtype, shape and C-order values of each level-0 chunk; sha256 over 'key hash' lines"
@@ -43,13 +42,9 @@ def value_hash(values: np.ndarray) -> str:
 def chunk_hashes(block: np.ndarray, start: Sequence[int], chunks: Sequence[int]) -> dict[str, str]:
     """The hash of each chunk inside `block`, a region of whole chunks (clipped at the volume's end) whose
     first voxel is `start`."""
-    first = [s // c for s, c in zip(start, chunks)]
-    counts = ceil_division(block.shape, chunks)
-    hashes = {}
-    for offset in itertools.product(*(range(n) for n in counts)):
-        region = tuple(slice(o * c, (o + 1) * c) for o, c in zip(offset, chunks))
-        hashes[chunk_key([f + o for f, o in zip(first, offset)])] = value_hash(block[region])
-    return hashes
+    first = Coordinate(start) // chunks
+    return {chunk_key(first + offset): value_hash(block[Box.unit(offset, chunks, block.shape).slices()])
+            for offset in grid_indices(block.shape, chunks)}
 
 
 def fingerprint(hashes: dict[str, str]) -> str:
@@ -59,8 +54,7 @@ def fingerprint(hashes: dict[str, str]) -> str:
 
 
 def expected_keys(array: zarr.Array) -> list[str]:
-    grid = [range(n) for n in ceil_division(array.shape, array.chunks)]
-    return [chunk_key(index) for index in itertools.product(*grid)]
+    return list(map(chunk_key, grid_indices(array.shape, array.chunks)))
 
 
 def write_manifest(image: str | os.PathLike, hashes: dict[str, str], array: zarr.Array) -> str | None:
@@ -85,9 +79,8 @@ def recomputed_hashes(array: zarr.Array) -> tuple[dict[str, str], dict[str, str]
     hashes, damaged = {}, {}
     for key in expected_keys(array):
         index = [int(i) for i in key.split("/")]
-        region = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, array.chunks, array.shape))
         try:
-            hashes[key] = value_hash(np.asarray(array[region]))
+            hashes[key] = value_hash(np.asarray(array[Box.unit(index, array.chunks, array.shape).slices()]))
         except Exception as err:  # whatever the codec raises for a damaged chunk
             damaged[key] = repr(err)
     return hashes, damaged

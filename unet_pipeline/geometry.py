@@ -1,6 +1,7 @@
 """Block and halo arithmetic: valid U-Net sizes, boxes and overlap-tile plans.
 
-Everything here is pure integer arithmetic on tuples, testable on its own.
+Everything here is pure integer arithmetic on `Coordinate`s (tuples with
+element-wise operators) and `Box`es, testable on its own.
 Axis order is always the array's (z, y, x); a 2D model works on the last two
 axes and treats z like a batch axis (no halo, no size constraint).
 """
@@ -10,53 +11,129 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
 
 from .errors import ConfigError
 
 Shape = tuple[int, ...]
 
 
-def ceil_division(values: Sequence[int], divisors: Sequence[int]) -> Shape:
+class Coordinate(tuple):
+    """An immutable integer vector in array axis order, with element-wise arithmetic.
+
+    `+`, `-`, `*`, `//` and the methods below work axis by axis; the other
+    operand is a sequence of the same length or one int for every axis.
+    Unlike a tuple, `+` adds instead of concatenating. A Coordinate equals the
+    plain tuple of its values.
+    """
+
+    def __new__(cls, values: Iterable[int]) -> "Coordinate":
+        return super().__new__(cls, (int(v) for v in values))
+
+    def _pairs(self, other: "int | Sequence[int]") -> Iterator[tuple[int, int]]:
+        others = (int(other),) * len(self) if isinstance(other, (int, np.integer)) else tuple(other)
+        if len(others) != len(self):
+            raise ValueError(f"{tuple(self)} and {others} differ in rank")
+        return zip(self, others)
+
+    def __add__(self, other: "int | Sequence[int]") -> "Coordinate":  # type: ignore[override]
+        return Coordinate(a + b for a, b in self._pairs(other))
+
+    def __sub__(self, other: "int | Sequence[int]") -> "Coordinate":
+        return Coordinate(a - b for a, b in self._pairs(other))
+
+    def __mul__(self, other: "int | Sequence[int]") -> "Coordinate":  # type: ignore[override]
+        return Coordinate(a * b for a, b in self._pairs(other))
+
+    def __floordiv__(self, other: "int | Sequence[int]") -> "Coordinate":
+        return Coordinate(a // b for a, b in self._pairs(other))
+
+    def ceil_division(self, other: "int | Sequence[int]") -> "Coordinate":
+        """ceil(self / other): e.g. how many blocks of shape `other` cover shape `self`."""
+        return Coordinate(-(-a // b) for a, b in self._pairs(other))
+
+    def round_up(self, other: "int | Sequence[int]") -> "Coordinate":
+        """The smallest multiple of `other` that is at least `self`."""
+        return self.ceil_division(other) * other
+
+    def minimum(self, other: "int | Sequence[int]") -> "Coordinate":
+        return Coordinate(min(a, b) for a, b in self._pairs(other))
+
+    def maximum(self, other: "int | Sequence[int]") -> "Coordinate":
+        return Coordinate(max(a, b) for a, b in self._pairs(other))
+
+
+def ceil_division(values: Sequence[int], divisors: Sequence[int]) -> Coordinate:
     """Element-wise ceil(values / divisors): e.g. how many blocks of shape `divisors` cover shape `values`."""
-    return tuple(-(-int(v) // int(d)) for v, d in zip(values, divisors))
+    return Coordinate(values).ceil_division(divisors)
 
 
-def round_up(values: Sequence[int], steps: Sequence[int]) -> Shape:
+def round_up(values: Sequence[int], steps: Sequence[int]) -> Coordinate:
     """Element-wise: the smallest multiple of each step that is at least the value."""
-    return tuple(n * s for n, s in zip(ceil_division(values, steps), steps))
+    return Coordinate(values).round_up(steps)
+
+
+def grid_indices(shape: Sequence[int], unit: Sequence[int]) -> Iterator[Coordinate]:
+    """The grid index of every block of shape `unit` (a chunk, shard or block) covering `shape`, in C order."""
+    return map(Coordinate, itertools.product(*map(range, ceil_division(shape, unit))))
 
 
 @dataclass(frozen=True)
 class Box:
     """A half-open box [start, stop) in voxel coordinates; may reach outside a volume."""
 
-    start: Shape
-    stop: Shape
+    start: Coordinate
+    stop: Coordinate
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "start", Coordinate(self.start))
+        object.__setattr__(self, "stop", Coordinate(self.stop))
         if len(self.start) != len(self.stop):
             raise ValueError(f"box start {self.start} and stop {self.stop} differ in rank")
         if any(b < a for a, b in zip(self.start, self.stop)):
             raise ValueError(f"box stop {self.stop} lies before start {self.start}")
 
-    @property
-    def shape(self) -> Shape:
-        return tuple(b - a for a, b in zip(self.start, self.stop))
+    @staticmethod
+    def of_shape(shape: Sequence[int]) -> "Box":
+        """The box [0, shape): a whole volume."""
+        return Box(Coordinate((0,) * len(shape)), Coordinate(shape))
 
-    def grow(self, before: Shape, after: Shape) -> "Box":
+    @staticmethod
+    def unit(index: Sequence[int], unit: Sequence[int], volume: Sequence[int]) -> "Box":
+        """Grid unit (chunk, shard or block) `index` of shape `unit`, clipped to `volume`."""
+        start = Coordinate(index) * unit
+        return Box(start, (start + unit).minimum(volume))
+
+    @property
+    def shape(self) -> Coordinate:
+        return self.stop - self.start
+
+    def grow(self, before: "int | Sequence[int]", after: "int | Sequence[int]") -> "Box":
         """The box extended by `before` voxels below start and `after` above stop."""
-        return Box(
-            tuple(a - g for a, g in zip(self.start, before)),
-            tuple(b + g for b, g in zip(self.stop, after)),
-        )
+        return Box(self.start - before, self.stop + after)
+
+    def intersect(self, other: "Box") -> "Box":
+        """The part of this box inside `other` (empty, at the nearer face, where they do not overlap)."""
+        start = self.start.maximum(other.start).minimum(other.stop)
+        return Box(start, self.stop.minimum(other.stop).maximum(start))
+
+    def clip(self, volume: Sequence[int]) -> "Box":
+        """The part of this box inside a volume of shape `volume`."""
+        return self.intersect(Box.of_shape(volume))
+
+    def units(self, unit: Sequence[int]) -> Iterator[Coordinate]:
+        """Grid indices of the units (chunks, shards, blocks) of shape `unit` that this box touches."""
+        first, last = self.start // unit, self.stop.ceil_division(unit)
+        return map(Coordinate, itertools.product(*map(range, first, last)))
 
     def slices(self) -> tuple[slice, ...]:
         return tuple(slice(a, b) for a, b in zip(self.start, self.stop))
 
     def relative_to(self, outer: "Box") -> tuple[slice, ...]:
         """Slices that cut this box out of an array holding `outer`."""
-        return tuple(slice(a - o, b - o) for a, b, o in zip(self.start, self.stop, outer.start))
+        return Box(self.start - outer.start, self.stop - outer.start).slices()
 
     @staticmethod
     def union(boxes: "list[Box]") -> "Box":
@@ -194,14 +271,7 @@ def iter_tiles(geometry: UNetGeometry, volume: Shape, tile: Shape) -> Iterator[T
         t if axis < spatial0 else geometry.smallest_output_at_least(t) for axis, t in enumerate(tile)
     )
     halo = tuple(0 if axis < spatial0 else geometry.halo for axis in range(len(volume)))
-    for start in itertools.product(*(range(0, n, t) for n, t in zip(volume, tile))):
-        output = Box(start, tuple(min(s + t, n) for s, t, n in zip(start, tile, volume)))
-        network_box = Box(start, tuple(s + o for s, o in zip(start, network_output)))
+    for index in grid_indices(volume, tile):
+        output = Box.unit(index, tile, volume)
+        network_box = Box(output.start, output.start + network_output)
         yield Tile(output, network_box.grow(halo, halo), network_output)
-
-
-def chunk_indices(box: Box, chunks: Shape) -> Iterator[Shape]:
-    """Grid indices of the chunks a box touches."""
-    return itertools.product(
-        *(range(a // c, -(-b // c)) for a, b, c in zip(box.start, box.stop, chunks))
-    )

@@ -29,7 +29,7 @@ from ome_zarr.writer import write_multiscales_metadata
 from . import pyramid
 from .chunk_files import CheckedReads, require_all_chunks
 from .errors import ConfigError, InputError, OutputBusy
-from .geometry import Shape, ceil_division, round_up
+from .geometry import Coordinate, Shape, ceil_division, round_up
 
 LEVEL0 = "0"
 PYRAMID = "pyramid"  # group attribute: whether the image gets downsampled levels
@@ -103,13 +103,13 @@ def create_image(
     spatial = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
     axes = spatial if channels is None else [{"name": "c", "type": "channel"}, *spatial]
     lead = () if channels is None else (channels,)
-    full_chunks = tuple(min(c, n) for c, n in zip(chunks, shape))
+    full_chunks = tuple(Coordinate(chunks).minimum(shape))
     full_shards = None
     if shards is not None:
         if any(s % c for s, c in zip(shards, chunks)):
             raise ConfigError(f"{path}: shards {list(shards)} must be multiples of the chunks {list(chunks)}")
         # a shard never larger than the volume (rounded up to whole chunks)
-        full_shards = lead + tuple(min(s, r) for s, r in zip(shards, round_up(shape, full_chunks)))
+        full_shards = lead + tuple(Coordinate(shards).minimum(round_up(shape, full_chunks)))
     array = create_level(group, LEVEL0, lead + tuple(shape), lead + full_chunks, dtype,
                           make_compressor(compression, zarr_format), full_shards)
     _write_multiscales(group, fmt(), axes, name, "mode" if labels else "mean", [(1, 1, 1)],
@@ -178,8 +178,8 @@ def _level_array(group: zarr.Group, level: int, shape: Shape, overwrite: bool) -
     if not overwrite and str(level) in group and group[str(level)].shape == tuple(shape):
         return group[str(level)]
     level0 = group[LEVEL0]
-    chunks = tuple(min(c, n) for c, n in zip(level0.chunks, shape))
-    shards = tuple(min(s, r) for s, r in zip(level0.shards, round_up(shape, chunks))) if level0.shards else None
+    chunks = tuple(Coordinate(level0.chunks).minimum(shape))
+    shards = tuple(Coordinate(level0.shards).minimum(round_up(shape, chunks))) if level0.shards else None
     return create_level(group, str(level), shape, chunks, level0.dtype, level0.compressors, shards, overwrite=True)
 
 
@@ -197,7 +197,7 @@ def slab_levels(path: str | os.PathLike) -> list[tuple[zarr.Array, Shape, str]]:
         if step[0] != 1:
             break
         full_step = (1,) * lead + step
-        shape = ceil_division(shape, full_step)
+        shape = tuple(ceil_division(shape, full_step))
         levels.append((_level_array(group, level, shape, overwrite=False), full_step, method))
     return levels
 

@@ -23,7 +23,7 @@ import zarr
 from . import cluster, content, images, provenance, resume, tasks
 from .chunk_files import CheckedReads
 from .errors import InputError
-from .geometry import Box, Shape, Tile, UNetGeometry, iter_tiles, round_up, tile_count, tile_shape
+from .geometry import Box, Coordinate, Shape, Tile, UNetGeometry, iter_tiles, round_up, tile_count, tile_shape
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
 from .model import ModelConfig, UNet, activation_bytes, load_model, select_device, weights_hash
@@ -92,20 +92,17 @@ def auto_tile(config: ModelConfig, chunks: Shape, volume: Shape, budget_bytes: i
     Grows every model axis by one step at a time (axes already spanning the volume stay).
     """
     geometry = config.geometry
-    step = tile_shape(geometry, chunks, chunks)
+    step = Coordinate(tile_shape(geometry, chunks, chunks))
     spatial0 = len(volume) - config.ndim
-    cap = tuple(s if axis < spatial0 else _round_up(n, s) for axis, (s, n) in enumerate(zip(step, volume)))
+    model_axes = Coordinate(axis >= spatial0 for axis in range(len(volume)))  # 1 on model axes, else 0
+    cap = step + model_axes * (round_up(volume, step) - step)  # the volume on model axes, one step on the others
     best = step
     while best != cap:
-        grown = tuple(min(b + s, c) if axis >= spatial0 else b for axis, (b, s, c) in enumerate(zip(best, step, cap)))
+        grown = (best + model_axes * step).minimum(cap)
         if _tile_bytes(config, geometry, grown, batch_tiles) > budget_bytes:
             break
         best = grown
     return best
-
-
-def _round_up(n: int, step: int) -> int:
-    return round_up((n,), (step,))[0]
 
 
 def _tile_bytes(config: ModelConfig, geometry: UNetGeometry, tile: Shape, batch_tiles: int) -> int:

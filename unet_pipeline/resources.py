@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from .errors import InputError
+from .geometry import Box
 from .model import ModelConfig, activation_bytes
 from .sources import open_source
 
@@ -85,7 +86,7 @@ def stage_resources(config: dict[str, Any], stage: str) -> dict[str, Any]:
     elif stage == "segment":
         cluster, segment = config["cluster"], config["segment"]
         workers = cluster["workers"] if cluster["kind"] == "local" else 0
-        read = math.prod(b + 2 * c for b, c in zip(segment["block"], segment["context"]))
+        read = math.prod(Box.of_shape(segment["block"]).grow(segment["context"], segment["context"]).shape)
         mem_mb = 1500 + workers * (1000 + SEGMENT_BYTES_PER_VOXEL * read / MiB)
         minutes = voxels / 1e6 / 60
     else:

@@ -48,7 +48,7 @@ from .blockwise import (
 )
 from .errors import ConfigError, InputError
 from .fragments import seeded_flood, watershed_fragments
-from .geometry import Box, ceil_division
+from .geometry import Box
 from .labeling import FACE_CONNECTIVITY, check_connectivity, forward_offsets
 from .region_graph import block_edges, quantize
 from .setting_types import checked_stage
@@ -161,12 +161,11 @@ def relabel_block(block: Block, work: Work, lookup: np.ndarray, source: str, ima
     labels = lookup[work.scratch(source)[block.box.slices()]].astype(level0.dtype)
     level0[block.box.slices()] = labels
     hashes = content.chunk_hashes(labels, block.box.start, level0.chunks)
-    start, stop = block.box.start, block.box.stop
+    box = block.box
     for level, step in enumerate(level_steps, start=1):
         labels = pyramid.downsample(labels, step, "mode")
-        start = tuple(a // f for a, f in zip(start, step))
-        stop = ceil_division(stop, step)
-        open_array(str(Path(image) / str(level)), work.run_key, "r+")[Box(start, stop).slices()] = labels
+        box = Box(box.start // step, box.stop.ceil_division(step))
+        open_array(str(Path(image) / str(level)), work.run_key, "r+")[box.slices()] = labels
     resume.record_block(work.root, f"relabel-{block.name}", hashes)
 
 

@@ -70,7 +70,7 @@ def sample_tile(arrays: tuple, source: TileSource, rng: np.random.Generator) -> 
         grow = (0 if ndim == 2 else halo, halo, halo)
         box = output.grow(grow, grow)
         labels_tile = read_mirrored(labels, box)
-        inner = tuple(slice(g, g + n) for g, n in zip(grow, output.shape))
+        inner = Box(grow, output.shape + grow).slices()
         both_classes = 0 < np.count_nonzero(labels_tile[inner]) < labels_tile[inner].size
         if both_classes or rng.random() >= source.foreground_bias or attempt == 9:
             break
