@@ -122,9 +122,10 @@ def _synth(args: argparse.Namespace) -> None:
             array = images.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name,
                                     labels=name == "labels")
             array[:] = volume
-            content.write_manifest(partial, content.chunk_hashes(volume, (0, 0, 0), array.chunks), array)
+            digest = content.write_manifest(partial, content.chunk_hashes(volume, (0, 0, 0), array.chunks), array)
             images.write_pyramid(partial)
-            images.set_attrs(partial, synthetic={"shape": list(shape), "seed": args.seed, "version": __version__})
+            images.set_attrs(partial, synthetic={"shape": list(shape), "seed": args.seed, "version": __version__},
+                             provenance={"content_sha256": digest})
 
 
 def _info(path: str) -> None:

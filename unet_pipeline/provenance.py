@@ -55,10 +55,11 @@ def input_fingerprint(path: str | os.PathLike) -> str:
     over the name, size and modification time of a file or of every file in a folder, and over the
     contents of Zarr metadata files (cheap even for terabytes)."""
     root = Path(path)
-    recorded = content.manifest(root) if root.is_dir() else None
-    if recorded is not None:
-        attrs = {key: value for key, value in images.image_attrs(root).items() if key != "provenance"}
-        text = json.dumps({"content": recorded["fingerprint"], "attrs": attrs}, sort_keys=True, default=str)
+    if (root / content.MANIFEST).is_file():
+        attrs = images.image_attrs(root)
+        recorded = attrs.pop("provenance", {}).get("content_sha256")  # the manifest's fingerprint, copied there
+        text = json.dumps({"content": recorded or content.manifest(root)["fingerprint"], "attrs": attrs},
+                          sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
     digest = hashlib.sha256()
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
