@@ -8,6 +8,9 @@ from unet_pipeline.config_values import type_command_line_values
 
 min_version("9.0")
 
+# The rules' conda environment (workflow/envs/unet-pipeline.yaml) installs this checkout by this variable.
+os.environ.update(UNET_PIPELINE_ROOT=workflow.basedir)
+
 
 # The demo config applies only when no --configfile is given: a user's config then gets the schema's
 # defaults for the keys it leaves out (as config/README.md lists them), not the demo's values.

@@ -7,6 +7,7 @@ from unet_pipeline.settings import RUN_ONLY, run_settings, stage_settings
 from unet_pipeline.sources import source_file
 
 RESULTS = f"{config['results_dir']}/{config['name']}"
+ENV = "../envs/unet-pipeline.yaml"  # installs this checkout through UNET_PIPELINE_ROOT (set in the Snakefile)
 
 
 def result(name):

@@ -9,6 +9,8 @@ rule evaluate:
         sections=result("metrics_sections.csv"),
     log:
         log_file("evaluate"),
+    conda:
+        ENV
     resources:
         **resources_of("evaluate"),
     params:

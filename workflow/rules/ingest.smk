@@ -4,6 +4,8 @@ rule synth:
         labels=directory(result("synthetic/labels.ome.zarr")),
     log:
         log_file("synth"),
+    conda:
+        ENV
     resources:
         **resources_of("ingest"),
     params:
@@ -26,6 +28,8 @@ rule ingest:
         log_file("ingest_{kind}"),
     wildcard_constraints:
         kind="raw|labels",
+    conda:
+        ENV
     resources:
         **resources_of("ingest"),
     params:

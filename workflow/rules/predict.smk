@@ -6,6 +6,8 @@ rule predict:
         directory(result("probabilities.ome.zarr")),
     log:
         log_file("predict"),
+    conda:
+        ENV
     threads: threads_of("predict")
     resources:
         **resources_of("predict"),

@@ -5,6 +5,8 @@ rule preprocess:
         directory(result("norm.ome.zarr")),
     log:
         log_file("preprocess"),
+    conda:
+        ENV
     resources:
         **resources_of("preprocess"),
     params:

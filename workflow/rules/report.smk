@@ -12,6 +12,8 @@ rule report:
         result("report.html"),
     log:
         log_file("report"),
+    conda:
+        ENV
     resources:
         **resources_of("report"),
     params:

@@ -6,6 +6,8 @@ rule segment:
         directory(result("segmentation.ome.zarr")),
     log:
         log_file("segment"),
+    conda:
+        ENV
     threads: threads_of("segment")
     resources:
         **resources_of("segment"),

@@ -8,6 +8,8 @@ rule train:
         log=result("model/train_log.csv"),
     log:
         log_file("train"),
+    conda:
+        ENV
     threads: threads_of("train")
     resources:
         **resources_of("train"),

@@ -5,6 +5,8 @@ rule weights:
         directory(result("weights.ome.zarr")),
     log:
         log_file("weights"),
+    conda:
+        ENV
     resources:
         **resources_of("weights"),
     params:
