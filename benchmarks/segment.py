@@ -35,14 +35,12 @@ from distributed import LocalCluster
 from measure import PeakMemory
 from scipy import ndimage
 
-from unet_pipeline import agglomerate, images
+from unet_pipeline import images
 from unet_pipeline.blockwise import CELL_CHANNEL, as_probability
 from unet_pipeline.evaluate import evaluate
-from unet_pipeline.fragments import watershed_fragments
-from unet_pipeline.labeling import forward_offsets, label_components
-from unet_pipeline.region_graph import block_edges, quantize
-from unet_pipeline.segment import segment
+from unet_pipeline.segment import Settings, segment
 from unet_pipeline.synth import synthetic_volume
+from unet_pipeline.whole_segmentation import segmentations
 
 COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
 CHUNKS = (1, 256, 256)
@@ -89,17 +87,10 @@ def single_process(probabilities: Path, output: Path, method: str) -> float:
     the same OME-Zarr label image (with its pyramid) as segment."""
     start = time.perf_counter()
     cell = as_probability(images.open_image(probabilities)[CELL_CHANNEL])
-    if method == "components":
-        labels = label_components(cell > 0.5, "2d", 4)[0]
-    else:
-        fragments = watershed_fragments(cell, 0.5, 4, "2d", (50, 4, 4))
-        whole = tuple(slice(0, n) for n in cell.shape)
-        uv, stats = block_edges(fragments.astype(np.uint64), quantize(1.0 - cell.astype(np.float64)), whole,
-                                forward_offsets("2d", 4))
-        nodes = int(fragments.max())
-        segment_of = agglomerate.solve("gasp", uv.astype(np.int64) - 1, stats, nodes, 0.5)
-        final = agglomerate.consecutive(segment_of, np.bincount(fragments.ravel())[1:], 0)
-        labels = np.concatenate([[0], final])[fragments]
+    settings = Settings.of(method=method, mode="2d", connectivity=None, threshold=0.5, seed_threshold=0.9,
+                           seed_distance=4, agglomeration="gasp", merge_threshold=0.5, merge_thresholds=[0.5],
+                           tune_sections=None, min_size=0)
+    [(_, labels)] = segmentations(cell, settings, (50, 4, 4), [0.5])
     images.create_image(output, cell.shape, np.uint32, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "segmentation",
                     labels=True)[:] = labels
     images.write_pyramid(output)

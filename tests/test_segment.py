@@ -10,10 +10,12 @@ from test_pyramid import assert_pyramid_equals
 
 from unet_pipeline import images
 from unet_pipeline.blocks import block_grid, block_indices, global_ids
+from unet_pipeline.blockwise import CELL_CHANNEL, as_probability
 from unet_pipeline.labeling import forward_offsets
 from unet_pipeline.region_graph import block_edges, merge_tables, quantize
-from unet_pipeline.segment import segment
+from unet_pipeline.segment import Settings, segment
 from unet_pipeline.synth import synthetic_volume
+from unet_pipeline.whole_segmentation import segmentations
 
 STRUCTURES = {  # scipy's structuring element of each connectivity, an independent whole-volume reference
     ("2d", 4): np.pad(ndimage.generate_binary_structure(2, 1)[None], ((1, 1), (0, 0), (0, 0))),
@@ -149,3 +151,22 @@ def test_more_segments_than_uint32_holds_make_a_uint64_output(tmp_path):
     _fit_dtype(image, 2**32)
     level0 = images.open_image(image)
     assert level0.dtype == np.uint64 and level0.chunks == (1, 8, 8) and level0.shape == (2, 16, 16)
+
+
+@pytest.mark.parametrize("method,merge_thresholds", [("components", [0.5]), ("watershed", [0.5]),
+                                                     ("agglomerate", [0.3, 0.5, 0.7])])
+def test_in_memory_methods_equal_the_segment_stage(tmp_path, dask_cluster, method, merge_thresholds):
+    """Training's validation segments in memory (`whole_segmentation`); it must make the stage's cells."""
+    probability = cells_probability((2, 96, 112), 6)
+    path = probability_image(tmp_path / "p.ome.zarr", probability, (1, 32, 32), np.float16)
+    cell = as_probability(images.open_image(path)[CELL_CHANNEL])
+    keys = {"method": method, "seed_threshold": 0.8, "agglomeration": "gasp"}
+    settings = Settings.of(**keys, mode="2d", connectivity=None, threshold=0.5, seed_distance=4,
+                           merge_threshold="auto", merge_thresholds=merge_thresholds, tune_sections=[0, 2], min_size=0)
+    made = list(segmentations(cell, settings, (50.0, 4.0, 4.0), merge_thresholds))
+    assert [threshold for threshold, _ in made] == (merge_thresholds if method == "agglomerate" else [None])
+    for threshold, labels in made:
+        stage = segment_settings(dask_cluster, **keys, merge_threshold=threshold or 0.5)
+        segment(path, tmp_path / f"{threshold}.ome.zarr", **stage)
+        assert same_partition(images.open_image(tmp_path / f"{threshold}.ome.zarr")[:], labels)
+        assert labels.max() > 5

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import fastremap
 import numpy as np
@@ -84,6 +84,17 @@ class Settings:
                              f"got {self.agglomeration!r}")
         if self.tuned and not (self.tune_sections and self.merge_thresholds):
             raise ConfigError("segment.merge_threshold 'auto' needs segment.tune_sections and segment.merge_thresholds")
+
+    @classmethod
+    def of(cls, *, method: Method, mode: Literal["2d", "3d"], connectivity: int | None, threshold: float,
+           seed_threshold: float, seed_distance: int, agglomeration: str, merge_threshold: float | Literal["auto"],
+           merge_thresholds: Sequence[float], tune_sections: Sequence[int] | None, min_size: int) -> "Settings":
+        """Checked settings from the config's values (connectivity None: face neighbours)."""
+        settings = cls(method, mode, connectivity or FACE_CONNECTIVITY.get(mode, 0), threshold, seed_threshold,
+                       seed_distance, agglomeration, merge_threshold, tuple(merge_thresholds),
+                       tuple(tune_sections) if tune_sections else None, min_size)
+        settings.check()
+        return settings
 
     @property
     def tuned(self) -> bool:
@@ -287,12 +298,11 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
     threshold with every candidate's errors.
     """
     started = provenance.now()
-    connectivity = connectivity or FACE_CONNECTIVITY.get(mode, 0)
     context = [0, *context[1:]] if mode == "2d" else list(context)
-    settings = Settings(method, mode, connectivity, threshold, seed_threshold, seed_distance, agglomeration,
-                        merge_threshold, tuple(merge_thresholds), tuple(tune_sections) if tune_sections else None,
-                        min_size)
-    settings.check()
+    settings = Settings.of(method=method, mode=mode, connectivity=connectivity, threshold=threshold,
+                           seed_threshold=seed_threshold, seed_distance=seed_distance, agglomeration=agglomeration,
+                           merge_threshold=merge_threshold, merge_thresholds=merge_thresholds,
+                           tune_sections=tune_sections, min_size=min_size)
     if settings.tuned and labels is None:
         raise ConfigError("segment.merge_threshold 'auto' needs the labels to tune on")
     probabilities = images.open_input(probabilities_path)
