@@ -19,7 +19,7 @@ import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -31,11 +31,12 @@ from .cells import cell_mask, separate_cells
 from .errors import ConfigError
 from .evaluate import section_table
 from .inference import predict_in_memory
-from .labeling import label_components
 from .model import ModelConfig, UNet, save_checkpoint, select_device
+from .segment import Settings
 from .setting_types import checked_stage
 from .settings import RUN_ONLY
 from .train_data import TileSource, batches, check_source
+from .whole_segmentation import segmentations
 
 LOG_FIELDS = ["iteration", "loss", "learning_rate", "seconds", "val_loss", "val_pixel_error", "val_rand_error"]
 
@@ -63,8 +64,10 @@ def schedule_factor(kind: str, iteration: int, iterations: int, step_size: int, 
     raise ConfigError(f"unknown train.schedule {kind!r}: expected constant, step or cosine")
 
 
-def validate(network: UNet, image: Any, labels: Any, weights: Any, sections: list[int], tile: int) -> dict:
-    """Loss, pixel error and foreground-restricted Rand error on held-out sections."""
+def validate(network: UNet, image: Any, labels: Any, weights: Any, sections: list[int], tile: int,
+             segmentation: Settings, voxel_size: Sequence[float]) -> dict:
+    """Loss, pixel error and foreground-restricted Rand error on held-out sections; the Rand error of the
+    cells `segmentation` makes of the probabilities (the lowest over its merge thresholds)."""
     first, last = sections
     volume = np.asarray(image[first:last], dtype=np.float32)
     network.eval()
@@ -75,13 +78,26 @@ def validate(network: UNet, image: Any, labels: Any, weights: Any, sections: lis
     true_cell = np.stack([cell_mask(s) for s in truth])
     picked = np.where(true_cell, probabilities[1], probabilities[0])
     loss = float(np.mean(-np.log(np.clip(picked, 1e-7, 1)) * weight))
-    segmentation = label_components(probabilities[1] > 0.5, "2d", 4)[0]
-    table = metrics.Contingency()
-    for z, (proposal, section) in enumerate(zip(segmentation, truth)):
-        table.merge(section_table(proposal, separate_cells(section), z))
+    cells = [separate_cells(section) for section in truth]
+    rand_error = min(_rand_error(proposal, cells) for _, proposal in
+                     segmentations(probabilities[1], segmentation, voxel_size, segmentation.merge_thresholds))
     pixel_error = float(np.mean((probabilities[1] > 0.5) != true_cell))
-    rand_error = metrics.rand_scores(table)["rand_error"]
     return {"val_loss": loss, "val_pixel_error": pixel_error, "val_rand_error": rand_error}
+
+
+def _rand_error(segmentation: np.ndarray, cells: list[np.ndarray]) -> float:
+    """Foreground-restricted Rand error of a (z, y, x) segmentation against each section's true cells."""
+    table = metrics.Contingency()
+    for z, (proposal, truth) in enumerate(zip(segmentation, cells)):
+        table.merge(section_table(proposal, truth, z))
+    return metrics.rand_scores(table)["rand_error"]
+
+
+def validation_settings(segmentation: dict[str, Any], sections: list[int]) -> Settings:
+    """The segment settings of validation's segmentation (2D, face connectivity, merge threshold tuned on the
+    validation `sections`), from `train.validation_segmentation`."""
+    return Settings.of(**segmentation, mode="2d", connectivity=None, merge_threshold="auto", tune_sections=sections,
+                       min_size=0)
 
 
 @checked_stage
@@ -91,7 +107,8 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
           momentum: float, weight_decay: float, schedule: Literal["constant", "step", "cosine"], step_size: int,
           gamma: float, dice_weight: float,
           foreground_bias: float, augment: dict[str, Any], sections: list[int],
-          validation_sections: list[int] | None, validate_every: int, checkpoint_every: int, loader_workers: int,
+          validation_sections: list[int] | None, validate_every: int, validation_segmentation: dict[str, Any],
+          checkpoint_every: int, loader_workers: int,
           seed: int, threads: int, device: Literal["auto", "cpu", "cuda"],
           amp: Literal["none", "bf16", "fp16"]) -> None:
     """Train a U-Net; write the best (by validation Rand error, else the last) checkpoint and the log.
@@ -111,6 +128,8 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
         sections: [first, last) sections to train on.
         validation_sections: [first, last) sections to validate on; None: no validation.
         validate_every, checkpoint_every: steps between validations and between saved states.
+        validation_segmentation: how validation makes cells for its Rand error: the config's
+            `train.validation_segmentation` block (method 'components', 'watershed' or 'agglomerate').
         loader_workers: data loader processes (0: in this process).
         seed: seeds tiles, augmentation and initial weights.
         threads: torch threads.
@@ -129,6 +148,8 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
         shape = check_source(source)
         if validation_sections and not 0 <= validation_sections[0] < validation_sections[1] <= shape[0]:
             raise ConfigError(f"train.validation_sections {validation_sections} do not fit {shape[0]} sections")
+        segmentation = validation_settings(validation_segmentation, validation_sections) if validation_sections \
+            else None
         torch.set_num_threads(threads)
         state_dir = Path(checkpoint_path).parent / "state"
         shaping = {key: value for key, value in settings.items() if key not in RUN_ONLY["train"]}
@@ -139,9 +160,11 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
                     iterations, step_size, gamma, amp)
         restore(run, state_dir, key)
         arrays = [images.open_input(p) for p in (norm_path, labels_path, weights_path)]
-        loop(run, batches(source, run.start, iterations, loader_workers), arrays, state_dir, key, iterations=iterations,
+        tiles = batches(source, run.start, iterations, loader_workers, pinned=run.device.type == "cuda")
+        loop(run, tiles, arrays, state_dir, key, iterations=iterations,
              dice_weight=dice_weight, validation_sections=validation_sections, validate_every=validate_every,
-             checkpoint_every=checkpoint_every, validation_tile=max(tile, 128))
+             checkpoint_every=checkpoint_every, validation_tile=max(tile, 128), segmentation=segmentation,
+             voxel_size=images.voxel_size(norm_path)[0])
         rows, best, target_device, network = run.rows, run.best, run.device, run.network
         final = state_dir / ("best.pt" if validation_sections and best["iteration"] else "last.pt")
         record = provenance.record("train", settings, {"norm": str(norm_path), "labels": str(labels_path),
@@ -166,13 +189,48 @@ class Run:
     best: dict[str, Any] = field(default_factory=lambda: {"val_rand_error": math.inf, "iteration": 0})
     start: int = 0
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision as asked (`amp`), on CUDA only."""
+        if self.amp == "none" or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+
+    def on_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """A loader's (image, target, weight) batch on the run's device; the image channels-last on CUDA."""
+        image, target, weight = batch
+        if self.device.type == "cuda":
+            image = image.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        return image.to(self.device), target.to(self.device, non_blocking=True), weight.to(self.device,
+                                                                                             non_blocking=True)
+
+    def step(self, image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+             dice_weight: float) -> torch.Tensor:
+        """One optimiser step on a batch on the device; returns the loss, detached (no device sync)."""
+        with self.autocast():
+            logits = self.network(image).float()
+            loss = weighted_cross_entropy(logits, target, weight)
+            if dice_weight:
+                loss = loss + dice_weight * soft_dice_loss(logits, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
 
 def build(config: ModelConfig, device: torch.device, seed: int, optimizer: str, learning_rate: float,
           momentum: float, weight_decay: float, schedule: str, iterations: int, step_size: int, gamma: float,
           amp: str) -> Run:
-    """A fresh run: the network initialised from `seed` on `device`, its optimiser, schedule and scaler."""
+    """A fresh run: the network initialised from `seed` on `device`, its optimiser, schedule and scaler.
+
+    On CUDA the network is channels-last and cuDNN picks the fastest algorithms (autotuning: a CUDA run
+    is then not bit-reproducible, a CPU run is).
+    """
     torch.manual_seed(seed)
     network = UNet(config).to(device)
+    if device.type == "cuda":
+        network = network.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
     opt = (torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
            if optimizer == "sgd" else
            torch.optim.Adam(network.parameters(), lr=learning_rate, weight_decay=weight_decay))
@@ -198,42 +256,42 @@ def restore(run: Run, state_dir: Path, key: str) -> None:
 
 def loop(run: Run, tiles: Any, arrays: list[Any], state_dir: Path, key: str, *, iterations: int,
          dice_weight: float, validation_sections: list[int] | None, validate_every: int, checkpoint_every: int,
-         validation_tile: int) -> None:
+         validation_tile: int, segmentation: Settings | None, voxel_size: Sequence[float]) -> None:
     """Train `run` from its start to `iterations` on `tiles` (batches of image, target, weight), validating
-    and saving its state (keyed by `key`) as it goes."""
-    network, device = run.network, run.device
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if run.amp == "bf16" else torch.float16)
-                if run.amp != "none" and device.type == "cuda" else contextlib.nullcontext())
+    and saving its state (keyed by `key`) as it goes. Losses stay on the device until a validation or a
+    saved state needs them, so a CUDA run never waits for the device after each step."""
+    network = run.network
     clock = time.monotonic() - (run.rows[-1]["seconds"] if run.rows else 0.0)
     meter = progress.Meter("train iterations", iterations)
     meter.done = run.start
     network.train()
-    for iteration, (image, target, weight) in enumerate(tiles, start=run.start + 1):
-        image, target, weight = image.to(device), target.to(device), weight.to(device)
-        with autocast:
-            logits = network(image).float()
-            loss = weighted_cross_entropy(logits, target, weight)
-            if dice_weight:
-                loss = loss + dice_weight * soft_dice_loss(logits, target)
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        row = {"iteration": iteration, "loss": float(loss.detach()), "learning_rate": run.scheduler.get_last_lr()[0],
+    for iteration, batch in enumerate(tiles, start=run.start + 1):
+        loss = run.step(*run.on_device(batch), dice_weight)
+        row = {"iteration": iteration, "loss": loss, "learning_rate": run.scheduler.get_last_lr()[0],
                "seconds": round(time.monotonic() - clock, 3)}
         run.scheduler.step()
-        if validation_sections and (iteration % validate_every == 0 or iteration == iterations):
-            row.update(validate(network, *arrays, validation_sections, validation_tile))
+        run.rows.append(row)
+        if segmentation and (iteration % validate_every == 0 or iteration == iterations):
+            _settle_losses(run.rows)
+            row.update(validate(network, *arrays, validation_sections, validation_tile, segmentation, voxel_size))
             if row["val_rand_error"] < run.best["val_rand_error"]:
                 run.best = {"val_rand_error": row["val_rand_error"], "iteration": iteration}
                 _save(state_dir / "best.pt", network, iteration=iteration)
             print(f"train: iteration {iteration} validation {row}", flush=True)
-        run.rows.append(row)
         meter.advance()
         if iteration % checkpoint_every == 0 or iteration == iterations:
+            _settle_losses(run.rows)
             _save(state_dir / "last.pt", network, run_key=key, iteration=iteration,
                   optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
                   scaler=run.scaler.state_dict(), torch_rng=torch.get_rng_state(), rows=run.rows, best=run.best)
+
+
+def _settle_losses(rows: list[dict[str, Any]]) -> None:
+    """Turn the losses still held as device tensors, at the end of `rows`, into floats."""
+    for row in reversed(rows):
+        if isinstance(row["loss"], float):
+            return
+        row["loss"] = float(row["loss"])
 
 
 def _load_state(state_dir: Path, key: str) -> dict[str, Any] | None:

@@ -101,7 +101,9 @@ class TileBatches(IterableDataset):
             yield torch.from_numpy(image)[:, None], torch.from_numpy(target), torch.from_numpy(weight)
 
 
-def batches(source: TileSource, start: int, stop: int, workers: int) -> DataLoader:
-    """Batches of iterations [start, stop) in order, made by `workers` processes (0: in this one)."""
+def batches(source: TileSource, start: int, stop: int, workers: int, pinned: bool = False) -> DataLoader:
+    """Batches of iterations [start, stop) in order, made by `workers` processes (0: in this one); in
+    page-locked memory when `pinned` (for fast, asynchronous copies to a CUDA device)."""
     return DataLoader(TileBatches(source, start, stop), batch_size=None, num_workers=workers,
-                      persistent_workers=False, prefetch_factor=4 if workers else None)
+                      persistent_workers=False, prefetch_factor=4 if workers else None, pin_memory=pinned,
+                      generator=torch.Generator().manual_seed(source.seed))  # leaves the global RNG alone
