@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +17,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
+from PIL import Image
 
 from unet_pipeline import images, resume
 
@@ -98,9 +102,13 @@ def test_chain_writes_every_output(tiny_run):
         assert 0 <= metrics["model"][key]
     assert [point["threshold"] for point in metrics["sweep"]] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     assert (out / "metrics_sections.csv").read_text().count("\n") == 2
-    html = (out / "report.html").read_text()
-    assert "pixel_error" in html and html.count("data:image/png;base64,") == 2  # one section, one weight map
-    assert "Threshold sweep" in html and "validation Rand error" in html and "Configuration" in html
+    page = (out / "report.html").read_text()
+    assert "pixel error" in page and page.count("data:image/png;base64,") == 2  # one section, one weight map
+    assert "Threshold sweep" in page and "Configuration" in page
+    assert page.count("<svg") == 3  # matplotlib's charts, with their labels as text:
+    for label in ("iteration", "weighted cross-entropy", "Validation errors", "Rand error",
+                  "cell-probability threshold", "V_Rand"):
+        assert f">{label}<" in page, label
     assert images.voxel_size(out / "segmentation.ome.zarr") == ([50.0, 4.0, 4.0], "nanometer")
     assert images.image_attrs(out / "probabilities.ome.zarr")["provenance"]["stage"] == "predict"
     assert not list(out.rglob("*.partial"))
@@ -198,3 +206,28 @@ def test_changing_how_a_stage_runs_never_reruns_finished_work(tiny_run):
             assert planned_jobs(workdir) == set(), f"{block}.{key} = {value!r} reran work"
     finally:
         (workdir / "config.yaml").write_text(yaml.safe_dump(TINY))
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+PROBE = ("<script>document.title = JSON.stringify({overflow: document.documentElement.scrollWidth - window.innerWidth,"
+         " charts: [...document.querySelectorAll('svg')].filter(s => s.getBoundingClientRect().width > 300).length,"
+         " images: [...document.images].filter(i => i.complete && i.naturalWidth > 0).length})</script>")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine")
+def test_report_renders_in_headless_chromium_within_the_page_width(tiny_run, tmp_path):
+    """The report, opened in a real browser 1280 px wide: nothing wider than the page, every chart drawn
+    at a readable size, every image decoded; and a screenshot that is not blank."""
+    _, out = tiny_run
+    probed = tmp_path / "probed.html"  # the report with a probe that writes what it measured into the title
+    probed.write_text((out / "report.html").read_text().replace("</body>", PROBE + "</body>"))
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"]
+    dom = subprocess.run([*browser, "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
+    measured = json.loads(html.unescape(re.search(r"<title>(.*?)</title>", dom.stdout).group(1)))
+    assert measured["overflow"] <= 0, "the page is wider than the window"  # (negative: the scrollbar)
+    assert measured["charts"] == 3 and measured["images"] == 2
+    shot = tmp_path / "report.png"
+    subprocess.run([*browser, f"--screenshot={shot}", (out / "report.html").as_uri()], capture_output=True,
+                   timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape[1] == 1280 and pixels.std() > 10  # text, tables and charts, not an empty page

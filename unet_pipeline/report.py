@@ -16,6 +16,7 @@ from PIL import Image
 from . import images
 from .blockwise import CELL_CHANNEL, as_probability
 from .cells import cell_mask
+from .charts import line_chart
 from .evaluate import SECTION_FIELDS, sections_table_path
 from .setting_types import checked_stage
 
@@ -63,36 +64,8 @@ def png_data_uri(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
-
-
-def line_plot_svg(series: dict[str, tuple[list[float], list[float]]], x_label: str, width: int = 640,
-                  height: int = 260) -> str:
-    """An inline SVG plot of named (x, y) series, with the axis ranges written out."""
-    series = {name: (np.asarray(x, float), np.asarray(y, float)) for name, (x, y) in series.items() if len(x)}
-    if not series:
-        return "<p>No data.</p>"
-    xs = np.concatenate([x for x, _ in series.values()])
-    ys = np.concatenate([y for _, y in series.values()])
-    x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
-    pad = 45
-    sx = (width - 2 * pad) / max(x1 - x0, 1e-12)
-    sy = (height - 2 * pad) / max(y1 - y0, 1e-12)
-    lines, legend = [], []
-    for index, (name, (x, y)) in enumerate(series.items()):
-        colour = COLOURS[index % len(COLOURS)]
-        points = " ".join(f"{pad + (a - x0) * sx:.1f},{height - pad - (b - y0) * sy:.1f}" for a, b in zip(x, y))
-        lines.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{points}"/>')
-        legend.append(f'<text x="{width - 200}" y="{20 + 16 * index}" font-size="12" fill="{colour}">'
-                      f"{html.escape(name)}</text>")
-    return (f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
-            f'<rect width="100%" height="100%" fill="white" stroke="#ccc"/>{"".join(lines)}{"".join(legend)}'
-            f'<text x="{pad}" y="{height - 10}" font-size="12">{html.escape(x_label)} {x0:g} .. {x1:g}</text>'
-            f'<text x="{pad}" y="16" font-size="12">y {y0:.3g} (bottom) .. {y1:.3g} (top)</text></svg>')
-
-
 def _table(rows: list[dict[str, Any]], keys: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    head = "".join(f"<th>{html.escape(k.replace('_', ' '))}</th>" for k in keys)  # spaces let headers wrap
     body = "".join("<tr>" + "".join(f"<td>{_cell(row.get(k))}</td>" for k in keys) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -153,26 +126,29 @@ def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
                      f"(max {float(weights[z].max()):.2f})</figcaption></figure>")
     iterations = [int(r["iteration"]) for r in log]
     validated = [r for r in log if r.get("val_rand_error")]
-    training = line_plot_svg({"training loss": (iterations, [float(r["loss"]) for r in log]),
-                              "validation loss": ([int(r["iteration"]) for r in validated],
-                                                  [float(r["val_loss"]) for r in validated])}, "iteration")
-    validation = line_plot_svg({
-        "validation pixel error": ([int(r["iteration"]) for r in validated],
-                                   [float(r["val_pixel_error"]) for r in validated]),
-        "validation Rand error": ([int(r["iteration"]) for r in validated],
-                                  [float(r["val_rand_error"]) for r in validated])}, "iteration")
+    checked = [int(r["iteration"]) for r in validated]
+    training = line_chart({"training loss": (iterations, [float(r["loss"]) for r in log]),
+                           "validation loss": (checked, [float(r["val_loss"]) for r in validated])},
+                          "iteration", "weighted cross-entropy", "Loss")
+    validation = line_chart({"pixel error": (checked, [float(r["val_pixel_error"]) for r in validated]),
+                             "Rand error": (checked, [float(r["val_rand_error"]) for r in validated])},
+                            "iteration", "error (fraction, 0 = perfect)", "Validation errors")
     sweep = metrics.get("sweep", [])
-    sweep_plot = line_plot_svg({"V_Rand": ([p["threshold"] for p in sweep], [p["v_rand"] for p in sweep]),
-                                "V_Info": ([p["threshold"] for p in sweep], [p["v_info"] for p in sweep])},
-                               "threshold")
+    sweep_plot = line_chart({"V_Rand": ([p["threshold"] for p in sweep], [p["v_rand"] for p in sweep]),
+                             "V_Info": ([p["threshold"] for p in sweep], [p["v_info"] for p in sweep])},
+                            "cell-probability threshold", "score (1 = perfect)",
+                            f"Foreground-restricted scores of threshold + components, sections {first}..{last - 1}",
+                            markers=True)
     provenance = {name: images.image_attrs(path).get("provenance", {}) for name, path in
                   (("probabilities", probabilities_path), ("segmentation", segmentation_path))}
     provenance["metrics"] = metrics.get("provenance", {})
     name = html.escape(str(config.get("name", "")))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>unet-pipeline report: {name}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}img{{max-width:100%}}
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}
+table{{border-collapse:collapse;margin:1em 0;max-width:100%;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{overflow-wrap:anywhere}}
+img,svg{{max-width:100%;height:auto}}
 pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>
 <body><h1>unet-pipeline report: {name}</h1>
 <h2>Metrics on sections {first}..{last - 1} (pooled)</h2>{_metrics_table(metrics)}
