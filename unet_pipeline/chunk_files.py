@@ -17,6 +17,7 @@ import zarr
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
+from . import fast_reads
 from .errors import InputError
 from .geometry import Box, grid_indices
 
@@ -97,16 +98,35 @@ def _refuse_sparse(name: str | os.PathLike, missing: list[str], total: int, fill
 
 class CheckedReads:
     """A Zarr array read through numpy slicing whose failed reads name the chunk file that cannot be decoded
-    (a corrupt, truncated or unreadable file) instead of passing on the decoder's bare error."""
+    (a corrupt, truncated or unreadable file) instead of passing on the decoder's bare error.
 
-    def __init__(self, array: zarr.Array, name: str | os.PathLike) -> None:
+    With `fast`, plain regions of a local array are read through tensorstore (see `fast_reads`), opened on
+    first use in each process; everything else, and the search for a culprit, through zarr-python. Only for
+    processes that do not fork once they have read (Dask's workers are spawned): tensorstore's threads do not
+    survive a fork, and a forked child that reads through it aborts.
+    """
+
+    def __init__(self, array: zarr.Array, name: str | os.PathLike, fast: bool = False) -> None:
         self.array, self.name = array, str(name)
         self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
         self.chunks, self.shards = array.chunks, array.shards
+        self._reader: Any = None
+        self._reader_opened = not fast  # nothing to open: zarr-python reads it all
+
+    def __getstate__(self) -> dict[str, Any]:  # a tensorstore handle does not travel: reopen where unpickled
+        return {**self.__dict__, "_reader": None, "_reader_opened": False}
+
+    def _read(self, key: Any) -> Any:
+        region = fast_reads.plain_region(key, self.shape)
+        if region is not None and not self._reader_opened:
+            self._reader, self._reader_opened = fast_reads.open_reader(self.array), True
+        if region is None or self._reader is None:
+            return self.array[key]
+        return fast_reads.read(self._reader, region)
 
     def __getitem__(self, key: Any) -> Any:
         try:
-            return self.array[key]
+            return self._read(key)
         except Exception as err:
             culprit = self._unreadable_chunk(key)
             if culprit is None:

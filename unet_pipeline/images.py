@@ -254,10 +254,10 @@ def open_input(path: str | os.PathLike) -> CheckedReads:
     return CheckedReads(array, Path(path) / LEVEL0)
 
 
-def open_checked(path: str | os.PathLike) -> CheckedReads:
+def open_checked(path: str | os.PathLike, fast: bool = False) -> CheckedReads:
     """Level 0 of an image to read, whose reads name any chunk file that cannot be decoded (see `open_input`,
-    which also checks that every chunk is stored)."""
-    return CheckedReads(open_image(path), Path(path) / LEVEL0)
+    which also checks that every chunk is stored); `fast`: see `CheckedReads`."""
+    return CheckedReads(open_image(path), Path(path) / LEVEL0, fast)
 
 
 def image_attrs(path: str | os.PathLike) -> dict[str, Any]:

@@ -57,7 +57,7 @@ def _worker_array(path: str, mode: str, run_key: str) -> zarr.Array | CheckedRea
     """An opened array (whose reads name a chunk file that cannot be decoded), reused by the tasks of one run;
     a worker that outlives the run (an existing scheduler) must not reuse metadata of an array since
     rewritten at the same path, hence the key."""
-    return images.open_checked(path) if mode == "r" else images.open_image(path, mode=mode)
+    return images.open_checked(path, fast=True) if mode == "r" else images.open_image(path, mode=mode)
 
 
 def run_tiles(tiles: list[Tile], job: Job) -> int:

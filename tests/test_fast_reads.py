@@ -1,0 +1,61 @@
+"""Reads through tensorstore equal zarr-python's, for every layout the pipeline writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from conftest import COMPRESSION
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unet_pipeline import fast_reads, images
+from unet_pipeline.chunk_files import CheckedReads
+
+SHAPE = (5, 37, 41)
+
+
+@pytest.fixture(scope="module", params=["0.4", "0.5", "0.5-sharded"])
+def array(request, tmp_path_factory):
+    ngff, sharded = request.param.split("-")[0], request.param.endswith("sharded")
+    path = tmp_path_factory.mktemp("fast") / "image.ome.zarr"
+    values = np.random.default_rng(0).integers(0, 2**16, SHAPE).astype(np.uint16)
+    images.create_image(path, SHAPE, np.uint16, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "x", ngff=ngff,
+                        shards=(1, 16, 16) if sharded else None)[:] = values
+    return images.open_checked(path, fast=True), values
+
+
+regions = st.tuples(*(st.tuples(st.integers(-3, n + 3), st.integers(-3, n + 3)) for n in SHAPE))
+
+
+@settings(max_examples=60, deadline=None)
+@given(regions)
+def test_plain_regions_read_as_numpy_and_zarr_python_read_them(array, region):
+    checked, values = array
+    key = tuple(slice(a, b) for a, b in region)
+    assert fast_reads.plain_region(key, SHAPE) is not None
+    assert np.array_equal(checked[key], values[key])
+    assert checked._reader is not None  # the tensorstore path, not the fallback
+
+
+def test_other_selections_go_to_zarr_python(array):
+    checked, values = array
+    for key in [(2,), (slice(None), 3), (slice(0, 5, 2),), (Ellipsis, 4)]:
+        assert fast_reads.plain_region(key, SHAPE) is None
+        assert np.array_equal(checked[key], values[key])
+
+
+def test_arrays_tensorstore_cannot_reach_are_read_by_zarr_python():
+    in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(4, 4), chunks=(2, 2), dtype="u1")
+    in_memory[:] = 7
+    assert fast_reads.open_reader(in_memory) is None
+    assert CheckedReads(in_memory, "memory", fast=True)[1:3, 1:3].tolist() == [[7, 7], [7, 7]]
+
+
+def test_without_fast_nothing_opens_tensorstore(array, tmp_path):
+    """(Readers in processes that fork later, such as training's data loader, must not.)"""
+    _, values = array
+    path = tmp_path / "plain.ome.zarr"
+    images.create_image(path, SHAPE, np.uint16, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "x")[:] = values
+    plain = images.open_checked(path)
+    assert np.array_equal(plain[1:3, 5:30], values[1:3, 5:30]) and plain._reader is None
