@@ -35,7 +35,8 @@ SMOKE = {  # the demo config, shrunk to about a minute on 2 CPU cores
     "name": "reproduce-smoke",
     "model": {"depth": 2, "base_features": 8},
     "train": {"iterations": 60, "tile": 60, "batch_size": 4, "validate_every": 30, "checkpoint_every": 30,
-              "device": "cpu", "amp": "none", "learning_rate": 0.002},
+              "device": "cpu", "amp": "none", "learning_rate": 0.002,
+              "augment": {"elastic_on": "device"}},  # as the GPU run: grid_sample, here on the CPU
     "predict": {"tta": True, "device": "cpu"},
     "evaluate": {"warping": True},
 }

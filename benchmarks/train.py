@@ -71,11 +71,12 @@ def bare_rate(config: dict[str, Any], inputs: list[Path], iterations: int) -> fl
     """Iterations per second of the stage's own step (forward, weighted loss, backward, optimiser; with its
     device, precision and memory format) on one batch already on the device."""
     train = config["train"]
+    source = tile_source(config, inputs)
     torch.set_num_threads(train["threads"])
     run = build(ModelConfig.from_dict(config["model"]), select_device(train["device"]), train["seed"],
                 train["optimizer"], train["learning_rate"], train["momentum"], train["weight_decay"], "constant",
-                iterations, train["step_size"], train["gamma"], train["amp"])
-    batch = run.on_device(next(iter(batches(tile_source(config, inputs), 0, 1, 0))))
+                iterations, train["step_size"], train["gamma"], train["amp"], warp_margin=source.device_margin)
+    batch = run.on_device(next(iter(batches(source, 0, 1, 0))))
     run.network.train()
     run.step(*batch, train["dice_weight"])  # warm-up (and cuDNN's autotuning)
     synchronize(run.device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,13 +14,15 @@ import torch
 import yaml
 from conftest import COMPRESSION, REPO, kill_process_group, write_image
 
-from unet_pipeline import images
+from unet_pipeline import device_augment, images
 from unet_pipeline.augment import AugmentSettings, augment_tile, elastic_field, warp
 from unet_pipeline.cells import cell_mask
-from unet_pipeline.model import load_model
+from unet_pipeline.device_augment import finish_batch
+from unet_pipeline.model import ModelConfig, load_model
 from unet_pipeline.settings import run_settings, stage_settings
 from unet_pipeline.synth import synthetic_volume
 from unet_pipeline.train import schedule_factor, train
+from unet_pipeline.train_data import TileSource, batches
 from unet_pipeline.weights import weights
 
 
@@ -138,3 +141,35 @@ def test_a_3d_model_trains_on_3d_tiles(tmp_path, data):
     train(*data, tmp_path / "m" / "checkpoint.pt", tmp_path / "log.csv", **options)
     network = load_model(tmp_path / "m" / "checkpoint.pt")
     assert network.config.ndim == 3 and network.config.norm == "group"
+
+
+def test_device_warp_equals_the_loader_warp():
+    """grid_sample on the training device against scipy's map_coordinates in the loader, on one field."""
+    _, labels = synthetic_volume((2, 96, 80), seed=2, cell_diameter=24)
+    image = np.random.default_rng(1).random(labels.shape, dtype=np.float32)
+    field = elastic_field((96, 80), 3, 10.0, np.random.default_rng(4))
+    fields = torch.from_numpy(np.stack([field, field])).float()
+    on_device = device_augment.warp(torch.from_numpy(image), fields, nearest=False).numpy()
+    assert np.abs(on_device - warp(image, field, 1)).max() < 1e-4
+    ids = device_augment.warp(torch.from_numpy(labels.astype(np.int32)), fields, nearest=True).round().numpy()
+    assert np.mean(ids != warp(labels, field, 0)) < 1e-3  # ties at exactly half a pixel may round apart
+    assert np.array_equal(device_augment.cell_mask(torch.from_numpy(labels.astype(np.int64)), 3).numpy(),
+                          cell_mask(labels))
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_batches_deformed_on_the_device_equal_those_deformed_in_the_loader(data, ndim):
+    """With the other augmentations off, both places give the same tiles (up to interpolation rounding):
+    same field, same crop, same target from the deformed labels."""
+    config = ModelConfig(ndim=ndim, depth=1, base_features=2)
+    still = AugmentSettings(elastic_probability=1.0, flips=False, contrast=0, brightness=0, gamma=0, noise=0)
+    made = {}
+    for place in ("loader", "device"):
+        source = TileSource(*map(str, data), (0, 6), config.geometry, 8 if ndim == 3 else 20, 3, 0.5,
+                            dataclasses.replace(still, elastic_on=place), seed=9)
+        batch = next(iter(batches(source, 0, 1, 0)))
+        made[place] = batch if place == "loader" else finish_batch(*batch, source.device_margin)
+    (image, target, weight), (image_d, target_d, weight_d) = made["loader"], made["device"]
+    assert image.shape == image_d.shape and target.shape == target_d.shape and weight.shape == weight_d.shape
+    assert torch.abs(image - image_d).max() < 1e-4 and torch.abs(weight - weight_d).max() < 1e-3
+    assert (target != target_d).float().mean() < 2e-3 and 0 < target.float().mean() < 1

@@ -7,6 +7,7 @@ takes its randomness from the generator it is given, so a seed fixes it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -27,6 +28,7 @@ class AugmentSettings:
     misalign_probability: float = 0.0
     misalign_max_shift: int = 0
     missing_probability: float = 0.0
+    elastic_on: Literal["loader", "device"] = "loader"  # where the deformation is computed (see `device_augment`)
 
 
 def random_dihedral(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
@@ -90,9 +92,32 @@ def augment_tile(image: np.ndarray, labels: np.ndarray, weights: np.ndarray, set
     image and weights linearly. Intensity changes and missing sections touch
     the image only.
     """
-    if rng.random() < settings.elastic_probability:
-        field = elastic_field(image.shape[1:], settings.elastic_grid, settings.elastic_sigma, rng)
+    field = draw_elastic_field(image.shape[1:], settings, rng)
+    if field is not None:
         image, labels, weights = warp(image, field, 1), warp(labels, field, 0), warp(weights, field, 1)
+    return augment_rest(image, labels, weights, settings, rng)
+
+
+def augment_unwarped(image: np.ndarray, labels: np.ndarray, weights: np.ndarray, settings: AugmentSettings,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`augment_tile` but for the elastic deformation, which is returned as a (2, y, x) field (zero when
+    the tile is not deformed) for the device to apply after the rest (see `device_augment`)."""
+    field = draw_elastic_field(image.shape[1:], settings, rng)
+    image, labels, weights = augment_rest(image, labels, weights, settings, rng)
+    return image, labels, weights, np.zeros((2, *image.shape[1:])) if field is None else field
+
+
+def draw_elastic_field(shape: tuple[int, int], settings: AugmentSettings,
+                       rng: np.random.Generator) -> np.ndarray | None:
+    """The tile's elastic deformation field, or None when this tile is not deformed."""
+    if rng.random() < settings.elastic_probability:
+        return elastic_field(shape, settings.elastic_grid, settings.elastic_sigma, rng)
+    return None
+
+
+def augment_rest(image: np.ndarray, labels: np.ndarray, weights: np.ndarray, settings: AugmentSettings,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Everything of `augment_tile` after the elastic deformation."""
     if settings.flips:
         image, labels, weights = random_dihedral([image, labels, weights], rng)
     if rng.random() < settings.misalign_probability:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from . import images, metrics, progress, provenance, resume
 from .augment import AugmentSettings
 from .cells import cell_mask, separate_cells
+from .device_augment import finish_batch
 from .errors import ConfigError
 from .evaluate import section_table
 from .inference import predict_in_memory
@@ -157,7 +158,7 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
                              labels=provenance.input_fingerprint(labels_path),
                              weights=provenance.input_fingerprint(weights_path))
         run = build(config, select_device(device), seed, optimizer, learning_rate, momentum, weight_decay, schedule,
-                    iterations, step_size, gamma, amp)
+                    iterations, step_size, gamma, amp, warp_margin=source.device_margin)
         restore(run, state_dir, key)
         arrays = [images.open_input(p) for p in (norm_path, labels_path, weights_path)]
         tiles = batches(source, run.start, iterations, loader_workers, pinned=run.device.type == "cuda")
@@ -185,6 +186,7 @@ class Run:
     scaler: torch.amp.GradScaler
     device: torch.device
     amp: str
+    warp_margin: int | None = None  # with the elastic deformation on the device: the halo to crop after it
     rows: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"val_rand_error": math.inf, "iteration": 0})
     start: int = 0
@@ -196,12 +198,13 @@ class Run:
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
     def on_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """A loader's (image, target, weight) batch on the run's device; the image channels-last on CUDA."""
-        image, target, weight = batch
+        """A loader's batch as (image, target, weight) on the run's device, deformed there when the loader
+        left that to it (see `device_augment`); the image channels-last on CUDA."""
+        moved = [part.to(self.device, non_blocking=True) for part in batch]
+        image, target, weight = moved if self.warp_margin is None else finish_batch(*moved, self.warp_margin)
         if self.device.type == "cuda":
-            image = image.to(self.device, non_blocking=True, memory_format=torch.channels_last)
-        return image.to(self.device), target.to(self.device, non_blocking=True), weight.to(self.device,
-                                                                                             non_blocking=True)
+            image = image.contiguous(memory_format=torch.channels_last)
+        return image, target, weight
 
     def step(self, image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
              dice_weight: float) -> torch.Tensor:
@@ -220,7 +223,7 @@ class Run:
 
 def build(config: ModelConfig, device: torch.device, seed: int, optimizer: str, learning_rate: float,
           momentum: float, weight_decay: float, schedule: str, iterations: int, step_size: int, gamma: float,
-          amp: str) -> Run:
+          amp: str, warp_margin: int | None = None) -> Run:
     """A fresh run: the network initialised from `seed` on `device`, its optimiser, schedule and scaler.
 
     On CUDA the network is channels-last and cuDNN picks the fastest algorithms (autotuning: a CUDA run
@@ -237,7 +240,7 @@ def build(config: ModelConfig, device: torch.device, seed: int, optimizer: str, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: schedule_factor(schedule, i, iterations, step_size, gamma))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16" and device.type == "cuda")
-    return Run(network, opt, scheduler, scaler, device, amp)
+    return Run(network, opt, scheduler, scaler, device, amp, warp_margin)
 
 
 def restore(run: Run, state_dir: Path, key: str) -> None:

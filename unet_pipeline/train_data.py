@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import images
-from .augment import AugmentSettings, augment_tile
+from .augment import AugmentSettings, augment_tile, augment_unwarped
 from .cells import cell_mask
 from .errors import ConfigError, InputError
 from .geometry import Box, UNetGeometry
@@ -37,6 +37,12 @@ class TileSource:
     augment: AugmentSettings
     seed: int
 
+    @property
+    def device_margin(self) -> int | None:
+        """What the training device crops after deforming (see `device_augment`), or None when the loader
+        deforms the tiles itself."""
+        return self.geometry.halo if self.augment.elastic_on == "device" else None
+
 
 def check_source(source: TileSource) -> tuple[int, ...]:
     """The volume shape, after checking the arrays agree and the sections fit."""
@@ -54,7 +60,11 @@ def check_source(source: TileSource) -> tuple[int, ...]:
 
 
 def sample_tile(arrays: tuple, source: TileSource, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """One augmented (input image, target class, weight) tile; targets and weights cropped to the output."""
+    """One augmented (input image, target class, weight) tile; targets and weights cropped to the output.
+
+    With `elastic_on: device`: (input image, labels, weights, field), all input-sized and not deformed, the
+    labels numbered 1..n (see `device_augment.finish_batch`, which makes the rest on the device).
+    """
     image, labels, weights = arrays
     ndim, out, halo = source.geometry.ndim, source.output_size, source.geometry.halo
     first, last = source.sections
@@ -74,9 +84,13 @@ def sample_tile(arrays: tuple, source: TileSource, rng: np.random.Generator) -> 
         both_classes = 0 < np.count_nonzero(labels_tile[inner]) < labels_tile[inner].size
         if both_classes or rng.random() >= source.foreground_bias or attempt == 9:
             break
-    tile = augment_tile(read_mirrored(image, box).astype(np.float32), labels_tile,
-                        read_mirrored(weights, box).astype(np.float32), source.augment, rng)
-    image_tile, labels_tile, weights_tile = tile
+    tile = (read_mirrored(image, box).astype(np.float32), labels_tile, read_mirrored(weights, box).astype(np.float32),
+            source.augment, rng)
+    if source.augment.elastic_on == "device":
+        image_tile, labels_tile, weights_tile, field = augment_unwarped(*tile)
+        small = np.unique(np.concatenate([[0], labels_tile.ravel()]), return_inverse=True)[1][1:]  # float-exact
+        return image_tile, small.reshape(labels_tile.shape).astype(np.int32), weights_tile, field.astype(np.float32)
+    image_tile, labels_tile, weights_tile = augment_tile(*tile)
     target = cell_mask(labels_tile)[inner].astype(np.int64)  # touching instances split, as in the weights
     return image_tile, target, weights_tile[inner]
 
@@ -95,10 +109,11 @@ class TileBatches(IterableDataset):
         for iteration in range(self.start + worker, self.stop, workers):
             rng = np.random.default_rng([source.seed, iteration])
             tiles = [sample_tile(arrays, source, rng) for _ in range(source.batch_size)]
-            image, target, weight = (np.stack(parts) for parts in zip(*tiles))
+            image, target, weight, *field = (np.stack(parts) for parts in zip(*tiles))  # target: labels (device)
             if source.geometry.ndim == 2:  # (batch, 1, y, x) tiles: drop the section axis
                 image, target, weight = image[:, 0], target[:, 0], weight[:, 0]
-            yield torch.from_numpy(image)[:, None], torch.from_numpy(target), torch.from_numpy(weight)
+            yield torch.from_numpy(image)[:, None], torch.from_numpy(target), torch.from_numpy(weight), \
+                *map(torch.from_numpy, field)
 
 
 def batches(source: TileSource, start: int, stop: int, workers: int, pinned: bool = False) -> DataLoader:
