@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import shutil
 import socket
@@ -202,31 +203,64 @@ def slab_levels(path: str | os.PathLike) -> list[tuple[zarr.Array, Shape, str]]:
     return levels
 
 
+PYRAMID_BLOCK_BYTES = 4 << 20  # of the level a pyramid is read from, per task (its arithmetic needs a few times more)
+
+
+def _write_levels(group: zarr.Group, source: zarr.Array, source_level: int, full_steps: list[Shape],
+                  method: str) -> None:
+    """Levels source_level + 1, ... from `source` by `full_steps`, in one Dask graph (see `write_pyramid`)."""
+    factor = Coordinate(np.prod(full_steps, axis=0))
+    previous = da.from_zarr(source, chunks=pyramid_block(write_unit(source), factor, source.shape,
+                                                         source.dtype.itemsize))
+    sources, targets = [], []
+    for level, full_step in enumerate(full_steps, start=source_level + 1):
+        previous = previous.map_blocks(pyramid.downsample, full_step, method, dtype=previous.dtype,
+                                       chunks=tuple(tuple(-(-n // f) for n in c)
+                                                    for c, f in zip(previous.chunks, full_step)))
+        sources.append(previous)
+        targets.append(_level_array(group, level, previous.shape, overwrite=True))
+    da.store(sources, targets, lock=False)
+
+
+def pyramid_block(unit: Shape, factor: Shape, shape: Shape, itemsize: int) -> Shape:
+    """The block a pyramid is built in: the write unit times the whole pyramid's factor on each axis (so
+    every level's part of a block is whole write units of that level, its last ones clipped at the volume's
+    end), doubled axis by axis from the last until about `PYRAMID_BLOCK_BYTES` or the volume."""
+    block = list(Coordinate(unit) * factor)
+    for axis in reversed(range(len(block))):
+        while math.prod(block) * itemsize < PYRAMID_BLOCK_BYTES and block[axis] < shape[axis]:
+            block[axis] *= 2
+    return tuple(block)
+
+
 def write_pyramid(path: str | os.PathLike, levels_written: int = 0) -> int:
     """Add the downsampled levels of an image beyond the `levels_written` ones (see `slab_levels`), list
     every level in its metadata, and return how many levels there are beyond level 0.
 
-    One Dask graph computes each level from the one before it, chunk by
-    chunk, reading the last written level once (see `pyramid` for the factors
-    and methods), on the active Dask scheduler (a cluster's, inside
-    `cluster.connect`). Every level keeps level 0's chunks, shards and codec.
+    One Dask graph computes the next levels from the last written one, read
+    once, in blocks of about `PYRAMID_BLOCK_BYTES` (see `pyramid_block`: each
+    level's part of a block is whole write units of that level, so each task
+    writes its part of every level in one call, lock-free), on the active
+    Dask scheduler (a cluster's, inside `cluster.connect`); as many levels
+    per graph as keep a write unit times their whole factor within that size. See `pyramid` for
+    the factors and methods. Every level keeps level 0's chunks, shards and
+    codec.
     """
     group = zarr.open_group(str(path), mode="a")
     multiscale = _ome(group)["multiscales"][0]
     steps = _level_steps(group, path)
     lead = group[LEVEL0].ndim - 3
-    previous = da.from_zarr(group[str(levels_written)])
-    sources, targets = [], []
-    for level, step in enumerate(steps[levels_written:], start=levels_written + 1):
-        full_step = (1,) * lead + step
-        even = previous.rechunk(tuple(c[0] if f == 1 or c[0] % 2 == 0 else 2 * c[0]  # whole blocks per chunk
-                                      for c, f in zip(previous.chunks, full_step)))
-        previous = even.map_blocks(pyramid.downsample, full_step, multiscale["type"], dtype=previous.dtype,
-                                   chunks=tuple(tuple(-(-n // f) for n in c) for c, f in zip(even.chunks, full_step)))
-        target = _level_array(group, level, previous.shape, overwrite=True)
-        sources.append(previous.rechunk(write_unit(target)))
-        targets.append(target)
-    da.store(sources, targets, lock=False)
+    written = levels_written
+    while written < len(steps):  # in stages when the whole factor would make blocks too large
+        source = group[str(written)]
+        unit, full_steps = write_unit(source), [(1,) * lead + steps[written]]
+        for step in steps[written + 1:]:
+            factor = np.prod([*full_steps, (1,) * lead + step], axis=0)
+            if math.prod(Coordinate(unit) * factor) * source.dtype.itemsize > PYRAMID_BLOCK_BYTES:
+                break
+            full_steps.append((1,) * lead + step)
+        _write_levels(group, source, written, full_steps, multiscale["type"])
+        written += len(full_steps)
     factors = [tuple(int(np.prod(column)) for column in zip((1, 1, 1), *steps[:level]))
                for level in range(len(steps) + 1)]
     fmt = NGFF_VERSIONS["0.5" if group.metadata.zarr_format == 3 else "0.4"][0]()
