@@ -18,10 +18,10 @@ from unet_pipeline import device_augment, images
 from unet_pipeline.augment import AugmentSettings, augment_tile, elastic_field, warp
 from unet_pipeline.cells import cell_mask
 from unet_pipeline.device_augment import finish_batch
-from unet_pipeline.model import ModelConfig, load_model
+from unet_pipeline.model import ModelConfig, UNet, load_model
 from unet_pipeline.settings import run_settings, stage_settings
 from unet_pipeline.synth import synthetic_volume
-from unet_pipeline.train import schedule_factor, train
+from unet_pipeline.train import fast_layout, schedule_factor, train
 from unet_pipeline.train_data import TileSource, batches
 from unet_pipeline.weights import weights
 
@@ -173,3 +173,14 @@ def test_batches_deformed_on_the_device_equal_those_deformed_in_the_loader(data,
     assert image.shape == image_d.shape and target.shape == target_d.shape and weight.shape == weight_d.shape
     assert torch.abs(image - image_d).max() < 1e-4 and torch.abs(weight - weight_d).max() < 1e-3
     assert (target != target_d).float().mean() < 2e-3 and 0 < target.float().mean() < 1
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_the_cuda_layout_fits_the_model(ndim):
+    """Channels-last needs rank-4 tensors; a 3D model takes its 3D form (checked on CPU tensors: the format
+    is the same on a GPU)."""
+    layout = fast_layout(torch.device("cuda"), ndim)
+    assert fast_layout(torch.device("cpu"), ndim) is None
+    network = UNet(ModelConfig(ndim=ndim, depth=1, base_features=2)).to(memory_format=layout)
+    image = torch.rand(2, 1, *([20] * ndim)).contiguous(memory_format=layout)
+    assert image.is_contiguous(memory_format=layout) and network(image).shape[0] == 2

@@ -187,6 +187,7 @@ class Run:
     device: torch.device
     amp: str
     warp_margin: int | None = None  # with the elastic deformation on the device: the halo to crop after it
+    memory_format: torch.memory_format | None = None  # of the network and its inputs (see `fast_layout`)
     rows: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"val_rand_error": math.inf, "iteration": 0})
     start: int = 0
@@ -202,8 +203,8 @@ class Run:
         left that to it (see `device_augment`); the image channels-last on CUDA."""
         moved = [part.to(self.device, non_blocking=True) for part in batch]
         image, target, weight = moved if self.warp_margin is None else finish_batch(*moved, self.warp_margin)
-        if self.device.type == "cuda":
-            image = image.contiguous(memory_format=torch.channels_last)
+        if self.memory_format is not None:
+            image = image.contiguous(memory_format=self.memory_format)
         return image, target, weight
 
     def step(self, image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
@@ -231,8 +232,9 @@ def build(config: ModelConfig, device: torch.device, seed: int, optimizer: str, 
     """
     torch.manual_seed(seed)
     network = UNet(config).to(device)
-    if device.type == "cuda":
-        network = network.to(memory_format=torch.channels_last)
+    layout = fast_layout(device, config.ndim)
+    if layout is not None:
+        network = network.to(memory_format=layout)
         torch.backends.cudnn.benchmark = True
     opt = (torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
            if optimizer == "sgd" else
@@ -240,7 +242,15 @@ def build(config: ModelConfig, device: torch.device, seed: int, optimizer: str, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: schedule_factor(schedule, i, iterations, step_size, gamma))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16" and device.type == "cuda")
-    return Run(network, opt, scheduler, scaler, device, amp, warp_margin)
+    return Run(network, opt, scheduler, scaler, device, amp, warp_margin, layout)
+
+
+def fast_layout(device: torch.device, ndim: int) -> torch.memory_format | None:
+    """The memory format cuDNN convolves fastest on CUDA (channels-last; its 3D form for a 3D model), or None
+    (the default layout) elsewhere."""
+    if device.type != "cuda":
+        return None
+    return torch.channels_last if ndim == 2 else torch.channels_last_3d
 
 
 def restore(run: Run, state_dir: Path, key: str) -> None:
