@@ -1,8 +1,8 @@
 """Blockwise work on the Dask cluster: block tasks recorded per block, scratch arrays and per-block tables,
 and exact connected components of masks that no process holds whole.
 
-A run's `Work` folder holds its records (`resume.RECORDS`: one empty file
-per finished block and phase, written last), its scratch arrays (block-local
+A run's `Work` folder holds its records (`resume.RECORDS`: one line per
+finished block and phase, written last), its scratch arrays (block-local
 ids) and its per-block tables (.npz). A phase skips the blocks an earlier run
 of the same key recorded, so a killed run resumes with the missing ones.
 

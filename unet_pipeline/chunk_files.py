@@ -17,7 +17,7 @@ import zarr
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
-from . import fast_reads
+from . import fast_io
 from .errors import InputError
 from .geometry import Box, grid_indices
 
@@ -100,7 +100,7 @@ class CheckedReads:
     """A Zarr array read through numpy slicing whose failed reads name the chunk file that cannot be decoded
     (a corrupt, truncated or unreadable file) instead of passing on the decoder's bare error.
 
-    With `fast`, plain regions of a local array are read through tensorstore (see `fast_reads`), opened on
+    With `fast`, plain regions of a local array are read through tensorstore (see `fast_io`), opened on
     first use in each process; everything else, and the search for a culprit, through zarr-python. Only for
     processes that do not fork once they have read (Dask's workers are spawned): tensorstore's threads do not
     survive a fork, and a forked child that reads through it aborts.
@@ -117,12 +117,12 @@ class CheckedReads:
         return {**self.__dict__, "_reader": None, "_reader_opened": False}
 
     def _read(self, key: Any) -> Any:
-        region = fast_reads.plain_region(key, self.shape)
+        region = fast_io.plain_region(key, self.shape)
         if region is not None and not self._reader_opened:
-            self._reader, self._reader_opened = fast_reads.open_reader(self.array), True
+            self._reader, self._reader_opened = fast_io.open_handle(self.array), True
         if region is None or self._reader is None:
             return self.array[key]
-        return fast_reads.read(self._reader, region)
+        return fast_io.read(self._reader, region)
 
     def __getitem__(self, key: Any) -> Any:
         try:

@@ -30,7 +30,7 @@ class Coordinate(tuple):
     """
 
     def __new__(cls, values: Iterable[int]) -> "Coordinate":
-        return super().__new__(cls, (int(v) for v in values))
+        return super().__new__(cls, map(int, values))
 
     def _pairs(self, other: "int | Sequence[int]") -> Iterator[tuple[int, int]]:
         others = (int(other),) * len(self) if isinstance(other, (int, np.integer)) else tuple(other)

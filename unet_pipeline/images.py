@@ -215,7 +215,7 @@ def _write_levels(group: zarr.Group, source: zarr.Array, source_level: int, full
     sources, targets = [], []
     for level, full_step in enumerate(full_steps, start=source_level + 1):
         previous = previous.map_blocks(pyramid.downsample, full_step, method, dtype=previous.dtype,
-                                       chunks=tuple(tuple(-(-n // f) for n in c)
+                                       chunks=tuple(tuple(Coordinate(c).ceil_division(f))
                                                     for c, f in zip(previous.chunks, full_step)))
         sources.append(previous)
         targets.append(_level_array(group, level, previous.shape, overwrite=True))
@@ -253,10 +253,11 @@ def write_pyramid(path: str | os.PathLike, levels_written: int = 0) -> int:
     written = levels_written
     while written < len(steps):  # in stages when the whole factor would make blocks too large
         source = group[str(written)]
-        unit, full_steps = write_unit(source), [(1,) * lead + steps[written]]
+        full_steps = [(1,) * lead + steps[written]]
+        block = Coordinate(write_unit(source)) * full_steps[0]  # a write unit of the stage's last level
         for step in steps[written + 1:]:
-            factor = np.prod([*full_steps, (1,) * lead + step], axis=0)
-            if math.prod(Coordinate(unit) * factor) * source.dtype.itemsize > PYRAMID_BLOCK_BYTES:
+            block = block * ((1,) * lead + step)
+            if math.prod(block) * source.dtype.itemsize > PYRAMID_BLOCK_BYTES:
                 break
             full_steps.append((1,) * lead + step)
         _write_levels(group, source, written, full_steps, multiscale["type"])

@@ -87,8 +87,9 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
     settings = {"kind": kind, "chunks": list(chunks), "compression": compression, "voxel_size": list(voxel_size),
                 "unit": unit, "shards": list(shards) if shards else None, "ngff": ngff,
                 "pyramid": pyramid}
-    key = resume.run_key(source=str(source), fingerprint=provenance.input_fingerprint(source_file(source)),
-                         dtype=str(dtype), **settings)
+    inputs = {"source": str(source_file(source))}
+    fingerprints = provenance.fingerprint_inputs(inputs)
+    key = resume.run_key(source=str(source), fingerprint=fingerprints["source"], dtype=str(dtype), **settings)
 
     def create(partial: os.PathLike) -> Any:
         return images.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind,
@@ -102,5 +103,5 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
         converted = lazy.map_blocks(checked_block, str(source), kind, dtype, dtype=dtype)
         stats = resume.store_slabs(converted, target, f"ingest {kind}")
         images.set_attrs(target.partial, provenance=provenance.record(
-            "ingest", settings, {"source": str(source_file(source))}, started, source_spec=str(source), slabs=stats))
+            "ingest", settings, inputs, started, fingerprints, source_spec=str(source), slabs=stats))
     return stats

@@ -23,6 +23,7 @@ import zarr
 from . import cluster, content, images, provenance, resume, tasks
 from .chunk_files import CheckedReads
 from .errors import InputError
+from .fast_io import RegionWriter
 from .geometry import Box, Coordinate, Shape, Tile, UNetGeometry, iter_tiles, round_up, tile_count, tile_shape
 from .inference import forward_probabilities, to_storage
 from .mirror import read_mirrored
@@ -53,11 +54,12 @@ def _worker_model(checkpoint: str, checksum: str, device: str) -> UNet:
 
 
 @functools.lru_cache(maxsize=16)
-def _worker_array(path: str, mode: str, run_key: str) -> zarr.Array | CheckedReads:
-    """An opened array (whose reads name a chunk file that cannot be decoded), reused by the tasks of one run;
-    a worker that outlives the run (an existing scheduler) must not reuse metadata of an array since
-    rewritten at the same path, hence the key."""
-    return images.open_checked(path, fast=True) if mode == "r" else images.open_image(path, mode=mode)
+def _worker_array(path: str, mode: str, run_key: str) -> CheckedReads | RegionWriter:
+    """An opened array, to read ('r': reads name a chunk file that cannot be decoded) or to write ('r+'),
+    through tensorstore where it can (see `fast_io`), reused by the tasks of one run; a worker that outlives
+    the run (an existing scheduler) must not reuse metadata of an array since rewritten at the same path,
+    hence the key."""
+    return images.open_checked(path, fast=True) if mode == "r" else RegionWriter(images.open_image(path, mode=mode))
 
 
 def run_tiles(tiles: list[Tile], job: Job) -> int:
@@ -70,13 +72,15 @@ def run_tiles(tiles: list[Tile], job: Job) -> int:
     block = read_mirrored(image, region)
     batch = np.concatenate([_as_batch(block[tile.input.relative_to(region)], ndim) for tile in tiles])
     probabilities = forward_probabilities(model, batch, tiles[0].network_output[-ndim:], job.amp, job.tta)
-    output = _worker_array(job.output, "r+", job.run_key)
+    stored = []
     for tile, probs in zip(tiles, np.split(probabilities, len(tiles))):
         probs = probs[0] if ndim == 3 else probs.transpose(1, 0, 2, 3)  # -> (C, z, y, x)
         crop = (slice(None), *(slice(0, n) for n in tile.output.shape))
-        stored = to_storage(probs[crop], job.dtype)
-        output[(slice(None), *tile.output.slices())] = stored
-        hashes = content.chunk_hashes(stored, (0, *tile.output.start), output.chunks)
+        stored.append(to_storage(probs[crop], job.dtype))
+    output = _worker_array(job.output, "r+", job.run_key)
+    output.write(((slice(None), *tile.output.slices()), values) for tile, values in zip(tiles, stored))
+    for tile, values in zip(tiles, stored):  # each once all are written
+        hashes = content.chunk_hashes(values, (0, *tile.output.start), output.array.chunks)
         resume.record_block(job.output, resume.block_name(tile.output.start), hashes)
     return len(tiles)
 
@@ -152,7 +156,9 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         shape = tile_shape(config.geometry, unit_shape, tuple(tile), image.shape)
     tiles = tile_count(image.shape, shape)
     layout = images.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
-    key = resume.run_key(model=asdict(config), weights=weights_sha256, image=provenance.input_fingerprint(image_path),
+    inputs = {"image": str(image_path), "checkpoint": str(checkpoint)}
+    fingerprints = provenance.fingerprint_inputs(inputs)
+    key = resume.run_key(model=asdict(config), weights=weights_sha256, image=fingerprints["image"],
                          tile=shape, layout=layout, dtype=dtype, amp=amp, tta=tta, compression=compression)
 
     def create(partial: Path) -> zarr.Array:
@@ -178,8 +184,8 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         settings = {"tile": list(shape), "batch_tiles": batch_tiles, "dtype": dtype, "amp": amp, "tta": tta,
                     "device": device, "torch_threads": torch_threads}
         images.set_attrs(target.partial, provenance=provenance.record(
-            "predict", settings, {"image": str(image_path), "checkpoint": str(checkpoint)}, started,
-            checkpoint_sha256=checksum, weights_sha256=weights_sha256, model=asdict(config), tiles=stats))
+            "predict", settings, inputs, started, fingerprints, checkpoint_sha256=checksum,
+            weights_sha256=weights_sha256, model=asdict(config), tiles=stats))
     return stats
 
 

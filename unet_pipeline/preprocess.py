@@ -50,7 +50,9 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, *, low_pe
     raw = da.from_array(raw_array, chunks=raw_array.chunks, name=False)
     voxel, unit = images.voxel_size(raw_path)
     settings = {"low_percentile": low_percentile, "high_percentile": high_percentile}
-    key = resume.run_key(raw=provenance.input_fingerprint(raw_path), compression=compression, **settings)
+    inputs = {"raw": str(raw_path)}
+    fingerprints = provenance.fingerprint_inputs(inputs)
+    key = resume.run_key(raw=fingerprints["raw"], compression=compression, **settings)
 
     def create(partial: os.PathLike) -> Any:
         return images.create_image(partial, raw.shape, np.float32, compression=compression, voxel_size=voxel, unit=unit,
@@ -62,7 +64,7 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, *, low_pe
         low, high = histogram_percentiles(*_histogram(raw), (low_percentile, high_percentile))
         stats = resume.store_slabs(raw.map_blocks(normalise, low, high, dtype=np.float32), target, "preprocess")
         images.set_attrs(target.partial, provenance=provenance.record(
-            "preprocess", settings, {"raw": str(raw_path)}, started, intensity_range=[low, high], slabs=stats))
+            "preprocess", settings, inputs, started, fingerprints, intensity_range=[low, high], slabs=stats))
     return stats
 
 

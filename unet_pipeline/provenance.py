@@ -76,17 +76,23 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def record(stage: str, settings: dict[str, Any], inputs: dict[str, str], started: str, **extra: Any) -> dict[str, Any]:
+def fingerprint_inputs(inputs: dict[str, str]) -> dict[str, str]:
+    """The fingerprint (see `input_fingerprint`) of each input that exists, by name."""
+    return {name: input_fingerprint(path) for name, path in inputs.items() if path and Path(path).exists()}
+
+
+def record(stage: str, settings: dict[str, Any], inputs: dict[str, str], started: str,
+           fingerprints: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
     """A provenance record; call when the stage's work is done (it stamps the end time).
 
-    Inputs that exist get their fingerprint (see `input_fingerprint`).
+    `fingerprints`: those of `inputs` when the stage has them already (see `fingerprint_inputs`, computed
+    here otherwise).
     """
     return {
         "stage": stage,
         "settings": settings,
         "inputs": inputs,
-        "input_fingerprints": {name: input_fingerprint(path) for name, path in inputs.items()
-                               if path and Path(path).exists()},
+        "input_fingerprints": fingerprint_inputs(inputs) if fingerprints is None else fingerprints,
         "package_version": __version__,
         "git_commit": git_commit(),
         "git_dirty": git_dirty(),

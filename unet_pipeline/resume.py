@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from . import content, images, progress, pyramid, tasks
 
 KEY_FILE = "run_key"
 SLAB_WAVE = 256
-RECORDS = "blocks.done"  # not a Zarr node: readers of the image ignore it
+RECORDS = "blocks.done"  # a folder of append-only logs, not a Zarr node: readers of the image ignore it
 
 
 def run_key(**parts: Any) -> str:
@@ -146,25 +147,44 @@ def seal(partial: Path, key: str) -> None:
 
 
 def finished_blocks(partial: Path) -> set[str]:
-    return {entry.name for entry in os.scandir(partial / RECORDS) if not entry.name.endswith(".tmp")}
+    return {name for name, _ in _records(partial)}
 
 
 def record_block(partial: str | os.PathLike, name: str, hashes: dict[str, str] | None = None) -> None:
-    """Record a finished block (a file created atomically), with the hashes of the level-0 chunks it wrote
-    (see `content`) when given."""
-    path = Path(partial) / RECORDS / name
-    scratch = path.with_name(path.name + ".tmp")
-    scratch.write_text(json.dumps(hashes) if hashes else "")
-    os.replace(scratch, path)
+    """Record a finished block, with the hashes of the level-0 chunks it wrote (see `content`) when given.
+
+    A record is one line appended in one write to this process's own log in
+    `RECORDS` (no file to create per block, no lock: each process appends to
+    its own); a writer killed mid-write leaves at most a torn line, which
+    readers skip (its block is computed again).
+    """
+    line = json.dumps({"block": name, "hashes": hashes or {}}) + "\n"
+    log = Path(partial) / RECORDS / f"{socket.gethostname()}-{os.getpid()}.log"
+    descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(descriptor, line.encode())
+    finally:
+        os.close(descriptor)
 
 
 def recorded_hashes(partial: Path) -> dict[str, str]:
     """The chunk hashes in every block record of `partial`."""
     hashes: dict[str, str] = {}
-    for entry in os.scandir(partial / RECORDS):
-        if not entry.name.endswith(".tmp") and entry.stat().st_size:
-            hashes.update(json.loads(Path(entry.path).read_text()))
+    for _, recorded in _records(partial):
+        hashes.update(recorded)
     return hashes
+
+
+def _records(partial: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """(block name, chunk hashes) of every whole record in `partial`'s logs."""
+    for entry in os.scandir(partial / RECORDS):
+        with open(entry.path, encoding="utf-8", errors="replace") as log:
+            for line in log:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # torn by a killed writer
+                    continue
+                yield record["block"], record["hashes"]
 
 
 def clear(partial: Path) -> None:

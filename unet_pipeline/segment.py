@@ -315,9 +315,9 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
     chunks = images.write_unit(probabilities)[1:]
     block_shape = aligned_block_shape(tuple(block), chunks, volume)
     inputs = {"probabilities": str(probabilities_path), **({"labels": str(labels)} if settings.tuned else {})}
-    key = resume.run_key(inputs={name: provenance.input_fingerprint(path) for name, path in inputs.items()},
-                         settings=asdict(settings), block=block_shape, context=context, layout=layout,
-                         compression=compression)
+    fingerprints = provenance.fingerprint_inputs(inputs)
+    key = resume.run_key(inputs=fingerprints, settings=asdict(settings), block=block_shape, context=context,
+                         layout=layout, compression=compression)
 
     def create(partial: Path) -> zarr.Array:
         return images.create_image(partial, volume, np.uint32, compression=compression, voxel_size=voxel, unit=unit,
@@ -345,7 +345,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
                  **({"tuning": tuning} if tuning else {})}
         images.set_attrs(target.partial, provenance=provenance.record(
             "segment", {**asdict(settings), "block": list(block_shape), "context": context}, inputs, started,
-            blocks=stats))
+            fingerprints, blocks=stats))
     return stats
 
 

@@ -1,7 +1,15 @@
-"""Run one function over many work items on a Dask cluster: in bounded waves, with progress and a stall timeout."""
+"""Run one function over many work items on a Dask cluster: in bounded waves, with progress and a stall timeout.
+
+Items that take little time are grouped, several to a Dask task: each task
+costs the scheduler, the client and the worker about a millisecond whatever
+it does, so tasks are sized from the measured seconds per item to about
+`TASK_TARGET_S` (Dask's own advice: tasks of 100 ms or more), up to
+`GROUP_MAX` items. An item is still the unit of work a stage records.
+"""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -12,12 +20,15 @@ from distributed import Client, as_completed
 from . import progress
 from .errors import PipelineError, StallError, storage_error
 
-WAVE_MIN = 256  # items in flight at least ...
+WAVE_MIN = 256  # tasks in flight at least ...
 WAVE_PER_THREAD = 8  # ... or this many per worker thread, whichever is more
+TASK_TARGET_S = 0.1  # how long a task of grouped items should take
+GROUP_MAX = 64  # items per task at most
+FAILED_ITEM = "failed_item_index"  # attribute set on the error of a group's failing item
 
 
 def wave_size(client: Client) -> int:
-    """How many items run_tasks keeps submitted at once: enough to keep every worker thread busy (and an
+    """How many tasks run_tasks keeps submitted at once: enough to keep every worker thread busy (and an
     adaptive cluster scaling), few enough that the scheduler's memory does not grow with the volume."""
     return max(WAVE_MIN, WAVE_PER_THREAD * sum(client.nthreads().values()))
 
@@ -29,6 +40,27 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def group_size(seconds_per_item: float | None) -> int:
+    """Items per task for tasks of about `TASK_TARGET_S`; one until a task has been measured."""
+    if seconds_per_item is None:
+        return 1
+    return max(1, min(GROUP_MAX, int(TASK_TARGET_S / max(seconds_per_item, 1e-6))))
+
+
+def run_group(function: Callable[..., Any], items: list[Any], **kwargs: Any) -> tuple[list[Any], float]:
+    """Worker task: `function(item, **kwargs)` for each item in turn; the results and the seconds they took.
+    An item's error leaves with its index in the group (attribute `FAILED_ITEM`)."""
+    started = time.perf_counter()
+    results = []
+    for index, item in enumerate(items):
+        try:
+            results.append(function(item, **kwargs))
+        except BaseException as error:
+            setattr(error, FAILED_ITEM, index)
+            raise
+    return results, time.perf_counter() - started
+
+
 def run_tasks(client: Client, function: Callable[..., Any], items: Iterable[Any], label: str,
               stall_timeout_s: float, describe: Callable[[Any], str] = str,
               weight: Callable[[Any], int] = lambda item: 1, resources: dict[str, int] | None = None,
@@ -36,30 +68,33 @@ def run_tasks(client: Client, function: Callable[..., Any], items: Iterable[Any]
     """`function(item, **kwargs)` for every item on the cluster; the results in the order of `items`.
 
     `items` may be a lazy iterable: they are drawn and submitted in bounded
-    waves (see `wave_size`), each finished item making room for the next, so
-    start-up and memory do not grow with their number. Each task is retried
-    twice (e.g. when its worker dies). Stops with an error naming the item
-    (through `describe`) when one fails after its retries, or when nothing
-    finishes for `stall_timeout_s` seconds. Progress counts `weight(item)` per
-    finished item, out of `total` (default: the sum over `items` when it is a
-    list).
+    waves of tasks (see `wave_size`; quick items several to a task, see
+    `group_size`), each finished task making room for the next, so start-up
+    and memory do not grow with their number. Each task is retried twice
+    (e.g. when its worker dies). Stops with an error naming the item (through
+    `describe`) when one fails after its retries, or when nothing finishes
+    for `stall_timeout_s` seconds. Progress counts `weight(item)` per finished
+    item, out of `total` (default: the sum over `items` when it is a list).
     """
     if total is None and isinstance(items, list):
         total = sum(map(weight, items))
     meter = progress.Meter(label, total)
     source = iter(items)
+    task = functools.partial(run_group, function)
     results: list[Any] = []
-    pending: dict[str, tuple[int, Any]] = {}  # future key -> (index in the results, item)
+    pending: dict[str, tuple[int, list[Any]]] = {}  # future key -> (index of its first result, its items)
     finished = as_completed()
+    measured = {"items": 0, "seconds": 0.0}
 
     def submit(count: int) -> None:
-        batch = list(itertools.islice(source, count))
-        if not batch:
+        size = group_size(measured["seconds"] / measured["items"] if measured["items"] else None)
+        groups = list(itertools.islice(batched(source, size), count))
+        if not groups:
             return
-        futures = client.map(function, batch, retries=2, pure=False, resources=resources, **kwargs)
-        for item, future in zip(batch, futures):
-            pending[future.key] = (len(results), item)
-            results.append(None)
+        futures = client.map(task, groups, retries=2, pure=False, resources=resources, **kwargs)
+        for group, future in zip(groups, futures):
+            pending[future.key] = (len(results), group)
+            results.extend([None] * len(group))
             finished.add(future)
 
     submit(wave_size(client))
@@ -73,13 +108,19 @@ def run_tasks(client: Client, function: Callable[..., Any], items: Iterable[Any]
             time.sleep(0.05)
             continue
         last_progress = time.monotonic()
-        for future in ready:
-            if future.status != "finished":
-                _raise_failure(future, describe(pending[future.key][1]))
-        for future, value in zip(ready, _gather_within(client, ready, stall_timeout_s, label)):
-            index, item = pending.pop(future.key)
-            results[index] = value
-            meter.advance(weight(item))
+        statuses = [(future, future.status) for future in ready]
+        for future, status in statuses:
+            if status in ("error", "cancelled"):
+                _raise_failure(future, pending[future.key][1], describe)
+            if status in ("lost", "pending"):  # its result died with its worker: the scheduler computes it again
+                finished.add(future)
+        ready = [future for future, status in statuses if status == "finished"]
+        for future, (values, seconds) in zip(ready, _gather_within(client, ready, stall_timeout_s, label)):
+            first, group = pending.pop(future.key)
+            results[first : first + len(group)] = values
+            measured["items"] += len(group)
+            measured["seconds"] += seconds
+            meter.advance(sum(map(weight, group)))
         submit(len(ready))
     return results
 
@@ -106,10 +147,12 @@ def _gather_within(client: Client, futures: list[Any], timeout_s: float, label: 
     return fetched["values"]
 
 
-def _raise_failure(future: Any, what: str) -> None:
-    error = future.exception()
+def _raise_failure(future: Any, group: list[Any], describe: Callable[[Any], str]) -> None:
+    error = future.exception() if future.status == "error" else None
+    index = getattr(error, FAILED_ITEM, None)
+    what = describe(group[index]) if index is not None else ", ".join(map(describe, group))
     if isinstance(error, PipelineError):  # bad input the user can act on: keep its message and type
         raise type(error)(f"{what}: {error}") from error
     if (storage := storage_error(error, what)) is not None:  # a full disk or a read-only location
         raise storage from error
-    raise RuntimeError(f"{what} failed after retries: {error!r}")
+    raise RuntimeError(f"{what} failed after retries: {error!r}" if error else f"{what} was cancelled")

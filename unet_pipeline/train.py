@@ -154,9 +154,9 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
         torch.set_num_threads(threads)
         state_dir = Path(checkpoint_path).parent / "state"
         shaping = {key: value for key, value in settings.items() if key not in RUN_ONLY["train"]}
-        key = resume.run_key(settings=shaping, norm=provenance.input_fingerprint(norm_path),
-                             labels=provenance.input_fingerprint(labels_path),
-                             weights=provenance.input_fingerprint(weights_path))
+        inputs = {"norm": str(norm_path), "labels": str(labels_path), "weights": str(weights_path)}
+        fingerprints = provenance.fingerprint_inputs(inputs)
+        key = resume.run_key(settings=shaping, **fingerprints)
         run = build(config, select_device(device), seed, optimizer, learning_rate, momentum, weight_decay, schedule,
                     iterations, step_size, gamma, amp, warp_margin=source.device_margin)
         restore(run, state_dir, key)
@@ -168,8 +168,7 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
              voxel_size=images.voxel_size(norm_path)[0])
         rows, best, target_device, network = run.rows, run.best, run.device, run.network
         final = state_dir / ("best.pt" if validation_sections and best["iteration"] else "last.pt")
-        record = provenance.record("train", settings, {"norm": str(norm_path), "labels": str(labels_path),
-                                                       "weights": str(weights_path)}, started, best=best)
+        record = provenance.record("train", settings, inputs, started, fingerprints, best=best)
         network.load_state_dict(torch.load(final, map_location=target_device, weights_only=True)["state_dict"])
         _write_log(log_path, rows)
         with images.atomic_output(checkpoint_path) as partial:

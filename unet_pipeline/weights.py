@@ -156,7 +156,9 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, *, w0: fl
     labels_array = images.open_input(labels_path)
     labels = da.from_array(labels_array, chunks=labels_array.chunks, name=False)
     settings = {"w0": w0, "sigma": sigma, "class_balance": class_balance, "mode": mode, "tolerance": tolerance}
-    key = resume.run_key(labels=provenance.input_fingerprint(labels_path), compression=compression, **settings)
+    inputs = {"labels": str(labels_path)}
+    fingerprints = provenance.fingerprint_inputs(inputs)
+    key = resume.run_key(labels=fingerprints["labels"], compression=compression, **settings)
     voxel, unit = images.voxel_size(labels_path)
     foreground = cell_fraction(labels, mode)
     if not 0 < foreground < 1:
@@ -181,7 +183,7 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, *, w0: fl
             weight = _volume_weights(labels_array, w0, sigma, balance, spacing, tolerance)
         stats = resume.store_slabs(weight, target, "weights")
         images.set_attrs(target.partial, provenance=provenance.record(
-            "weights", settings, {"labels": str(labels_path)}, started, class_weights=list(balance), slabs=stats))
+            "weights", settings, inputs, started, fingerprints, class_weights=list(balance), slabs=stats))
     return stats
 
 

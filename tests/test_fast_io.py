@@ -1,4 +1,4 @@
-"""Reads through tensorstore equal zarr-python's, for every layout the pipeline writes."""
+"""Reads and writes through tensorstore equal zarr-python's, for every layout the pipeline writes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from conftest import COMPRESSION
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unet_pipeline import fast_reads, images
-from unet_pipeline.chunk_files import CheckedReads
+from unet_pipeline import fast_io, images
+from unet_pipeline.chunk_files import CheckedReads, missing_keys
+from unet_pipeline.geometry import Box, grid_indices
 
 SHAPE = (5, 37, 41)
 
@@ -33,7 +34,7 @@ regions = st.tuples(*(st.tuples(st.integers(-3, n + 3), st.integers(-3, n + 3)) 
 def test_plain_regions_read_as_numpy_and_zarr_python_read_them(array, region):
     checked, values = array
     key = tuple(slice(a, b) for a, b in region)
-    assert fast_reads.plain_region(key, SHAPE) is not None
+    assert fast_io.plain_region(key, SHAPE) is not None
     assert np.array_equal(checked[key], values[key])
     assert checked._reader is not None  # the tensorstore path, not the fallback
 
@@ -41,14 +42,14 @@ def test_plain_regions_read_as_numpy_and_zarr_python_read_them(array, region):
 def test_other_selections_go_to_zarr_python(array):
     checked, values = array
     for key in [(2,), (slice(None), 3), (slice(0, 5, 2),), (Ellipsis, 4)]:
-        assert fast_reads.plain_region(key, SHAPE) is None
+        assert fast_io.plain_region(key, SHAPE) is None
         assert np.array_equal(checked[key], values[key])
 
 
 def test_arrays_tensorstore_cannot_reach_are_read_by_zarr_python():
     in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(4, 4), chunks=(2, 2), dtype="u1")
     in_memory[:] = 7
-    assert fast_reads.open_reader(in_memory) is None
+    assert fast_io.open_handle(in_memory) is None
     assert CheckedReads(in_memory, "memory", fast=True)[1:3, 1:3].tolist() == [[7, 7], [7, 7]]
 
 
@@ -59,3 +60,21 @@ def test_without_fast_nothing_opens_tensorstore(array, tmp_path):
     images.create_image(path, SHAPE, np.uint16, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "x")[:] = values
     plain = images.open_checked(path)
     assert np.array_equal(plain[1:3, 5:30], values[1:3, 5:30]) and plain._reader is None
+
+
+@pytest.mark.parametrize("ngff, shards", [("0.4", None), ("0.5", None), ("0.5", (1, 16, 16))])
+def test_batched_writes_store_what_zarr_python_reads_back_and_every_chunk(tmp_path, ngff, shards):
+    """Whole write units, several per call, one of them all fill value: its file is stored too (a missing
+    chunk file means a lost one, see `chunk_files`)."""
+    shape, unit = (2, 32, 48), shards or (1, 8, 8)
+    path = tmp_path / "out.ome.zarr"
+    array = images.create_image(path, shape, np.float32, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "x",
+                                ngff=ngff, shards=shards)
+    values = np.random.default_rng(1).random(shape, dtype=np.float32)
+    values[1, :16, :16] = 0
+    writer = fast_io.RegionWriter(images.open_image(path, mode="r+"))
+    regions = [Box.unit(index, unit, shape).slices() for index in grid_indices(shape, unit)]
+    writer.write((region, values[region]) for region in regions)
+    assert writer._handle is not None  # the tensorstore path, not the fallback
+    assert np.array_equal(images.open_image(path)[:], values)
+    assert missing_keys(array) == []
