@@ -1,11 +1,19 @@
 import numpy as np
+import pytest
 from conftest import COMPRESSION, write_image
 
-from unet_pipeline import images
+from unet_pipeline import images, resume
 from unet_pipeline.preprocess import FLOAT_BINS, histogram_percentiles, preprocess
 
 
-def test_percentiles_are_whole_volume_and_chunking_independent(tmp_path):
+@pytest.fixture(params=[4096, 1], ids=["one graph", "a graph per wave"])
+def histogram_waves(request, monkeypatch):
+    """The histogram in one graph, or summed over one graph per wave of slabs (as on a large volume)."""
+    monkeypatch.setattr(resume, "GRAPH_CHUNKS", request.param)
+    monkeypatch.setattr(resume.os, "cpu_count", lambda: 1)  # waves of 2 sections
+
+
+def test_percentiles_are_whole_volume_and_chunking_independent(tmp_path, histogram_waves):
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 256, size=(4, 30, 40)).astype(np.uint8)
     raw[3] = 255  # one bright section changes the whole-volume statistics
@@ -26,7 +34,7 @@ def test_histogram_percentiles_of_a_known_histogram():
     assert histogram_percentiles(histogram, np.arange(4.0), (5, 50)) == (0.0, 2.0)
 
 
-def test_float_raw_percentiles_are_within_one_bin(tmp_path):
+def test_float_raw_percentiles_are_within_one_bin(tmp_path, histogram_waves):
     raw = np.random.default_rng(1).normal(100.0, 20.0, size=(3, 40, 40)).astype(np.float32)
     source = write_image(tmp_path / "raw.ome.zarr", raw, (1, 20, 20))
     preprocess(source, tmp_path / "norm.ome.zarr", low_percentile=1.0, high_percentile=99.0, compression=COMPRESSION)

@@ -72,8 +72,23 @@ def _histogram(raw: da.Array) -> tuple[np.ndarray, np.ndarray]:
     """Counts over the whole volume and the value each bin stands for (its lower edge)."""
     if np.issubdtype(raw.dtype, np.integer):
         bins = int(np.iinfo(raw.dtype).max) + 1
-        counts, _ = da.histogram(raw, bins=bins, range=(-0.5, bins - 0.5))
-        return counts.compute(), np.arange(bins, dtype=np.float64)
-    low, high = (float(v) for v in da.compute(raw.min(), raw.max()))
-    counts, edges = da.histogram(raw, bins=FLOAT_BINS, range=(low, max(high, low + 1e-6)))
-    return counts.compute(), edges[:-1]
+        return _summed_counts(raw, bins, (-0.5, bins - 0.5)), np.arange(bins, dtype=np.float64)
+    extremes = [da.compute(part.min(), part.max()) for part in _waves(raw)]
+    low, high = min(float(e[0]) for e in extremes), max(float(e[1]) for e in extremes)
+    span = (low, max(high, low + 1e-6))
+    return _summed_counts(raw, FLOAT_BINS, span), np.linspace(*span, FLOAT_BINS + 1)[:-1]
+
+
+def _summed_counts(raw: da.Array, bins: int, span: tuple[float, float]) -> np.ndarray:
+    """The histogram of `raw`, one graph per wave of slabs summed as they finish."""
+    counts = np.zeros(bins, dtype=np.int64)
+    for part in _waves(raw):
+        counts += da.histogram(part, bins=bins, range=span)[0].compute()
+    return counts
+
+
+def _waves(raw: da.Array) -> list[da.Array]:
+    """`raw` in slabs of whole chunks, one graph each (see `resume.wave_sections`): a whole-volume graph of a
+    terabyte would have millions of tasks."""
+    sections = resume.wave_sections(raw, raw.chunks[0][0])
+    return [raw[z : z + sections] for z in range(0, raw.shape[0], sections)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import socket
 import threading
@@ -28,7 +29,8 @@ import zarr
 from . import content, images, progress, pyramid, tasks
 
 KEY_FILE = "run_key"
-SLAB_WAVE = 256
+GRAPH_CHUNKS = 4096  # source chunks per Dask graph at most ...
+GRAPH_BYTES = 256 << 20  # ... and source bytes: the graph and what it holds stay bounded whatever the volume
 RECORDS = "blocks.done"  # a folder of append-only logs, not a Zarr node: readers of the image ignore it
 
 
@@ -98,10 +100,20 @@ def kept_complete(output: str | os.PathLike, stage: str) -> dict[str, int]:
     return {"blocks": slabs, "computed": 0, "resumed": slabs}
 
 
+def wave_sections(source: da.Array, unit: int) -> int:
+    """How many sections (a multiple of `unit`) one Dask graph over `source` should cover: at most
+    `GRAPH_CHUNKS` of its chunks and `GRAPH_BYTES` of its values, yet two units per CPU so every thread has
+    work."""
+    chunks_per_section = math.prod(len(c) for c in source.chunks[1:]) / source.chunks[0][0]
+    bytes_per_section = math.prod(source.shape[1:]) * source.dtype.itemsize
+    sections = min(GRAPH_CHUNKS / chunks_per_section, GRAPH_BYTES / bytes_per_section)
+    return max(int(sections) // unit, 2 * (os.cpu_count() or 1)) * unit
+
+
 def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, int]:
     """Compute and write every slab of `source` (whole output chunks along z) not yet recorded in
-    `target`, in parallel on Dask's threads, recording each slab once written. Slabs go in waves of
-    `SLAB_WAVE`, each computed from its own slice of `source`'s graph.
+    `target`, in parallel on Dask's threads, recording each slab once written. Slabs go in waves (see
+    `wave_sections`), each computed from its own slice of `source`'s graph.
 
     Each slab also fills the pyramid levels it determines on its own (see
     `images.slab_levels`), so the pyramid need not read level 0 back.
@@ -123,7 +135,7 @@ def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, in
         with counting:
             meter.advance()
 
-    for wave in tasks.batched(todo, SLAB_WAVE):  # a small graph per wave: start-up does not grow with the volume
+    for wave in tasks.batched(todo, wave_sections(source, slab) // slab):  # memory does not grow with the volume
         first = wave[0]
         blocks = source[first : wave[-1] + slab].rechunk((slab, *source.shape[1:])).to_delayed().ravel()
         dask.compute(*(dask.delayed(write)(blocks[(z - first) // slab], z) for z in wave))
