@@ -1,8 +1,19 @@
+import functools
+
 import numpy as np
 import pytest
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-from unet_pipeline.metrics import Contingency, dice_jaccard, info_scores, rand_scores, threshold_errors, warping_error
+from unet_pipeline.metrics import (
+    Contingency,
+    Sums,
+    dice_jaccard,
+    info_scores,
+    rand_scores,
+    sums,
+    threshold_errors,
+    warping_error,
+)
 
 
 def table(proposal, truth):
@@ -69,6 +80,31 @@ def test_tables_of_pieces_add_up_to_the_whole():
     pieces = table(proposal[:17], truth[:17]).merge(table(proposal[17:], truth[17:]))
     assert pieces.pairs == whole.pairs and pieces.singletons == whole.singletons
     assert rand_scores(pieces) == rand_scores(whole) and info_scores(pieces) == info_scores(whole)
+
+
+def test_sums_of_tables_without_shared_ids_pool_to_the_scores_of_their_merged_table():
+    rng = np.random.default_rng(3)
+    sections = [(rng.integers(0, 5, size=(20, 20)), rng.integers(0, 4, size=(20, 20))) for _ in range(3)]
+    tables = [table(np.where(p > 0, p + 10 * z, 0), np.where(t > 0, t + 10 * z, 0))
+              for z, (p, t) in enumerate(sections)]  # ids namespaced per section, boundary pixels kept
+    merged = Contingency()
+    for part in tables:
+        merged.merge(part)
+    pooled = functools.reduce(Sums.merge, map(sums, tables))
+    assert rand_scores(pooled) == rand_scores(merged)
+    assert info_scores(pooled) == pytest.approx(info_scores(merged), rel=1e-12)
+
+
+def test_entropies_count_each_boundary_pixel_as_its_own_segment():
+    truth = np.array([[1, 1, 1, 2, 2, 2]])
+    proposal = np.array([[3, 3, 0, 4, 0, 0]])  # three boundary pixels: three singletons
+    joint = np.array([2, 1, 1, 1, 1]) / 6  # (3, 1), (4, 2) and the singletons
+    segments = np.array([2, 1, 1, 1, 1]) / 6
+    cells = np.array([3, 3]) / 6
+    h_st, h_s, h_t = (float(-np.sum(p * np.log(p))) for p in (joint, segments, cells))
+    ours = info_scores(table(proposal, truth))
+    assert ours["variation_of_information"] == pytest.approx(2 * h_st - h_s - h_t)
+    assert ours["info_merge"] == pytest.approx((h_s + h_t - h_st) / h_t)
 
 
 def two_cells() -> np.ndarray:

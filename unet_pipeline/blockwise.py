@@ -19,7 +19,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import zarr
@@ -140,11 +140,18 @@ class Runner:
     def map(self, label: str, function: Callable[..., Any], blocks: list[Block],
             per_block: list[dict[str, Any]] | None = None, /, **shared: Any) -> list[Any]:
         """`function(block, work, **per_block[i], **shared)` for `blocks` on the cluster; the results in order."""
+        results = dict(self.completed(label, function, blocks, per_block, **shared))
+        return [results[i] for i in range(len(blocks))]
+
+    def completed(self, label: str, function: Callable[..., Any], blocks: list[Block],
+                  per_block: list[dict[str, Any]] | None = None, /, **shared: Any) -> Iterator[tuple[int, Any]]:
+        """As `map`, but (position in `blocks`, result) as each block finishes, so results can be folded as they
+        come instead of held all at once."""
         if not blocks:
-            return []
+            return iter(())
         items = [(function, block, per_block[i] if per_block else {}) for i, block in enumerate(blocks)]
-        return tasks.run_tasks(self.client, _call, items, label, self.stall_timeout_s,
-                               describe=lambda item: f"block {item[1].box}", work=self.work, shared=shared)
+        return tasks.completed_tasks(self.client, _call, items, label, self.stall_timeout_s,
+                                     describe=lambda item: f"block {item[1].box}", work=self.work, shared=shared)
 
 
 def _call(item: tuple[Callable[..., Any], Block, dict[str, Any]], work: Work, shared: dict[str, Any]) -> Any:

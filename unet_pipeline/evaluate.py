@@ -25,9 +25,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from skimage.morphology import skeletonize
@@ -70,19 +71,20 @@ def thin_boundaries(segmentation: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Tally:
-    """Exactly mergeable counts of one section (or of the pool)."""
+    """Exactly mergeable counts of a section's blocks (contingency tables), or of finished sections (their
+    `metrics.Sums`, which pool without the tables)."""
 
-    table: metrics.Contingency = field(default_factory=metrics.Contingency)
-    thinned: metrics.Contingency = field(default_factory=metrics.Contingency)
-    sweep: list[metrics.Contingency] = field(default_factory=list)
+    table: metrics.Contingency | metrics.Sums = field(default_factory=metrics.Sums)
+    thinned: metrics.Contingency | metrics.Sums = field(default_factory=metrics.Sums)
+    sweep: list[metrics.Contingency] | list[metrics.Sums] = field(default_factory=list)
     mismatched: int = 0
     pixels: int = 0
     warped: int = 0
     membrane: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("predicted", "true", "both", "either"), 0))
 
     def merge(self, other: "Tally") -> "Tally":
-        self.table.merge(other.table)
-        self.thinned.merge(other.thinned)
+        self.table = self.table.merge(other.table)
+        self.thinned = self.thinned.merge(other.thinned)
         self.sweep = [a.merge(b) for a, b in zip(self.sweep, other.sweep)] if self.sweep else other.sweep
         self.mismatched += other.mismatched
         self.pixels += other.pixels
@@ -90,6 +92,11 @@ class Tally:
         for key, count in other.membrane.items():
             self.membrane[key] += count
         return self
+
+    def summed(self) -> "Tally":
+        """A finished section's tally with its tables reduced to their sums."""
+        return Tally(metrics.sums(self.table), metrics.sums(self.thinned), [metrics.sums(t) for t in self.sweep],
+                     self.mismatched, self.pixels, self.warped, self.membrane)
 
     def membrane_scores(self) -> dict[str, float]:
         m = self.membrane
@@ -208,12 +215,13 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
                 sweep_ids.append(graph.lookups(component_of + 1))
             per_block = [{"truth_ids": truth_ids[i], "sweep_ids": [ids[i] for ids in sweep_ids]}
                          for i in range(len(work.grid))]
-            tallies = runner.map("evaluate blocks", score_block, work.grid, per_block,
-                                 segmentation=str(segmentation_path), probabilities=str(probabilities_path),
-                                 labels=str(labels_path), threshold=threshold, warping=warping)
+            scored = runner.completed("evaluate blocks", score_block, work.grid, per_block,
+                                      segmentation=str(segmentation_path), probabilities=str(probabilities_path),
+                                      labels=str(labels_path), threshold=threshold, warping=warping)
+            sections_done = _fold_sections(scored, work.grid)
             baseline = _baseline(runner, baseline_raw, str(labels_path), truth_ids, chunks) if baseline_raw else None
         images.remove(work_dir)
-    result = _summary(tallies, first, last, threshold, thresholds, warping)
+    result = _summary(sections_done, first, last, threshold, thresholds, warping)
     made = images.image_attrs(segmentation_path).get("provenance", {})  # what segment chose, e.g. a tuned threshold
     result["segmentation"] = {**made.get("settings", {}), **made.get("blocks", {})}
     if baseline:
@@ -227,13 +235,24 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
     return result
 
 
-def _summary(tallies: list[dict[int, Tally]], first: int, last: int, threshold: float, thresholds: list[float],
-             warping: bool) -> dict[str, Any]:
-    """The pooled and per-section metrics from the blocks' tallies."""
-    per_section: dict[int, Tally] = {}
-    for block_tallies in tallies:
+def _fold_sections(scored: Iterator[tuple[int, dict[int, Tally]]], blocks: list[Block]) -> dict[int, Tally]:
+    """Each section's tally, pooled from its blocks' as they finish; a section's contingency tables are reduced
+    to their sums once its last block is in, so the client holds the tables of unfinished sections only."""
+    blocks_left = Counter(z for block in blocks for z in range(block.box.start[0], block.box.stop[0]))
+    open_sections: dict[int, Tally] = {}
+    finished: dict[int, Tally] = {}
+    for _, block_tallies in scored:
         for z, tally in block_tallies.items():
-            per_section[z] = per_section[z].merge(tally) if z in per_section else tally
+            open_sections[z] = open_sections[z].merge(tally) if z in open_sections else tally
+            blocks_left[z] -= 1
+            if blocks_left[z] == 0:
+                finished[z] = open_sections.pop(z).summed()
+    return finished
+
+
+def _summary(per_section: dict[int, Tally], first: int, last: int, threshold: float, thresholds: list[float],
+             warping: bool) -> dict[str, Any]:
+    """The pooled and per-section metrics from the finished sections' tallies."""
     pooled = Tally()
     rows = []
     for z in range(first, last):

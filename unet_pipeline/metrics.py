@@ -21,7 +21,7 @@ errors, as a fraction of all pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 import numba
 import numpy as np
@@ -79,33 +79,61 @@ def _counts(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([first_ids[keys // len(second_ids)], second_ids[keys % len(second_ids)]], axis=1), counts
 
 
-def rand_scores(table: Contingency) -> dict[str, float]:
-    """V_split, V_merge, V_Rand and the Rand error."""
+@dataclass(frozen=True)
+class Sums:
+    """What the foreground-restricted scores need of a contingency table: the total, the singletons, and for
+    the joint counts and each marginal the sum of squares and of n log n. Tables that share no proposal and no
+    truth id (e.g. the section-namespaced tables of different sections) pool by adding their sums, so pooled
+    scores need no pooled table."""
+
+    total: int = 0
+    singletons: int = 0
+    joint_squares: int = 0
+    proposal_squares: int = 0
+    truth_squares: int = 0
+    joint_xlogx: float = 0.0
+    proposal_xlogx: float = 0.0
+    truth_xlogx: float = 0.0
+
+    def merge(self, other: "Sums") -> "Sums":
+        """The sums of both tables, pooled (a new value: `Contingency.merge` adds in place)."""
+        return Sums(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+
+def _xlogx(counts: np.ndarray) -> float:
+    counts = counts[counts > 1].astype(np.float64)  # 1 log 1 = 0
+    return float(np.sum(counts * np.log(counts)))
+
+
+def sums(table: Contingency) -> Sums:
+    """The sums of a table (see `Sums`)."""
     joint, proposal, truth, singletons = table.arrays()
-    truth_pairs = int(np.sum(truth**2))
-    if truth_pairs == 0:
+    return Sums(int(truth.sum()), singletons, int(np.sum(joint**2)), int(np.sum(proposal**2)),
+                int(np.sum(truth**2)), _xlogx(joint), _xlogx(proposal), _xlogx(truth))
+
+
+def rand_scores(table: Contingency | Sums) -> dict[str, float]:
+    """V_split, V_merge, V_Rand and the Rand error."""
+    s = table if isinstance(table, Sums) else sums(table)
+    if s.truth_squares == 0:
         raise InputError("the ground truth has no foreground: the foreground-restricted scores are undefined")
-    joint_pairs = int(np.sum(joint**2)) + singletons
-    proposal_pairs = int(np.sum(proposal**2)) + singletons
-    split, merge = joint_pairs / truth_pairs, joint_pairs / proposal_pairs
+    joint_pairs = s.joint_squares + s.singletons
+    split, merge = joint_pairs / s.truth_squares, joint_pairs / (s.proposal_squares + s.singletons)
     v_rand = 2 * split * merge / (split + merge)
     return {"rand_split": split, "rand_merge": merge, "v_rand": v_rand, "rand_error": 1.0 - v_rand}
 
 
-def _entropy(counts: np.ndarray, total: int, singletons: int) -> float:
-    p = counts[counts > 0] / total
-    return float(-np.sum(p * np.log(p))) + singletons * np.log(total) / total
+def _entropy(xlogx: float, total: int) -> float:
+    """Entropy (nats) of counts summing to `total` from the sum of n log n over them (singletons add 0)."""
+    return max(0.0, float(np.log(total)) - xlogx / total)
 
 
-def info_scores(table: Contingency) -> dict[str, float]:
+def info_scores(table: Contingency | Sums) -> dict[str, float]:
     """V_split^Info, V_merge^Info, V_Info, its error, and the variation of information (nats)."""
-    joint, proposal, truth, singletons = table.arrays()
-    total = int(truth.sum())
-    if total == 0:
+    s = table if isinstance(table, Sums) else sums(table)
+    if s.total == 0:
         raise InputError("the ground truth has no foreground: the foreground-restricted scores are undefined")
-    h_s = _entropy(proposal, total, singletons)
-    h_t = _entropy(truth, total, 0)
-    h_st = _entropy(joint, total, singletons)
+    h_s, h_t, h_st = (_entropy(x, s.total) for x in (s.proposal_xlogx, s.truth_xlogx, s.joint_xlogx))
     mutual = h_s + h_t - h_st
     split = mutual / h_s if h_s > 0 else 1.0
     merge = mutual / h_t if h_t > 0 else 1.0

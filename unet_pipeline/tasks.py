@@ -65,7 +65,18 @@ def run_tasks(client: Client, function: Callable[..., Any], items: Iterable[Any]
               stall_timeout_s: float, describe: Callable[[Any], str] = str,
               weight: Callable[[Any], int] = lambda item: 1, resources: dict[str, int] | None = None,
               total: int | None = None, **kwargs: Any) -> list[Any]:
-    """`function(item, **kwargs)` for every item on the cluster; the results in the order of `items`.
+    """`function(item, **kwargs)` for every item on the cluster; the results in the order of `items` (see
+    `completed_tasks`, which hands them over as they finish instead of holding them all)."""
+    results: dict[int, Any] = dict(completed_tasks(client, function, items, label, stall_timeout_s, describe, weight,
+                                                   resources, total, **kwargs))
+    return [results[index] for index in range(len(results))]
+
+
+def completed_tasks(client: Client, function: Callable[..., Any], items: Iterable[Any], label: str,
+                    stall_timeout_s: float, describe: Callable[[Any], str] = str,
+                    weight: Callable[[Any], int] = lambda item: 1, resources: dict[str, int] | None = None,
+                    total: int | None = None, **kwargs: Any) -> Iterator[tuple[int, Any]]:
+    """(index of the item in `items`, `function(item, **kwargs)`) for every item on the cluster, as tasks finish.
 
     `items` may be a lazy iterable: they are drawn and submitted in bounded
     waves of tasks (see `wave_size`; quick items several to a task, see
@@ -81,20 +92,21 @@ def run_tasks(client: Client, function: Callable[..., Any], items: Iterable[Any]
     meter = progress.Meter(label, total)
     source = iter(items)
     task = functools.partial(run_group, function)
-    results: list[Any] = []
-    pending: dict[str, tuple[int, list[Any]]] = {}  # future key -> (index of its first result, its items)
+    submitted = 0
+    pending: dict[str, tuple[int, list[Any]]] = {}  # future key -> (index of its first item, its items)
     finished = as_completed()
     measured = {"items": 0, "seconds": 0.0}
 
     def submit(count: int) -> None:
+        nonlocal submitted
         size = group_size(measured["seconds"] / measured["items"] if measured["items"] else None)
         groups = list(itertools.islice(batched(source, size), count))
         if not groups:
             return
         futures = client.map(task, groups, retries=2, pure=False, resources=resources, **kwargs)
         for group, future in zip(groups, futures):
-            pending[future.key] = (len(results), group)
-            results.extend([None] * len(group))
+            pending[future.key] = (submitted, group)
+            submitted += len(group)
             finished.add(future)
 
     submit(wave_size(client))
@@ -117,12 +129,11 @@ def run_tasks(client: Client, function: Callable[..., Any], items: Iterable[Any]
         ready = [future for future, status in statuses if status == "finished"]
         for future, (values, seconds) in zip(ready, _gather_within(client, ready, stall_timeout_s, label)):
             first, group = pending.pop(future.key)
-            results[first : first + len(group)] = values
+            yield from enumerate(values, start=first)
             measured["items"] += len(group)
             measured["seconds"] += seconds
             meter.advance(sum(map(weight, group)))
         submit(len(ready))
-    return results
 
 
 def _gather_within(client: Client, futures: list[Any], timeout_s: float, label: str) -> list[Any]:
