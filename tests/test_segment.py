@@ -10,8 +10,17 @@ from test_pyramid import assert_pyramid_equals
 
 from unet_pipeline import images
 from unet_pipeline.blocks import block_grid, block_indices, global_ids
-from unet_pipeline.blockwise import CELL_CHANNEL, as_probability
-from unet_pipeline.labeling import forward_offsets
+from unet_pipeline.blockwise import (
+    CELL_CHANNEL,
+    Mask,
+    Runner,
+    Work,
+    as_probability,
+    components,
+    independent_groups,
+    piece_graph,
+)
+from unet_pipeline.labeling import FACE_CONNECTIVITY, forward_offsets
 from unet_pipeline.region_graph import block_edges, merge_tables, quantize
 from unet_pipeline.segment import Settings, segment
 from unet_pipeline.synth import synthetic_volume
@@ -55,6 +64,30 @@ def test_blockwise_components_equal_whole_volume_labelling(tmp_path, dask_cluste
     assert labels.dtype == np.uint32 and same_partition(labels, whole)
     assert stats["segments"] == count and set(np.unique(labels)) == set(range(count + 1))  # consecutive 1..N
     assert_pyramid_equals(output, labels, (50, 4, 4), (1, 8, 8), "mode")  # levels written block by block too
+
+
+@pytest.mark.parametrize("mode", ["2d", "3d"])
+def test_the_graph_of_each_independent_group_is_gathered_alone(tmp_path, dask_cluster, mode):
+    from distributed import Client
+
+    probability = hard_cases((6, 40, 44))
+    path = probability_image(tmp_path / "p.ome.zarr", probability, (1, 8, 8))
+    work = Work(str(tmp_path / "work"), probability.shape, (2, 16, 16), (0, 0, 0), "key")
+    with Client(dask_cluster["address"]) as client:
+        runner = Runner(client, work, 60)
+        components(runner, "cells", Mask(str(path), "probability"), mode, FACE_CONNECTIVITY[mode], (1, 8, 8))
+    groups = independent_groups(work.grid, mode)
+    assert sorted(b.index for group in groups for b in group) == [b.index for b in work.grid]
+    whole = piece_graph(work, "cells", "cells-edges")
+    if mode == "3d":
+        assert groups == [work.grid]
+        with pytest.raises(ValueError, match="outside the blocks gathered"):  # a row along z is not independent
+            piece_graph(work, "cells", "cells-edges", [b for b in work.grid if b.position[0] == 0])
+        return
+    assert [{b.position[0] for b in group} for group in groups] == [{0}, {1}, {2}]  # one row of blocks along z each
+    parts = [piece_graph(work, "cells", "cells-edges", group) for group in groups]
+    assert sum(len(part.edges) for part in parts) == len(whole.edges) > 0
+    assert np.array_equal(np.concatenate([part.sizes for part in parts]), whole.sizes)
 
 
 def test_blockwise_region_graph_equals_the_whole_volume_graph():

@@ -223,9 +223,10 @@ class PieceGraph:
         return [np.concatenate([[0], segment_of_piece[a:b]]) for a, b in zip(offsets[:-1], offsets[1:])]
 
 
-def piece_graph(work: Work, pieces: str, edges: str) -> PieceGraph:
-    """Gather the tables of phases `pieces` (sizes) and `edges` (uv, optional stats and stitches)."""
-    grid = work.grid
+def piece_graph(work: Work, pieces: str, edges: str, blocks: list[Block] | None = None) -> PieceGraph:
+    """Gather the tables of phases `pieces` (sizes) and `edges` (uv, optional stats and stitches) of `blocks`
+    (default: the run's grid), whose edges must join their own pieces only (see `independent_groups`)."""
+    grid = work.grid if blocks is None else blocks
     sizes = [work.load_table(pieces, block)["sizes"] for block in grid]
     counts = np.array([len(s) for s in sizes], np.int64)
     offsets = np.zeros(max(b.index for b in grid) + 2 if grid else 1, np.int64)  # first dense id of each block
@@ -233,8 +234,12 @@ def piece_graph(work: Work, pieces: str, edges: str) -> PieceGraph:
     tables = [work.load_table(edges, block) for block in grid]
     uv, stats = merge_tables([(t["uv"], t.get("stats", np.zeros((len(t["uv"]), 4), np.int64))) for t in tables])
 
+    gathered = np.array([b.index for b in grid], np.int64)
+
     def dense(ids: np.ndarray) -> np.ndarray:
         block_index, local = split_global_ids(ids.ravel())
+        if not np.isin(block_index, gathered).all():
+            raise ValueError(f"{work.root}: an edge of phase {edges!r} joins a block outside the blocks gathered")
         return (offsets[block_index] + local - 1).reshape(-1, 2)
 
     stitches = np.concatenate([t.get("stitches", np.zeros((0, 2), np.uint64)) for t in tables])
@@ -243,6 +248,17 @@ def piece_graph(work: Work, pieces: str, edges: str) -> PieceGraph:
     loops = edges_out[:, 0] == edges_out[:, 1]
     return PieceGraph(edges_out[~loops].astype(np.int64), stats[~loops], fragment_of_piece,
                       np.concatenate(sizes).astype(np.int64) if sizes else np.zeros(0, np.int64), counts)
+
+
+def independent_groups(blocks: list[Block], mode: str) -> list[list[Block]]:
+    """The blocks in groups whose pieces never join another group's: in 2d the blocks of each row of the grid
+    along z (sections are segmented on their own, so no edge or stitch crosses z), in 3d all of them."""
+    if mode == "3d":
+        return [blocks]
+    rows: dict[int, list[Block]] = {}
+    for block in blocks:
+        rows.setdefault(block.position[0], []).append(block)
+    return list(rows.values())
 
 
 def components(runner: Runner, name: str, mask: Mask, mode: str, connectivity: int,

@@ -11,13 +11,17 @@ is a set of Dask tasks, one per block, recorded per block when done
 - `agglomerate`: each block computes watershed fragments on its region and
   context (`fragments`) and keeps its own part; pieces that a block face
   cut are stitched back (`stitching`); each block lists its contacts with
-  exactly mergeable boundary statistics (`region_graph`); one global
-  agglomeration on the graph alone (`agglomerate`).
+  exactly mergeable boundary statistics (`region_graph`); the
+  agglomeration (`agglomerate`) runs on the graph alone, one task per group
+  of blocks whose pieces can join (`independent_groups`: a row of blocks
+  along z in 2d, where sections are segmented on their own; all blocks in
+  3d), so in 2d no process holds the graph of the whole volume.
 
 Ids are unique without coordination (block index in the high bits, see
-`blocks`); one global step numbers the segments 1..N (segments under
-`min_size` voxels become 0) and each block writes its final ids (uint32, or
-uint64 when N does not fit).
+`blocks`); each group numbers its segments 1..n (segments under `min_size`
+voxels become 0) in a table per block, the groups' counts give their
+offsets, and each block writes its final ids (uint32, or uint64 when the
+total does not fit).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import fastremap
 import numpy as np
 import zarr
 
-from . import agglomerate, cluster, content, images, provenance, pyramid, resume
+from . import agglomerate, cluster, content, images, provenance, pyramid, resume, tasks
 from .blocks import Block, aligned_block_shape, block_indices, global_ids
 from .blockwise import (
     CELL_CHANNEL,
@@ -41,6 +45,7 @@ from .blockwise import (
     Runner,
     Work,
     components,
+    independent_groups,
     open_array,
     piece_graph,
     read_cell_probability,
@@ -56,7 +61,7 @@ from .stitching import face_axes, face_views, outside_layer, stitch_pairs
 from .tune import choose_merge_threshold
 
 Method = Literal["components", "watershed", "agglomerate"]  # the keys of METHODS, for the settings check
-SEEDS, FRAGMENTS, FLOODS = "seeds", "fragments", "floods"
+SEEDS, FRAGMENTS, FLOODS, SEGMENTS = "seeds", "fragments", "floods", "segments"
 
 
 @dataclass(frozen=True)
@@ -164,12 +169,22 @@ def flood_block(block: Block, work: Work, probabilities: str, settings: Settings
     work.save_table(FLOODS, block, seeds=seed[first:], sizes=sizes[first:])
 
 
-def relabel_block(block: Block, work: Work, lookup: np.ndarray, source: str, image: str,
+def save_segments(work: Work, blocks: list[Block], lookups: list[np.ndarray]) -> None:
+    """Each block's table of phase `SEGMENTS`: the segment (1..n of its group, 0 = none) of each block-local id,
+    and n."""
+    segments = max((int(lookup.max()) for lookup in lookups if len(lookup)), default=0)
+    for block, lookup in zip(blocks, lookups):
+        work.save_table(SEGMENTS, block, lookup=lookup, segments=np.int64(segments))
+
+
+def relabel_block(block: Block, work: Work, offset: int, source: str, image: str,
                   level_steps: list[tuple[int, int, int]]) -> None:
-    """Last step (worker): the block's final ids from its block-local ones, written into level 0 of `image`
-    and, downsampled by `level_steps` in turn, into the pyramid levels that the block covers on its own."""
+    """Last step (worker): the block's final ids (its group's segments after `offset`) from its block-local ones,
+    written into level 0 of `image` and, downsampled by `level_steps` in turn, into the pyramid levels that the
+    block covers on its own."""
     level0 = open_array(str(Path(image) / images.LEVEL0), work.run_key, "r+")
-    labels = lookup[work.scratch(source)[block.box.slices()]].astype(level0.dtype)
+    lookup = work.load_table(SEGMENTS, block)["lookup"]
+    labels = np.where(lookup > 0, lookup + offset, 0)[work.scratch(source)[block.box.slices()]].astype(level0.dtype)
     level0[block.box.slices()] = labels
     hashes = content.chunk_hashes(labels, block.box.start, level0.chunks)
     box = block.box
@@ -194,27 +209,33 @@ def block_levels(image: Path, block: tuple[int, ...], volume: tuple[int, ...]) -
     return steps
 
 
-Pieces = tuple[PieceGraph, np.ndarray, str, dict[str, Any]]
+Segmented = tuple[str, list[list[Block]], dict[str, Any]]
 
 
-def segment_pieces(runner: Runner, probabilities: str, settings: Settings, voxel_size: tuple[float, ...],
-                   chunks: tuple[int, ...], labels: str | None) -> Pieces:
-    """Every phase before relabelling, by the method of `settings` (see METHODS): the graph of the final
-    pieces, the segment (any ids) of each piece, the scratch array that holds the pieces, and how the merge
-    threshold was chosen."""
+def segment_blocks(runner: Runner, probabilities: str, settings: Settings, voxel_size: tuple[float, ...],
+                   chunks: tuple[int, ...], labels: str | None) -> Segmented:
+    """Every phase before relabelling, by the method of `settings` (see METHODS): each block's table of phase
+    `SEGMENTS` saved; returns the scratch array that holds the block-local ids, the groups of blocks numbered
+    on their own (see `save_segments`), and how the merge threshold was chosen."""
     return METHODS[settings.method](runner, probabilities, settings, voxel_size, chunks, labels)
 
 
+def _numbered(work: Work, graph: PieceGraph, segment_of: np.ndarray, min_size: int) -> list[list[Block]]:
+    """The segments of the whole grid's pieces numbered 1..N in one group (the client holds the graph)."""
+    save_segments(work, work.grid, graph.lookups(agglomerate.consecutive(segment_of, graph.sizes, min_size)))
+    return [work.grid]
+
+
 def component_pieces(runner: Runner, probabilities: str, s: Settings, voxel_size: tuple[float, ...],
-                     chunks: tuple[int, ...], labels: str | None) -> Pieces:
+                     chunks: tuple[int, ...], labels: str | None) -> Segmented:
     """Connected components of the cell probability above `threshold`."""
     graph, segment_of = components(runner, FRAGMENTS, Mask(probabilities, "probability", s.threshold), s.mode,
                                    s.connectivity, chunks)
-    return graph, segment_of, FRAGMENTS, {}
+    return FRAGMENTS, _numbered(runner.work, graph, segment_of, s.min_size), {}
 
 
 def watershed_pieces(runner: Runner, probabilities: str, s: Settings, voxel_size: tuple[float, ...],
-                     chunks: tuple[int, ...], labels: str | None) -> Pieces:
+                     chunks: tuple[int, ...], labels: str | None) -> Segmented:
     """Seeds (components above `seed_threshold`) flooded over the cells of each block."""
     work = runner.work
     seeds, seed_of = components(runner, SEEDS, Mask(probabilities, "probability", s.seed_threshold), s.mode,
@@ -227,34 +248,57 @@ def watershed_pieces(runner: Runner, probabilities: str, s: Settings, voxel_size
     counts = np.array([len(f["seeds"]) for f in floods], np.int64)
     graph = PieceGraph(np.zeros((0, 2), np.int64), np.zeros((0, 4), np.int64), np.arange(counts.sum()),
                        np.concatenate([f["sizes"] for f in floods]).astype(np.int64), counts)
-    return graph, np.concatenate([f["seeds"] for f in floods]).astype(np.int64), FLOODS, {}
+    segment_of = np.concatenate([f["seeds"] for f in floods]).astype(np.int64)
+    return FLOODS, _numbered(work, graph, segment_of, s.min_size), {}
+
+
+def agglomerate_group(blocks: list[Block], work: Work, settings: Settings, threshold: float) -> tuple[int, int]:
+    """Worker: the agglomeration of one group of blocks' fragment graph, its segments numbered and saved per
+    block (see `save_segments`); the group's fragments and edges."""
+    graph = piece_graph(work, FRAGMENTS, "edges", blocks)
+    segment_of = agglomerate.solve(settings.agglomeration, graph.edges, graph.stats, graph.fragments, threshold)
+    final = agglomerate.consecutive(segment_of[graph.fragment_of_piece], graph.sizes, settings.min_size)
+    save_segments(work, blocks, graph.lookups(final))
+    return graph.fragments, len(graph.edges)
 
 
 def agglomerated_pieces(runner: Runner, probabilities: str, s: Settings, voxel_size: tuple[float, ...],
-                        chunks: tuple[int, ...], labels: str | None) -> Pieces:
-    """Watershed fragments per block, their region graph, and one global agglomeration (see `agglomerate`)."""
+                        chunks: tuple[int, ...], labels: str | None) -> Segmented:
+    """Watershed fragments per block, their region graph, and the agglomeration of each group of blocks (see
+    `agglomerate`); the merge threshold is chosen on the groups that hold the tune sections."""
     work = runner.work
     work.ensure_scratch(FRAGMENTS, chunks)
     runner.phase(FRAGMENTS, fragment_block, probabilities=probabilities, settings=s, voxel_size=voxel_size)
     runner.phase("edges", edge_block, probabilities=probabilities, settings=s)
-    graph = piece_graph(work, FRAGMENTS, "edges")
-
-    def solve(threshold: float) -> np.ndarray:
-        return agglomerate.solve(s.agglomeration, graph.edges, graph.stats, graph.fragments, threshold)
-
+    groups = independent_groups(work.grid, s.mode)
     threshold, tuning = s.merge_threshold, {}
     if s.tuned:
-        threshold, curve = choose_merge_threshold(runner, graph, solve, list(s.merge_thresholds), s.min_size,
-                                                  str(labels), list(s.tune_sections), FRAGMENTS, chunks)
+        first, last = s.tune_sections
+        tune_blocks = [b for group in groups if any(b.box.start[0] < last and b.box.stop[0] > first for b in group)
+                       for b in group]
+        graph = piece_graph(work, FRAGMENTS, "edges", tune_blocks)
+
+        def solve(candidate: float) -> np.ndarray:
+            return agglomerate.solve(s.agglomeration, graph.edges, graph.stats, graph.fragments, candidate)
+
+        threshold, curve = choose_merge_threshold(runner, graph, tune_blocks, solve, list(s.merge_thresholds),
+                                                  s.min_size, str(labels), list(s.tune_sections), FRAGMENTS, chunks)
         tuning = {"merge_threshold": threshold, "tune_sections": list(s.tune_sections), "curve": curve}
-    print(f"segment: {graph.fragments} fragments, {len(graph.edges)} edges agglomerated ({s.agglomeration}, "
-          f"merge threshold {threshold})", flush=True)
-    return graph, solve(threshold)[graph.fragment_of_piece], FRAGMENTS, tuning
+    missing = {b.index for b in work.grid if f"{SEGMENTS}-{b.name}" not in runner.finished}
+    todo = [group for group in groups if any(b.index in missing for b in group)]
+    print(f"agglomerate: {len(groups)} groups of blocks, {len(groups) - len(todo)} already done", flush=True)
+    sizes = tasks.run_tasks(runner.client, agglomerate_group, todo, "agglomerate", runner.stall_timeout_s,
+                            describe=lambda group: f"the blocks of {group[0].box} to {group[-1].box}",
+                            weight=len, work=work, settings=s, threshold=threshold)
+    runner.computed += len(missing)
+    print(f"segment: {sum(f for f, _ in sizes)} fragments, {sum(e for _, e in sizes)} edges agglomerated "
+          f"({s.agglomeration}, merge threshold {threshold}) in {len(todo)} groups", flush=True)
+    return FRAGMENTS, groups, tuning
 
 
-# segment.method -> the phases that make its pieces; a new method is one function here (and its Literal above)
-METHODS: dict[str, Callable[..., Pieces]] = {"components": component_pieces, "watershed": watershed_pieces,
-                                             "agglomerate": agglomerated_pieces}
+# segment.method -> the phases that make its segments; a new method is one function here (and its Literal above)
+METHODS: dict[str, Callable[..., Segmented]] = {"components": component_pieces, "watershed": watershed_pieces,
+                                                "agglomerate": agglomerated_pieces}
 
 
 @checked_stage
@@ -330,15 +374,16 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
         work = Work(str(target.partial), volume, block_shape, tuple(context), key)
         with cluster.connect(**cluster_settings) as client:
             runner = Runner(client, work, stall_timeout_s)
-            graph, segment_of, source, tuning = segment_pieces(runner, str(probabilities_path), settings,
-                                                               tuple(voxel), chunks, labels)
-            final = agglomerate.consecutive(segment_of, graph.sizes, min_size)
-            segments = int(final.max()) if len(final) else 0
+            source, groups, tuning = segment_blocks(runner, str(probabilities_path), settings, tuple(voxel),
+                                                    chunks, labels)
+            counts = [int(work.load_table(SEGMENTS, group[0])["segments"]) for group in groups]
+            offsets = np.cumsum([0, *counts[:-1]])
+            segments = sum(counts)
             _fit_dtype(target.partial, segments)
-            lookups = graph.lookups(final)
+            offset_of = {block.index: int(offset) for group, offset in zip(groups, offsets) for block in group}
             steps = block_levels(target.partial, block_shape, volume)
-            runner.phase("relabel", relabel_block, [{"lookup": lookup} for lookup in lookups], source=source,
-                         image=str(target.partial), level_steps=steps)
+            runner.phase("relabel", relabel_block, [{"offset": offset_of[block.index]} for block in work.grid],
+                         source=source, image=str(target.partial), level_steps=steps)
             images.remove(target.partial / SCRATCH)
             target.levels_written = images.write_pyramid(target.partial, len(steps))  # the rest, on the workers
         stats = {"blocks": len(work.grid), "computed": runner.computed, "segments": segments,

@@ -34,11 +34,13 @@ def score_candidates(block: Block, work: Work, source: str, truth_ids: np.ndarra
     return tables
 
 
-def choose_merge_threshold(runner: Runner, graph: PieceGraph, solve: Callable[[float], np.ndarray],
-                           candidates: list[float], min_size: int, labels: str, sections: list[int], source: str,
+def choose_merge_threshold(runner: Runner, graph: PieceGraph, graph_blocks: list[Block],
+                           solve: Callable[[float], np.ndarray], candidates: list[float], min_size: int,
+                           labels: str, sections: list[int], source: str,
                            chunks: tuple[int, ...]) -> tuple[float, list[dict[str, Any]]]:
-    """The candidate whose segmentation (`solve(threshold)`: the segment of each fragment) has the lowest Rand
-    error on `sections` of `labels`, and every candidate's errors."""
+    """The candidate whose segmentation (`solve(threshold)`: the segment of each fragment of `graph`, the piece
+    graph of `graph_blocks`, which hold `sections`) has the lowest Rand error on `sections` of `labels`, and every
+    candidate's errors."""
     work = dataclasses.replace(runner.work, sections=(sections[0], sections[1]))
     tuning = Runner(runner.client, work, runner.stall_timeout_s)
     truth_graph, truth_of = components(tuning, TRUTH, Mask(labels, "labels"), "2d", 4, chunks)
@@ -46,7 +48,8 @@ def choose_merge_threshold(runner: Runner, graph: PieceGraph, solve: Callable[[f
     lookups = [graph.lookups(agglomerate.consecutive(solve(t)[graph.fragment_of_piece], graph.sizes, min_size))
                for t in candidates]
     blocks = work.grid
-    per_block = [{"truth_ids": truth_ids[i], "candidate_ids": [ids[block.index] for ids in lookups]}
+    position = {block.index: i for i, block in enumerate(graph_blocks)}
+    per_block = [{"truth_ids": truth_ids[i], "candidate_ids": [ids[position[block.index]] for ids in lookups]}
                  for i, block in enumerate(blocks)]
     pooled = [metrics.Contingency() for _ in candidates]
     for tables in tuning.map("tune merge threshold", score_candidates, blocks, per_block, source=source):
