@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import zarr
@@ -36,7 +38,7 @@ def test_plain_regions_read_as_numpy_and_zarr_python_read_them(array, region):
     key = tuple(slice(a, b) for a, b in region)
     assert fast_io.plain_region(key, SHAPE) is not None
     assert np.array_equal(checked[key], values[key])
-    assert checked._reader is not None  # the tensorstore path, not the fallback
+    assert checked._reader.get() is not None  # the tensorstore path, not the fallback
 
 
 def test_other_selections_go_to_zarr_python(array):
@@ -60,6 +62,17 @@ def test_without_fast_nothing_opens_tensorstore(array, tmp_path):
     images.create_image(path, SHAPE, np.uint16, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "x")[:] = values
     plain = images.open_checked(path)
     assert np.array_equal(plain[1:3, 5:30], values[1:3, 5:30]) and plain._reader is None
+    travelled = pickle.loads(pickle.dumps(plain))  # as a Dask task's argument: still zarr-python only
+    assert np.array_equal(travelled[1:3, 5:30], values[1:3, 5:30]) and travelled._reader is None
+
+
+def test_a_fast_reader_opens_its_handle_again_where_it_is_unpickled(array):
+    checked, values = array
+    checked[0:1, 0:8]
+    travelled = pickle.loads(pickle.dumps(checked))
+    assert travelled._reader._handle is None  # the handle stayed behind
+    assert np.array_equal(travelled[1:4, 2:30, 3:9], values[1:4, 2:30, 3:9])
+    assert travelled._reader.get() is not None
 
 
 @pytest.mark.parametrize("ngff, shards", [("0.4", None), ("0.5", None), ("0.5", (1, 16, 16))])

@@ -110,19 +110,14 @@ class CheckedReads:
         self.array, self.name = array, str(name)
         self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
         self.chunks, self.shards = array.chunks, array.shards
-        self._reader: Any = None
-        self._reader_opened = not fast  # nothing to open: zarr-python reads it all
-
-    def __getstate__(self) -> dict[str, Any]:  # a tensorstore handle does not travel: reopen where unpickled
-        return {**self.__dict__, "_reader": None, "_reader_opened": False}
+        self._reader = fast_io.LazyHandle(array) if fast else None  # None: zarr-python reads it all
 
     def _read(self, key: Any) -> Any:
         region = fast_io.plain_region(key, self.shape)
-        if region is not None and not self._reader_opened:
-            self._reader, self._reader_opened = fast_io.open_handle(self.array), True
-        if region is None or self._reader is None:
+        reader = self._reader.get() if region is not None and self._reader is not None else None
+        if reader is None:
             return self.array[key]
-        return fast_io.read(self._reader, region)
+        return fast_io.read(reader, region)
 
     def __getitem__(self, key: Any) -> Any:
         try:

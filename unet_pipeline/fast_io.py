@@ -39,6 +39,25 @@ def open_handle(array: zarr.Array, write: bool = False) -> Any | None:
     return handle if tuple(handle.shape) == tuple(array.shape) else None
 
 
+class LazyHandle:
+    """A tensorstore handle on a Zarr array (see `open_handle`), opened on first use in each process: a handle
+    does not travel, so a pickled one opens again where it is unpickled."""
+
+    def __init__(self, array: zarr.Array, write: bool = False) -> None:
+        self.array, self.write = array, write
+        self._handle: Any = None
+        self._opened = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_handle": None, "_opened": False}
+
+    def get(self) -> Any | None:
+        """The handle, or None where tensorstore cannot open the array."""
+        if not self._opened:
+            self._handle, self._opened = open_handle(self.array, self.write), True
+        return self._handle
+
+
 def plain_region(key: Any, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
     """`key` as in-bounds unit-step slices on every axis, or None when it is anything else (integers, steps,
     fancy indexing: those go to zarr-python)."""
@@ -64,22 +83,17 @@ class RegionWriter:
 
     def __init__(self, array: zarr.Array) -> None:
         self.array, self.shape = array, array.shape
-        self._handle: Any = None
-        self._opened = False
-
-    def __getstate__(self) -> dict[str, Any]:  # a tensorstore handle does not travel: reopen where unpickled
-        return {**self.__dict__, "_handle": None, "_opened": False}
+        self._handle = LazyHandle(array, write=True)
 
     def write(self, writes: Iterable[tuple[Any, np.ndarray]]) -> None:
         """Store each (region, values) pair; tensorstore encodes and stores them all at once."""
-        if not self._opened:
-            self._handle, self._opened = open_handle(self.array, write=True), True
+        handle = self._handle.get()
         pending = []
         for key, values in writes:
             region = plain_region(key, self.shape)
-            if self._handle is None or region is None:
+            if handle is None or region is None:
                 self.array[key] = values
             elif all(r.stop > r.start for r in region):
-                pending.append(self._handle[region].write(np.asarray(values, dtype=self.array.dtype)))
+                pending.append(handle[region].write(np.asarray(values, dtype=self.array.dtype)))
         for future in pending:
             future.result()
