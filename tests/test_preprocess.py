@@ -10,7 +10,7 @@ from unet_pipeline.preprocess import FLOAT_BINS, histogram_percentiles, preproce
 def histogram_waves(request, monkeypatch):
     """The histogram in one graph, or summed over one graph per wave of slabs (as on a large volume)."""
     monkeypatch.setattr(resume, "GRAPH_CHUNKS", request.param)
-    monkeypatch.setattr(resume.os, "cpu_count", lambda: 1)  # waves of 2 sections
+    monkeypatch.setattr(resume, "UNITS_PER_CPU", 0)  # with 1 chunk per graph: waves of one slab
 
 
 def test_percentiles_are_whole_volume_and_chunking_independent(tmp_path, histogram_waves):

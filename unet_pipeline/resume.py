@@ -31,6 +31,7 @@ from . import content, images, progress, pyramid, tasks
 KEY_FILE = "run_key"
 GRAPH_CHUNKS = 4096  # source chunks per Dask graph at most ...
 GRAPH_BYTES = 256 << 20  # ... and source bytes: the graph and what it holds stay bounded whatever the volume
+UNITS_PER_CPU = 2  # ... yet this many units (slabs) per CPU in each graph, so that every thread has work
 RECORDS = "blocks.done"  # a folder of append-only logs, not a Zarr node: readers of the image ignore it
 
 
@@ -102,12 +103,12 @@ def kept_complete(output: str | os.PathLike, stage: str) -> dict[str, int]:
 
 def wave_sections(source: da.Array, unit: int) -> int:
     """How many sections (a multiple of `unit`) one Dask graph over `source` should cover: at most
-    `GRAPH_CHUNKS` of its chunks and `GRAPH_BYTES` of its values, yet two units per CPU so every thread has
-    work."""
+    `GRAPH_CHUNKS` of its chunks and `GRAPH_BYTES` of its values, yet `UNITS_PER_CPU` units per CPU so every
+    thread has work, and one unit at least."""
     chunks_per_section = math.prod(len(c) for c in source.chunks[1:]) / source.chunks[0][0]
     bytes_per_section = math.prod(source.shape[1:]) * source.dtype.itemsize
     sections = min(GRAPH_CHUNKS / chunks_per_section, GRAPH_BYTES / bytes_per_section)
-    return max(int(sections) // unit, 2 * (os.cpu_count() or 1)) * unit
+    return max(int(sections) // unit, UNITS_PER_CPU * (os.cpu_count() or 1), 1) * unit
 
 
 def store_slabs(source: da.Array, target: Resumable, label: str) -> dict[str, int]:
