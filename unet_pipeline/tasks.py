@@ -90,32 +90,14 @@ def completed_tasks(client: Client, function: Callable[..., Any], items: Iterabl
     if total is None and isinstance(items, list):
         total = sum(map(weight, items))
     meter = progress.Meter(label, total)
-    source = iter(items)
-    task = functools.partial(run_group, function)
-    submitted = 0
-    pending: dict[str, tuple[int, list[Any]]] = {}  # future key -> (index of its first item, its items)
-    finished = as_completed()
-    measured = {"items": 0, "seconds": 0.0}
-
-    def submit(count: int) -> None:
-        nonlocal submitted
-        size = group_size(measured["seconds"] / measured["items"] if measured["items"] else None)
-        groups = list(itertools.islice(batched(source, size), count))
-        if not groups:
-            return
-        futures = client.map(task, groups, retries=2, pure=False, resources=resources, **kwargs)
-        for group, future in zip(groups, futures):
-            pending[future.key] = (submitted, group)
-            submitted += len(group)
-            finished.add(future)
-
-    submit(wave_size(client))
+    waves = _Waves(client, function, items, resources, kwargs)
+    waves.submit(wave_size(client))
     last_progress = time.monotonic()
-    while not finished.is_empty():
-        ready = finished.next_batch(block=False)
+    while not waves.finished.is_empty():
+        ready = waves.finished.next_batch(block=False)
         if not ready:
             if time.monotonic() - last_progress > stall_timeout_s:
-                raise StallError(f"{label}: nothing finished within {stall_timeout_s} s ({finished.count()} "
+                raise StallError(f"{label}: nothing finished within {stall_timeout_s} s ({waves.finished.count()} "
                                  f"pending, {len(client.scheduler_info()['workers'])} workers): is the cluster alive?")
             time.sleep(0.05)
             continue
@@ -123,17 +105,48 @@ def completed_tasks(client: Client, function: Callable[..., Any], items: Iterabl
         statuses = [(future, future.status) for future in ready]
         for future, status in statuses:
             if status in ("error", "cancelled"):
-                _raise_failure(future, pending[future.key][1], describe)
+                _raise_failure(future, waves.pending[future.key][1], describe)
             if status in ("lost", "pending"):  # its result died with its worker: the scheduler computes it again
-                finished.add(future)
+                waves.finished.add(future)
         ready = [future for future, status in statuses if status == "finished"]
         for future, (values, seconds) in zip(ready, _gather_within(client, ready, stall_timeout_s, label)):
-            first, group = pending.pop(future.key)
+            first, group = waves.done(future, seconds)
             yield from enumerate(values, start=first)
-            measured["items"] += len(group)
-            measured["seconds"] += seconds
             meter.advance(sum(map(weight, group)))
-        submit(len(ready))
+        waves.submit(len(ready))
+
+
+class _Waves:
+    """The tasks in flight of one `completed_tasks` call: items drawn from `items` in groups sized from the
+    seconds per item measured so far (see `group_size`)."""
+
+    def __init__(self, client: Client, function: Callable[..., Any], items: Iterable[Any],
+                 resources: dict[str, int] | None, kwargs: dict[str, Any]) -> None:
+        self.client, self.source, self.resources, self.kwargs = client, iter(items), resources, kwargs
+        self.task = functools.partial(run_group, function)
+        self.pending: dict[str, tuple[int, list[Any]]] = {}  # future key -> (index of its first item, its items)
+        self.finished = as_completed()
+        self.submitted = 0
+        self.measured_items, self.measured_seconds = 0, 0.0
+
+    def submit(self, count: int) -> None:
+        """Up to `count` more tasks, if items are left."""
+        size = group_size(self.measured_seconds / self.measured_items if self.measured_items else None)
+        groups = list(itertools.islice(batched(self.source, size), count))
+        if not groups:
+            return
+        futures = self.client.map(self.task, groups, retries=2, pure=False, resources=self.resources, **self.kwargs)
+        for group, future in zip(groups, futures):
+            self.pending[future.key] = (self.submitted, group)
+            self.submitted += len(group)
+            self.finished.add(future)
+
+    def done(self, future: Any, seconds: float) -> tuple[int, list[Any]]:
+        """A finished task's (index of its first item, its items), its seconds measured."""
+        first, group = self.pending.pop(future.key)
+        self.measured_items += len(group)
+        self.measured_seconds += seconds
+        return first, group
 
 
 def _gather_within(client: Client, futures: list[Any], timeout_s: float, label: str) -> list[Any]:
