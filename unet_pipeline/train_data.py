@@ -59,23 +59,21 @@ def check_source(source: TileSource) -> tuple[int, ...]:
     return image.shape
 
 
-def sample_tile(arrays: tuple, source: TileSource, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """One augmented (input image, target class, weight) tile; targets and weights cropped to the output.
-
-    With `elastic_on: device`: (input image, labels, weights, field), all input-sized and not deformed, the
-    labels numbered 1..n (see `device_augment.finish_batch`, which makes the rest on the device).
-    """
-    image, labels, weights = arrays
+def _sample_region(arrays: tuple, source: TileSource,
+                   rng: np.random.Generator) -> tuple[Box, tuple[slice, ...], np.ndarray]:
+    """A random input region of the training sections (with `foreground_bias`, retried up to 10 times until
+    its output holds both classes): the region, the output inside it, and its labels."""
+    _, labels, _ = arrays
     ndim, out, halo = source.geometry.ndim, source.output_size, source.geometry.halo
     first, last = source.sections
     for attempt in range(10):
         if ndim == 2:
             z = int(rng.integers(first, last))
-            starts = [z] + [int(rng.integers(0, max(1, n - out + 1))) for n in image.shape[1:]]
+            starts = [z] + [int(rng.integers(0, max(1, n - out + 1))) for n in labels.shape[1:]]
             output = Box(tuple(starts), (z + 1, *(s + out for s in starts[1:])))
         else:
             starts = [int(rng.integers(first, max(first + 1, last - out + 1)))]
-            starts += [int(rng.integers(0, max(1, n - out + 1))) for n in image.shape[1:]]
+            starts += [int(rng.integers(0, max(1, n - out + 1))) for n in labels.shape[1:]]
             output = Box(tuple(starts), tuple(s + out for s in starts))
         grow = (0 if ndim == 2 else halo, halo, halo)
         box = output.grow(grow, grow)
@@ -84,15 +82,31 @@ def sample_tile(arrays: tuple, source: TileSource, rng: np.random.Generator) -> 
         both_classes = 0 < np.count_nonzero(labels_tile[inner]) < labels_tile[inner].size
         if both_classes or rng.random() >= source.foreground_bias or attempt == 9:
             break
-    tile = (read_mirrored(image, box).astype(np.float32), labels_tile, read_mirrored(weights, box).astype(np.float32),
-            source.augment, rng)
-    if source.augment.elastic_on == "device":
-        image_tile, labels_tile, weights_tile, field = augment_unwarped(*tile)
-        small = np.unique(np.concatenate([[0], labels_tile.ravel()]), return_inverse=True)[1][1:]  # float-exact
-        return image_tile, small.reshape(labels_tile.shape).astype(np.int32), weights_tile, field.astype(np.float32)
-    image_tile, labels_tile, weights_tile = augment_tile(*tile)
+    return box, inner, labels_tile
+
+
+def sample_tile(arrays: tuple, source: TileSource, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """One augmented (input image, target class, weight) tile; targets and weights cropped to the output."""
+    image, _, weights = arrays
+    box, inner, labels_tile = _sample_region(arrays, source, rng)
+    image_tile, labels_tile, weights_tile = augment_tile(read_mirrored(image, box).astype(np.float32), labels_tile,
+                                                         read_mirrored(weights, box).astype(np.float32),
+                                                         source.augment, rng)
     target = cell_mask(labels_tile)[inner].astype(np.int64)  # touching instances split, as in the weights
     return image_tile, target, weights_tile[inner]
+
+
+def sample_unwarped_tile(arrays: tuple, source: TileSource, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """For `elastic_on: device`: one (input image, labels, weights, deformation field) tile, all input-sized
+    and not deformed, the labels numbered 1..n (see `device_augment.finish_batch`, which makes the rest on
+    the device)."""
+    image, _, weights = arrays
+    box, _, labels_tile = _sample_region(arrays, source, rng)
+    image_tile, labels_tile, weights_tile, field = augment_unwarped(
+        read_mirrored(image, box).astype(np.float32), labels_tile, read_mirrored(weights, box).astype(np.float32),
+        source.augment, rng)
+    small = np.unique(np.concatenate([[0], labels_tile.ravel()]), return_inverse=True)[1][1:]  # float-exact
+    return image_tile, small.reshape(labels_tile.shape).astype(np.int32), weights_tile, field.astype(np.float32)
 
 
 class TileBatches(IterableDataset):
@@ -106,9 +120,10 @@ class TileBatches(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         source = self.source
         arrays = tuple(images.open_checked(path) for path in (source.image, source.labels, source.weights))
+        sample = sample_unwarped_tile if source.augment.elastic_on == "device" else sample_tile
         for iteration in range(self.start + worker, self.stop, workers):
             rng = np.random.default_rng([source.seed, iteration])
-            tiles = [sample_tile(arrays, source, rng) for _ in range(source.batch_size)]
+            tiles = [sample(arrays, source, rng) for _ in range(source.batch_size)]
             image, target, weight, *field = (np.stack(parts) for parts in zip(*tiles))  # target: labels (device)
             if source.geometry.ndim == 2:  # (batch, 1, y, x) tiles: drop the section axis
                 image, target, weight = image[:, 0], target[:, 0], weight[:, 0]
