@@ -23,12 +23,13 @@ default block on sections up to 512 x 512).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from skimage.morphology import skeletonize
@@ -55,7 +56,7 @@ def section_table(proposal: np.ndarray, truth_cells: np.ndarray, section: int) -
     return metrics.Contingency().add(_namespaced(proposal, section), _namespaced(truth_cells, section))
 
 
-def scores(table: metrics.Contingency) -> dict[str, float]:
+def scores(table: metrics.Contingency | metrics.Sums) -> dict[str, float]:
     return {**metrics.rand_scores(table), **metrics.info_scores(table)}
 
 
@@ -150,14 +151,14 @@ def intensity_range(block: Block, work: Work, raw: str) -> tuple[float, float]:
     return float(np.min(values)), float(np.max(values))
 
 
-def baseline_block(block: Block, work: Work, truth_ids: np.ndarray, baseline_ids: np.ndarray) -> metrics.Contingency:
-    """Worker: the contingency table of the baseline's components against the ground-truth cells of a block."""
+def baseline_block(block: Block, work: Work, truth_ids: np.ndarray,
+                   baseline_ids: np.ndarray) -> dict[int, metrics.Contingency]:
+    """Worker: per section of a block, the contingency table of the baseline's components against the
+    ground-truth cells."""
     truth = truth_ids[work.scratch(TRUTH)[block.box.slices()]]
     proposal = baseline_ids[work.scratch("baseline")[block.box.slices()]]
-    table = metrics.Contingency()
-    for index, z in enumerate(range(block.box.start[0], block.box.stop[0])):
-        table.merge(section_table(proposal[index], truth[index], z))
-    return table
+    return {z: section_table(proposal[index], truth[index], z)
+            for index, z in enumerate(range(block.box.start[0], block.box.stop[0]))}
 
 
 def _levels(values: np.ndarray, low: float, step: float) -> np.ndarray:
@@ -218,7 +219,7 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
             scored = runner.completed("evaluate blocks", score_block, work.grid, per_block,
                                       segmentation=str(segmentation_path), probabilities=str(probabilities_path),
                                       labels=str(labels_path), threshold=threshold, warping=warping)
-            sections_done = _fold_sections(scored, work.grid)
+            sections_done = _fold_sections(scored, work.grid, Tally.summed)
             baseline = _baseline(runner, baseline_raw, str(labels_path), truth_ids, chunks) if baseline_raw else None
         images.remove(work_dir)
     result = _summary(sections_done, first, last, threshold, thresholds, warping)
@@ -235,18 +236,20 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
     return result
 
 
-def _fold_sections(scored: Iterator[tuple[int, dict[int, Tally]]], blocks: list[Block]) -> dict[int, Tally]:
-    """Each section's tally, pooled from its blocks' as they finish; a section's contingency tables are reduced
-    to their sums once its last block is in, so the client holds the tables of unfinished sections only."""
+def _fold_sections(scored: Iterator[tuple[int, dict[int, Any]]], blocks: list[Block],
+                   finish: Callable[[Any], Any]) -> dict[int, Any]:
+    """Each section's counts (a `Tally` or a `metrics.Contingency`), merged from its blocks' as they finish and
+    reduced by `finish` (to their sums) once its last block is in, so the client holds the tables of unfinished
+    sections only."""
     blocks_left = Counter(z for block in blocks for z in range(block.box.start[0], block.box.stop[0]))
-    open_sections: dict[int, Tally] = {}
-    finished: dict[int, Tally] = {}
-    for _, block_tallies in scored:
-        for z, tally in block_tallies.items():
-            open_sections[z] = open_sections[z].merge(tally) if z in open_sections else tally
+    open_sections: dict[int, Any] = {}
+    finished: dict[int, Any] = {}
+    for _, per_section in scored:
+        for z, counts in per_section.items():
+            open_sections[z] = open_sections[z].merge(counts) if z in open_sections else counts
             blocks_left[z] -= 1
             if blocks_left[z] == 0:
-                finished[z] = open_sections.pop(z).summed()
+                finished[z] = finish(open_sections.pop(z))
     return finished
 
 
@@ -312,9 +315,7 @@ def _baseline(runner: Runner, raw_path: str, labels: str, truth_ids: list[np.nda
     cut = low + (best - 0.5) * step  # level >= best
     graph, component_of = components(runner, "baseline", Mask(raw_path, "intensity", cut), "2d", 4, chunks)
     baseline_ids = graph.lookups(component_of + 1)
-    tables = runner.map("baseline blocks", baseline_block, runner.work.grid,
-                        [{"truth_ids": t, "baseline_ids": b} for t, b in zip(truth_ids, baseline_ids)])
-    table = metrics.Contingency()
-    for block_table in tables:
-        table.merge(block_table)
-    return {"threshold": float(low + best * step), "pixel_error": float(errors[best]), **scores(table)}
+    tables = runner.completed("baseline blocks", baseline_block, runner.work.grid,
+                              [{"truth_ids": t, "baseline_ids": b} for t, b in zip(truth_ids, baseline_ids)])
+    pooled = functools.reduce(metrics.Sums.merge, _fold_sections(tables, runner.work.grid, metrics.sums).values())
+    return {"threshold": float(low + best * step), "pixel_error": float(errors[best]), **scores(pooled)}
