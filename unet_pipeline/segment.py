@@ -26,6 +26,7 @@ total does not fit).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -273,9 +274,8 @@ def agglomerated_pieces(runner: Runner, probabilities: str, s: Settings, voxel_s
     groups = independent_groups(work.grid, s.mode)
     threshold, tuning = s.merge_threshold, {}
     if s.tuned:
-        first, last = s.tune_sections
-        tune_blocks = [b for group in groups if any(b.box.start[0] < last and b.box.stop[0] > first for b in group)
-                       for b in group]
+        tune_sections = {b.index for b in dataclasses.replace(work, sections=s.tune_sections).grid}
+        tune_blocks = [b for group in _groups_holding(groups, tune_sections) for b in group]
         graph = piece_graph(work, FRAGMENTS, "edges", tune_blocks)
 
         def solve(candidate: float) -> np.ndarray:
@@ -285,7 +285,7 @@ def agglomerated_pieces(runner: Runner, probabilities: str, s: Settings, voxel_s
                                                   s.min_size, str(labels), list(s.tune_sections), FRAGMENTS, chunks)
         tuning = {"merge_threshold": threshold, "tune_sections": list(s.tune_sections), "curve": curve}
     missing = {b.index for b in work.grid if f"{SEGMENTS}-{b.name}" not in runner.finished}
-    todo = [group for group in groups if any(b.index in missing for b in group)]
+    todo = _groups_holding(groups, missing)
     print(f"agglomerate: {len(groups)} groups of blocks, {len(groups) - len(todo)} already done", flush=True)
     sizes = tasks.run_tasks(runner.client, agglomerate_group, todo, "agglomerate", runner.stall_timeout_s,
                             describe=lambda group: f"the blocks of {group[0].box} to {group[-1].box}",
@@ -294,6 +294,11 @@ def agglomerated_pieces(runner: Runner, probabilities: str, s: Settings, voxel_s
     print(f"segment: {sum(f for f, _ in sizes)} fragments, {sum(e for _, e in sizes)} edges agglomerated "
           f"({s.agglomeration}, merge threshold {threshold}) in {len(todo)} groups", flush=True)
     return FRAGMENTS, groups, tuning
+
+
+def _groups_holding(groups: list[list[Block]], indices: set[int]) -> list[list[Block]]:
+    """The groups with a block of one of `indices`."""
+    return [group for group in groups if any(b.index in indices for b in group)]
 
 
 # segment.method -> the phases that make its segments; a new method is one function here (and its Literal above)
