@@ -59,11 +59,12 @@ def check_source(source: TileSource) -> tuple[int, ...]:
     return image.shape
 
 
-def _sample_region(arrays: tuple, source: TileSource,
-                   rng: np.random.Generator) -> tuple[Box, tuple[slice, ...], np.ndarray]:
+def _sample_tiles(arrays: tuple, source: TileSource,
+                   rng: np.random.Generator) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray, np.ndarray]:
     """A random input region of the training sections (with `foreground_bias`, retried up to 10 times until
-    its output holds both classes): the region, the output inside it, and its labels."""
-    _, labels, _ = arrays
+    its output holds both classes): the output inside it, and its image (float32), labels and weights
+    (float32)."""
+    image, labels, weights = arrays
     ndim, out, halo = source.geometry.ndim, source.output_size, source.geometry.halo
     first, last = source.sections
     for attempt in range(10):
@@ -82,16 +83,14 @@ def _sample_region(arrays: tuple, source: TileSource,
         both_classes = 0 < np.count_nonzero(labels_tile[inner]) < labels_tile[inner].size
         if both_classes or rng.random() >= source.foreground_bias or attempt == 9:
             break
-    return box, inner, labels_tile
+    return (inner, read_mirrored(image, box).astype(np.float32), labels_tile,
+            read_mirrored(weights, box).astype(np.float32))
 
 
 def sample_tile(arrays: tuple, source: TileSource, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """One augmented (input image, target class, weight) tile; targets and weights cropped to the output."""
-    image, _, weights = arrays
-    box, inner, labels_tile = _sample_region(arrays, source, rng)
-    image_tile, labels_tile, weights_tile = augment_tile(read_mirrored(image, box).astype(np.float32), labels_tile,
-                                                         read_mirrored(weights, box).astype(np.float32),
-                                                         source.augment, rng)
+    inner, *tiles = _sample_tiles(arrays, source, rng)
+    image_tile, labels_tile, weights_tile = augment_tile(*tiles, source.augment, rng)
     target = cell_mask(labels_tile)[inner].astype(np.int64)  # touching instances split, as in the weights
     return image_tile, target, weights_tile[inner]
 
@@ -100,11 +99,8 @@ def sample_unwarped_tile(arrays: tuple, source: TileSource, rng: np.random.Gener
     """For `elastic_on: device`: one (input image, labels, weights, deformation field) tile, all input-sized
     and not deformed, the labels numbered 1..n (see `device_augment.finish_batch`, which makes the rest on
     the device)."""
-    image, _, weights = arrays
-    box, _, labels_tile = _sample_region(arrays, source, rng)
-    image_tile, labels_tile, weights_tile, field = augment_unwarped(
-        read_mirrored(image, box).astype(np.float32), labels_tile, read_mirrored(weights, box).astype(np.float32),
-        source.augment, rng)
+    _, *tiles = _sample_tiles(arrays, source, rng)
+    image_tile, labels_tile, weights_tile, field = augment_unwarped(*tiles, source.augment, rng)
     small = np.unique(np.concatenate([[0], labels_tile.ravel()]), return_inverse=True)[1][1:]  # float-exact
     return image_tile, small.reshape(labels_tile.shape).astype(np.int32), weights_tile, field.astype(np.float32)
 
