@@ -4,7 +4,7 @@ import os
 
 from snakemake.utils import min_version, validate
 
-from unet_pipeline.config_values import type_command_line_values
+from unet_pipeline.workflow.command_line_config import type_command_line_values
 
 min_version("9.0")
 

@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unet_pipeline import images
-from unet_pipeline.geometry import plan_tiles, tile_shape
-from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
-from unet_pipeline.predict import predict
+from unet_pipeline.core.geometry import plan_tiles, tile_shape
+from unet_pipeline.nn.checkpoint import save_checkpoint
+from unet_pipeline.nn.model_config import ModelConfig
+from unet_pipeline.nn.unet import UNet
+from unet_pipeline.stages.predict import predict
+from unet_pipeline.storage import ome_zarr
 
 COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
 
@@ -69,13 +71,13 @@ def main() -> int:
         save_checkpoint(checkpoint, UNet(config))
         small = folder / "small.ome.zarr"
         volume = np.random.default_rng(0).random((2, 500, 500), dtype=np.float32)
-        images.create_image(small, volume.shape, np.float32, (1, 128, 128), COMPRESSION, (50, 4, 4), "nanometer",
+        ome_zarr.create_image(small, volume.shape, np.float32, (1, 128, 128), COMPRESSION, (50, 4, 4), "nanometer",
                         "small")[:] = volume
         run(small, checkpoint, folder / "cpu.ome.zarr", "cpu", "none", 1, 256)
-        cpu = images.open_image(folder / "cpu.ome.zarr")[:]
+        cpu = ome_zarr.open_image(folder / "cpu.ome.zarr")[:]
         for amp, tolerance in (("none", 1e-4), ("bf16", 0.05), ("fp16", 0.05)):
             run(small, checkpoint, folder / f"gpu-{amp}.ome.zarr", "cuda", amp, 4, 256)
-            difference = float(np.abs(images.open_image(folder / f"gpu-{amp}.ome.zarr")[:] - cpu).max())
+            difference = float(np.abs(ome_zarr.open_image(folder / f"gpu-{amp}.ome.zarr")[:] - cpu).max())
             ok = difference <= tolerance
             failures += not ok
             print(f"  GPU amp={amp:<4} vs CPU fp32: max abs difference {difference:.2e} "
@@ -83,8 +85,8 @@ def main() -> int:
 
         large = folder / "large.ome.zarr"
         shape, tile, batch = (16, 2048, 2048), 512, 4
-        images.create_image(large, shape, np.float32, (1, 512, 512), COMPRESSION, (50, 4, 4), "nanometer", "large")
-        array = images.open_image(large, mode="r+")
+        ome_zarr.create_image(large, shape, np.float32, (1, 512, 512), COMPRESSION, (50, 4, 4), "nanometer", "large")
+        array = ome_zarr.open_image(large, mode="r+")
         for z in range(shape[0]):
             array[z] = np.random.default_rng(z).random(shape[1:], dtype=np.float32)
         n_tiles = len(plan_tiles(config.geometry, shape, tile_shape(config.geometry, (1, 512, 512), (1, tile, tile))))

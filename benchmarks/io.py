@@ -9,7 +9,7 @@ Both sides copy the same data into arrays with the same chunks and codec
   Dask threads), with `storage.pyramid` off (the same bytes as the
   baseline) and on (also the multiscale levels).
 - write: a float32 volume already in memory -> OME-Zarr. Baseline: slab
-  assignments into a zarr-python array. Ours: `resume.store_slabs` into a
+  assignments into a zarr-python array. Ours: `records.store_slabs` into a
   resumable image (records and threads included), pyramid off and on.
 
 The data is the package's synthetic EM-like volume (realistic compression;
@@ -17,7 +17,7 @@ an 8 x 512 x 512 block tiled to the shape, as generating it is slow).
 Runs alternate (baseline, ours) and the best of `--repeats` counts. Goal:
 ours / baseline throughput >= 0.8.
 
-    python benchmarks/images.py [--shape 32,2048,2048] [--repeats 3]
+    python benchmarks/ome_zarr.py [--shape 32,2048,2048] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ import numpy as np
 import tifffile
 import zarr
 
-from unet_pipeline import images, resume
-from unet_pipeline.ingest import ingest
-from unet_pipeline.synth import synthetic_volume
+from unet_pipeline.distributed import records
+from unet_pipeline.stages.ingest import ingest
+from unet_pipeline.stages.synth import synthetic_volume
+from unet_pipeline.storage import ome_zarr
 
 COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
 VOXEL = [50.0, 4.0, 4.0]
@@ -45,7 +46,7 @@ VOXEL = [50.0, 4.0, 4.0]
 def plain_copy(source: zarr.Array | np.ndarray, target_path: Path, chunks: tuple[int, ...]) -> None:
     """The baseline: a zarr-python array with the same chunks and codec, filled slab by slab."""
     target = zarr.create_array(str(target_path), shape=source.shape, chunks=chunks, dtype=source.dtype,
-                               compressors=images.make_compressor(COMPRESSION), zarr_format=2, fill_value=0,
+                               compressors=ome_zarr.make_compressor(COMPRESSION), zarr_format=2, fill_value=0,
                                chunk_key_encoding={"name": "v2", "separator": "/"})
     for z in range(0, source.shape[0], chunks[0]):
         target[z : z + chunks[0]] = source[z : z + chunks[0]]
@@ -64,11 +65,12 @@ def stored_bytes(path: Path) -> tuple[int, int]:
 
 def our_write(volume: da.Array, target_path: Path, chunks: tuple[int, ...], pyramid: bool) -> None:
     def create(partial: Path) -> zarr.Array:
-        return images.create_image(partial, volume.shape, volume.dtype, chunks, COMPRESSION, VOXEL, "nanometer", "norm",
+        return ome_zarr.create_image(partial, volume.shape, volume.dtype, chunks, COMPRESSION, VOXEL, "nanometer",
+                                     "norm",
                                pyramid=pyramid)
 
-    with resume.resumable_image(target_path, "benchmark", create) as target:
-        resume.store_slabs(volume, target, "write")
+    with records.resumable_image(target_path, "benchmark", create) as target:
+        records.store_slabs(volume, target, "write")
 
 
 def best_seconds(runs: list[Callable[[Path], None]], folder: Path, repeats: int) -> list[float]:

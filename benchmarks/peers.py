@@ -38,14 +38,15 @@ from distributed import Client
 from monai.inferers import sliding_window_inference
 from predict import COMPRESSION, make_checkpoint
 
-from unet_pipeline import images
-from unet_pipeline.cluster import local_cluster
-from unet_pipeline.geometry import Box
-from unet_pipeline.inference import forward_probabilities
-from unet_pipeline.mirror import read_mirrored
-from unet_pipeline.model import ModelConfig, UNet
-from unet_pipeline.predict import predict
-from unet_pipeline.synth import synthetic_volume
+from unet_pipeline.core.geometry import Box
+from unet_pipeline.distributed.cluster import local_cluster
+from unet_pipeline.nn.inference import forward_probabilities
+from unet_pipeline.nn.mirror import read_mirrored
+from unet_pipeline.nn.model_config import ModelConfig
+from unet_pipeline.nn.unet import UNet
+from unet_pipeline.stages.predict import predict
+from unet_pipeline.stages.synth import synthetic_volume
+from unet_pipeline.storage import ome_zarr
 
 CONFIG = ModelConfig(depth=3, base_features=16, padding="same")
 OUTPUT_TILE = 256  # ours; the network input (this plus twice the halo) is MONAI's window
@@ -85,7 +86,7 @@ def daisy_worker(image: str, checkpoint: str, output: str) -> None:
     torch.set_num_threads(1)
     model = UNet(CONFIG).eval()
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
-    raw, cell = images.open_image(image), images.open_image(output, mode="r+")
+    raw, cell = ome_zarr.open_image(image), ome_zarr.open_image(output, mode="r+")
     client = daisy.Client()
     while True:
         with client.acquire_block() as block:
@@ -99,9 +100,9 @@ def daisy_worker(image: str, checkpoint: str, output: str) -> None:
 
 def with_daisy(image: Path, checkpoint: Path, output: Path) -> float:
     """Seconds for daisy to run the tiles in 2 worker processes, from scheduling to the last block written."""
-    shape = images.open_image(image).shape
+    shape = ome_zarr.open_image(image).shape
     halo = CONFIG.geometry.halo
-    images.create_image(output, shape, np.float32, (1, OUTPUT_TILE, OUTPUT_TILE), COMPRESSION, (50, 4, 4),
+    ome_zarr.create_image(output, shape, np.float32, (1, OUTPUT_TILE, OUTPUT_TILE), COMPRESSION, (50, 4, 4),
                         "nanometer", "cell")
     task = daisy.Task("predict", total_roi=daisy.Roi((0, -halo, -halo), (shape[0], shape[1] + 2 * halo,
                                                                           shape[2] + 2 * halo)),
@@ -124,7 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         image = folder / "raw.ome.zarr"
-        images.create_image(image, shape, np.float32, (1, OUTPUT_TILE, OUTPUT_TILE), COMPRESSION, (50, 4, 4),
+        ome_zarr.create_image(image, shape, np.float32, (1, OUTPUT_TILE, OUTPUT_TILE), COMPRESSION, (50, 4, 4),
                             "nanometer", "raw")[:] = volume
         checkpoint = make_checkpoint(folder, CONFIG)
         model = UNet(CONFIG).eval()
@@ -140,13 +141,13 @@ def main() -> None:
             for repeat in range(2):  # interleaved, best of each: this machine is noisy
                 out = folder / f"ours{repeat}.ome.zarr"
                 seconds["ours"].append(ours(image, checkpoint, out, client))
-                cells["ours"] = np.asarray(images.open_image(out)[1])
+                cells["ours"] = np.asarray(ome_zarr.open_image(out)[1])
                 for overlap in (0.25, 0.5):
                     took, cells[f"monai {overlap}"] = monai(model, volume, overlap)
                     seconds[f"monai {overlap}"].append(took)
                 out = folder / f"daisy{repeat}.ome.zarr"
                 seconds["daisy"].append(with_daisy(image, checkpoint, out))
-                cells["daisy"] = np.asarray(images.open_image(out))
+                cells["daisy"] = np.asarray(ome_zarr.open_image(out))
     voxels = np.prod(shape)
     window = OUTPUT_TILE + 2 * CONFIG.geometry.halo
     print(f"[peers] {shape} float32 volume, same-padded U-Net (depth {CONFIG.depth}, {CONFIG.base_features} "

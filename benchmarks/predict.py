@@ -25,12 +25,14 @@ import torch
 from distributed import Client
 from measure import PeakMemory
 
-from unet_pipeline import images
-from unet_pipeline.cluster import local_cluster
-from unet_pipeline.geometry import plan_tiles, tile_shape
-from unet_pipeline.inference import forward_probabilities
-from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
-from unet_pipeline.predict import predict
+from unet_pipeline.core.geometry import plan_tiles, tile_shape
+from unet_pipeline.distributed.cluster import local_cluster
+from unet_pipeline.nn.checkpoint import save_checkpoint
+from unet_pipeline.nn.inference import forward_probabilities
+from unet_pipeline.nn.model_config import ModelConfig
+from unet_pipeline.nn.unet import UNet
+from unet_pipeline.stages.predict import predict
+from unet_pipeline.storage import ome_zarr
 
 COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
 
@@ -38,7 +40,7 @@ COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
 def make_image(folder: Path, name: str, shape: tuple[int, int, int], chunks: tuple[int, int, int]) -> Path:
     path = folder / f"{name}.ome.zarr"
     volume = np.random.default_rng(0).random(shape, dtype=np.float32)
-    images.create_image(path, shape, np.float32, chunks, COMPRESSION, (50, 4, 4), "nanometer", name)[:] = volume
+    ome_zarr.create_image(path, shape, np.float32, chunks, COMPRESSION, (50, 4, 4), "nanometer", name)[:] = volume
     return path
 
 
@@ -65,7 +67,7 @@ def bare_forward(config: ModelConfig, image: Path, tile: list[int], threads: int
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = UNet(config).eval()
-    array = images.open_image(image)
+    array = ome_zarr.open_image(image)
     tiles = plan_tiles(config.geometry, array.shape, tile_shape(config.geometry, array.chunks, tuple(tile)))
     inputs = [np.random.default_rng(1).random(t.input.shape, dtype=np.float32) for t in tiles]
     forward_probabilities(model, inputs[0], tiles[0].network_output[1:])  # warm-up

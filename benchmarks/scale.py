@@ -40,9 +40,9 @@ from chain import results as results_of
 from chain import run_workflow, write_config
 from snakemake.utils import validate
 
-from unet_pipeline import content, images
-from unet_pipeline.settings import run_settings, stage_settings
-from unet_pipeline.synth import synthetic_volume
+from unet_pipeline.stages.synth import synthetic_volume
+from unet_pipeline.storage import chunk_hashes, ome_zarr
+from unet_pipeline.workflow.stage_config import run_settings, stage_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = (16, 512, 512)  # the synthetic block, tiled
@@ -82,7 +82,7 @@ def write_inputs(folder: Path, sections: int, block: tuple[np.ndarray, np.ndarra
     offsets = np.arange(copies[0] * copies[1], dtype=np.uint32).reshape(copies) * shift
     label_tile = np.tile(label_block, (1, *copies))
     spread = np.kron(offsets, np.ones(BLOCK[1:], np.uint32))  # each copy's id offset, per pixel
-    labels = images.create_image(folder / "labels.ome.zarr", (sections, EDGE, EDGE), np.uint32,
+    labels = ome_zarr.create_image(folder / "labels.ome.zarr", (sections, EDGE, EDGE), np.uint32,
                                  config["storage"]["chunks"], config["storage"]["compression"], [50.0, 4.0, 4.0],
                                  "nanometer", "labels", labels=True, pyramid=False)
     hashes = {}
@@ -93,9 +93,9 @@ def write_inputs(folder: Path, sections: int, block: tuple[np.ndarray, np.ndarra
             ids = label_tile[section] + spread + np.uint32(repeat * shift * offsets.size)
             values = np.where(label_tile[section] > 0, ids, 0).astype(np.uint32)[np.newaxis]
             labels[z : z + 1] = values
-            hashes.update(content.chunk_hashes(values, (z, 0, 0), labels.chunks))
-    digest = content.write_manifest(folder / "labels.ome.zarr", hashes, labels)
-    images.set_attrs(folder / "labels.ome.zarr", provenance={"content_sha256": digest})
+            hashes.update(chunk_hashes.chunk_hashes(values, (z, 0, 0), labels.chunks))
+    digest = chunk_hashes.write_manifest(folder / "labels.ome.zarr", hashes, labels)
+    ome_zarr.set_attrs(folder / "labels.ome.zarr", provenance={"content_sha256": digest})
 
 
 class PeakTree:

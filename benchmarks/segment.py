@@ -35,12 +35,13 @@ from distributed import LocalCluster
 from measure import PeakMemory
 from scipy import ndimage
 
-from unet_pipeline import images
-from unet_pipeline.blockwise import CELL_CHANNEL, as_probability
-from unet_pipeline.evaluate import evaluate
-from unet_pipeline.segment import Settings, segment
-from unet_pipeline.synth import synthetic_volume
-from unet_pipeline.whole_segmentation import segmentations
+from unet_pipeline.core.probabilities import CELL_CHANNEL, as_probability
+from unet_pipeline.segmentation.in_memory import segmentations
+from unet_pipeline.segmentation.settings import Settings
+from unet_pipeline.stages.evaluate import evaluate
+from unet_pipeline.stages.segment import segment
+from unet_pipeline.stages.synth import synthetic_volume
+from unet_pipeline.storage import ome_zarr, pyramid_writer
 
 COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
 CHUNKS = (1, 256, 256)
@@ -74,10 +75,10 @@ def make_volume(folder: Path, name: str, shape: tuple[int, int, int]) -> tuple[P
     noise = np.random.default_rng(0).random(shape, dtype=np.float32)
     cell = np.clip(ndimage.gaussian_filter(0.8 * cell + 0.2 * noise, (0, 1.5, 1.5)), 0, 1)
     probabilities = folder / f"{name}-probabilities.ome.zarr"
-    images.create_image(probabilities, shape, np.float16, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "p",
+    ome_zarr.create_image(probabilities, shape, np.float16, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "p",
                     channels=2)[:] = np.stack([1 - cell, cell]).astype(np.float16)
     labels_path = folder / f"{name}-labels.ome.zarr"
-    images.create_image(labels_path, shape, labels.dtype, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "labels",
+    ome_zarr.create_image(labels_path, shape, labels.dtype, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "labels",
                     labels=True)[:] = labels
     return probabilities, labels_path
 
@@ -86,14 +87,14 @@ def single_process(probabilities: Path, output: Path, method: str) -> float:
     """The same method on the whole volume in this process: read whole, the package's array functions, write
     the same OME-Zarr label image (with its pyramid) as segment."""
     start = time.perf_counter()
-    cell = as_probability(images.open_image(probabilities)[CELL_CHANNEL])
+    cell = as_probability(ome_zarr.open_image(probabilities)[CELL_CHANNEL])
     settings = Settings.of(method=method, mode="2d", connectivity=None, threshold=0.5, seed_threshold=0.9,
                            seed_distance=4, agglomeration="gasp", merge_threshold=0.5, merge_thresholds=[0.5],
                            tune_sections=None, min_size=0)
     [(_, labels)] = segmentations(cell, settings, (50, 4, 4), [0.5])
-    images.create_image(output, cell.shape, np.uint32, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "segmentation",
+    ome_zarr.create_image(output, cell.shape, np.uint32, CHUNKS, COMPRESSION, (50, 4, 4), "nanometer", "segmentation",
                     labels=True)[:] = labels
-    images.write_pyramid(output)
+    pyramid_writer.write_pyramid(output)
     return time.perf_counter() - start
 
 

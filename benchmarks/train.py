@@ -31,12 +31,13 @@ from typing import Any
 import torch
 from chain import REPO, results, run_workflow, write_config
 
-from unet_pipeline.augment import AugmentSettings
-from unet_pipeline.model import ModelConfig, select_device
-from unet_pipeline.settings import run_settings, stage_settings
-from unet_pipeline.train import build
-from unet_pipeline.train import train as train_stage
-from unet_pipeline.train_data import TileSource, batches
+from unet_pipeline.nn.augment import AugmentSettings
+from unet_pipeline.nn.checkpoint import select_device
+from unet_pipeline.nn.model_config import ModelConfig
+from unet_pipeline.stages.train import build
+from unet_pipeline.stages.train import train as train_stage
+from unet_pipeline.training.tiles import TileSource, batches
+from unet_pipeline.workflow.stage_config import run_settings, stage_settings
 
 
 def prepare(config_file: Path, folder: Path) -> tuple[dict[str, Any], list[Path]]:

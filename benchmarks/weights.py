@@ -27,10 +27,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from weights_reference import naive_border_term  # noqa: E402
 
-from unet_pipeline import images  # noqa: E402
-from unet_pipeline.cells import separate_cells  # noqa: E402
-from unet_pipeline.synth import synthetic_volume  # noqa: E402
-from unet_pipeline.weights import border_term, weights  # noqa: E402
+from unet_pipeline.segmentation.cells import separate_cells  # noqa: E402
+from unet_pipeline.stages.synth import synthetic_volume  # noqa: E402
+from unet_pipeline.stages.weights import border_term, weights  # noqa: E402
+from unet_pipeline.storage import ome_zarr  # noqa: E402
 
 ISBI = REPO.parent / "shared" / "data" / "isbi2012" / "train-labels.tif"
 W0, SIGMA = 10.0, 5.0
@@ -65,7 +65,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         source_image = Path(tmp) / "labels.ome.zarr"
-        images.create_image(source_image, labels.shape, labels.dtype, (1, 512, 512),
+        ome_zarr.create_image(source_image, labels.shape, labels.dtype, (1, 512, 512),
                         {"codec": "zstd", "level": 3}, (50, 4, 4), "nanometer", "labels")[:] = labels
         start = time.perf_counter()
         weights(source_image, Path(tmp) / "weights.ome.zarr", w0=W0, sigma=SIGMA, class_balance="balanced",

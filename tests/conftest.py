@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from unet_pipeline import images
-from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
+from unet_pipeline.nn.checkpoint import save_checkpoint
+from unet_pipeline.nn.model_config import ModelConfig
+from unet_pipeline.nn.unet import UNet
+from unet_pipeline.storage import ome_zarr
 
 REPO = Path(__file__).resolve().parents[1]
 ISBI = REPO.parent / "shared" / "data" / "isbi2012"
@@ -23,7 +25,7 @@ logging.raiseExceptions = False
 
 
 def write_image(path: Path, volume: np.ndarray, chunks: tuple[int, ...]) -> Path:
-    images.create_image(path, volume.shape, volume.dtype, chunks, COMPRESSION, (50.0, 4.0, 4.0), "nanometer",
+    ome_zarr.create_image(path, volume.shape, volume.dtype, chunks, COMPRESSION, (50.0, 4.0, 4.0), "nanometer",
                     path.name)[:] = volume
     return path
 
@@ -51,7 +53,8 @@ def dask_cluster():
 
 
 def segment_settings(cluster_settings: dict, **changes) -> dict:
-    """Keyword arguments of `segment.segment`: the schema's defaults, with `changes`."""
+    """Keyword arguments of `segment.segment` for small test volumes (a fixed merge threshold with
+    mean_threshold, no minimum size: not the schema's defaults), with `changes`."""
     settings = {"method": "agglomerate", "mode": "2d", "connectivity": None, "threshold": 0.5, "seed_threshold": 0.9,
                 "seed_distance": 4, "agglomeration": "mean_threshold", "merge_threshold": 0.5,
                 "merge_thresholds": [0.5], "tune_sections": None, "labels": None, "min_size": 0,
@@ -64,7 +67,7 @@ def probability_image(path: Path, cell_probability: np.ndarray, chunks: tuple[in
                       dtype: type = np.float32) -> Path:
     """A (c, z, y, x) probability image whose cell channel is `cell_probability`."""
     volume = np.stack([1 - cell_probability, cell_probability]).astype(dtype)
-    images.create_image(path, cell_probability.shape, dtype, chunks, COMPRESSION, (50, 4, 4), "nanometer", "p",
+    ome_zarr.create_image(path, cell_probability.shape, dtype, chunks, COMPRESSION, (50, 4, 4), "nanometer", "p",
                     channels=2)[:] = volume
     return path
 
@@ -78,7 +81,8 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def evaluate_settings(cluster_settings: dict, **changes) -> dict:
-    """Keyword arguments of `evaluate.evaluate`: the schema's defaults (one threshold in the sweep), with `changes`."""
+    """Keyword arguments of `evaluate.evaluate` for test volumes (every section, one threshold in the sweep,
+    no baseline), with `changes`."""
     settings = {"sections": None, "threshold": 0.5, "thresholds": [0.5], "warping": True, "baseline_raw": None,
                 "block": [4, 1024, 1024], "context": [2, 64, 64], "cluster_settings": cluster_settings,
                 "stall_timeout_s": 120}

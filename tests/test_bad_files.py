@@ -14,7 +14,7 @@ import pytest
 import zarr
 from conftest import COMPRESSION, write_image
 
-from unet_pipeline import images
+from unet_pipeline.storage import ome_zarr, outputs
 
 WEIGHTS = {"w0": 10.0, "sigma": 5.0, "class_balance": "none", "mode": "2d", "tolerance": 1e-3,
            "compression": COMPRESSION}
@@ -76,7 +76,7 @@ def test_wrong_types_in_hand_written_settings_are_named_before_any_work(tmp_path
     result = cli("weights", labels, output, settings={**WEIGHTS, "w0": "10", "mode": 2})
     assert result.returncode == 2, result.stderr
     assert "wrong type of w0 = \"10\" (expected float); mode = 2 (expected Literal['2d', '3d'])" in result.stderr
-    assert not output.exists() and not images.partial_path(output).exists()
+    assert not output.exists() and not outputs.partial_path(output).exists()
 
 
 @contextlib.contextmanager
@@ -113,4 +113,4 @@ def test_a_full_disk_is_named_and_the_rerun_with_space_resumes(tmp_path):
         subprocess.run(["mount", "-o", "remount,size=16m", str(folder)], check=True)
         rerun = cli("preprocess", raw, output, settings=PREPROCESS)
         assert rerun.returncode == 0, rerun.stderr
-        assert images.open_input(output).shape == (16, 128, 128)
+        assert ome_zarr.open_input(output).shape == (16, 128, 128)

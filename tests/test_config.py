@@ -12,8 +12,9 @@ from conftest import REPO
 from snakemake.utils import validate
 
 from unet_pipeline import cli
-from unet_pipeline.errors import ConfigError
-from unet_pipeline.settings import STAGES, run_settings, stage_settings
+from unet_pipeline.core.errors import ConfigError
+from unet_pipeline.core.stage_settings import STAGES
+from unet_pipeline.workflow.stage_config import run_settings, stage_settings
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -99,11 +100,13 @@ def test_info_prints_provenance_of_images_checkpoints_and_metrics(tmp_path):
     import torch
     from conftest import write_image
 
-    from unet_pipeline import images
-    from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
+    from unet_pipeline.nn.checkpoint import save_checkpoint
+    from unet_pipeline.nn.model_config import ModelConfig
+    from unet_pipeline.nn.unet import UNet
+    from unet_pipeline.storage import ome_zarr
 
     image = write_image(tmp_path / "raw.ome.zarr", np.zeros((2, 8, 8), np.uint8), (1, 8, 8))
-    images.set_attrs(image, provenance={"stage": "ingest", "git_commit": "abc"})
+    ome_zarr.set_attrs(image, provenance={"stage": "ingest", "git_commit": "abc"})
     shown = json.loads(run_cli("info", str(image)).stdout)
     assert shown["shape"] == [2, 8, 8] and shown["provenance"]["stage"] == "ingest"
     assert [axis["name"] for axis in shown["axes"]] == ["z", "y", "x"]
@@ -128,7 +131,7 @@ def test_nested_command_line_overrides_get_the_schema_types(tmp_path):
 
 
 def test_command_line_strings_are_typed_only_where_the_schema_wants_another_type():
-    from unet_pipeline.config_values import typed
+    from unet_pipeline.workflow.command_line_config import typed
 
     schema = yaml.safe_load(SCHEMA.read_text())
     given = {"name": "123", "train": {"iterations": "50", "device": "cpu"},
@@ -144,7 +147,8 @@ def test_every_run_only_setting_comes_from_a_run_only_config_key():
     each of which the workflow test changes in turn."""
     from test_workflow import RUN_ONLY_CHANGES
 
-    from unet_pipeline.settings import RUN_ONLY, RUN_ONLY_CONFIG
+    from unet_pipeline.core.stage_settings import RUN_ONLY
+    from unet_pipeline.workflow.stage_config import RUN_ONLY_CONFIG
 
     config = default_config()
     changed = {(block, key) for block, key, _ in RUN_ONLY_CHANGES}
@@ -190,7 +194,7 @@ def test_stage_settings_are_keyword_only_and_checked_on_every_call(tmp_path):
     work, from Python as from the command line."""
     import inspect
 
-    from unet_pipeline.weights import weights
+    from unet_pipeline.stages.weights import weights
 
     for stage, (function, paths) in cli._stages().items():
         parameters = inspect.signature(function).parameters
@@ -204,7 +208,9 @@ def test_stage_settings_are_keyword_only_and_checked_on_every_call(tmp_path):
 
 def test_extension_tables_hold_what_the_schema_allows():
     """The registries the README's "Extending" section names agree with the schema's enums."""
-    from unet_pipeline import cluster, segment, sources
+    from unet_pipeline.distributed import cluster
+    from unet_pipeline.stages import segment
+    from unet_pipeline.storage import sources
 
     schema = yaml.safe_load(SCHEMA.read_text())["properties"]
     assert set(segment.METHODS) == set(schema["segment"]["properties"]["method"]["enum"])

@@ -10,10 +10,11 @@ import tifffile
 from conftest import ISBI, evaluate_settings, probability_image, write_image
 from scipy import ndimage
 
-from unet_pipeline.cells import cell_mask, separate_cells
-from unet_pipeline.evaluate import evaluate, sections_table_path
-from unet_pipeline.labeling import label_components
-from unet_pipeline.synth import synthetic_volume
+from unet_pipeline.segmentation.cells import cell_mask, separate_cells
+from unet_pipeline.segmentation.labeling import label_components
+from unet_pipeline.stages.evaluate import evaluate
+from unet_pipeline.stages.synth import synthetic_volume
+from unet_pipeline.storage.tables import sections_table_path
 
 
 def test_evaluate_labels_against_themselves_is_perfect(tmp_path, dask_cluster):

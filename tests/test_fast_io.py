@@ -11,9 +11,9 @@ from conftest import COMPRESSION
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unet_pipeline import fast_io, images
-from unet_pipeline.chunk_files import CheckedReads, missing_keys
-from unet_pipeline.geometry import Box, grid_indices
+from unet_pipeline.core.geometry import Box, grid_indices
+from unet_pipeline.storage import ome_zarr, tensorstore_io
+from unet_pipeline.storage.chunk_files import CheckedReads, missing_keys
 
 SHAPE = (5, 37, 41)
 
@@ -23,9 +23,9 @@ def array(request, tmp_path_factory):
     ngff, sharded = request.param.split("-")[0], request.param.endswith("sharded")
     path = tmp_path_factory.mktemp("fast") / "image.ome.zarr"
     values = np.random.default_rng(0).integers(0, 2**16, SHAPE).astype(np.uint16)
-    images.create_image(path, SHAPE, np.uint16, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "x", ngff=ngff,
+    ome_zarr.create_image(path, SHAPE, np.uint16, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "x", ngff=ngff,
                         shards=(1, 16, 16) if sharded else None)[:] = values
-    return images.open_checked(path, fast=True), values
+    return ome_zarr.open_checked(path, fast=True), values
 
 
 regions = st.tuples(*(st.tuples(st.integers(-3, n + 3), st.integers(-3, n + 3)) for n in SHAPE))
@@ -36,7 +36,7 @@ regions = st.tuples(*(st.tuples(st.integers(-3, n + 3), st.integers(-3, n + 3)) 
 def test_plain_regions_read_as_numpy_and_zarr_python_read_them(array, region):
     checked, values = array
     key = tuple(slice(a, b) for a, b in region)
-    assert fast_io.plain_region(key, SHAPE) is not None
+    assert tensorstore_io.plain_region(key, SHAPE) is not None
     assert np.array_equal(checked[key], values[key])
     assert checked._reader.get() is not None  # the tensorstore path, not the fallback
 
@@ -44,14 +44,14 @@ def test_plain_regions_read_as_numpy_and_zarr_python_read_them(array, region):
 def test_other_selections_go_to_zarr_python(array):
     checked, values = array
     for key in [(2,), (slice(None), 3), (slice(0, 5, 2),), (Ellipsis, 4)]:
-        assert fast_io.plain_region(key, SHAPE) is None
+        assert tensorstore_io.plain_region(key, SHAPE) is None
         assert np.array_equal(checked[key], values[key])
 
 
 def test_arrays_tensorstore_cannot_reach_are_read_by_zarr_python():
     in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(4, 4), chunks=(2, 2), dtype="u1")
     in_memory[:] = 7
-    assert fast_io.open_handle(in_memory) is None
+    assert tensorstore_io.open_handle(in_memory) is None
     assert CheckedReads(in_memory, "memory", fast=True)[1:3, 1:3].tolist() == [[7, 7], [7, 7]]
 
 
@@ -59,8 +59,8 @@ def test_without_fast_nothing_opens_tensorstore(array, tmp_path):
     """(Readers in processes that fork later, such as training's data loader, must not.)"""
     _, values = array
     path = tmp_path / "plain.ome.zarr"
-    images.create_image(path, SHAPE, np.uint16, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "x")[:] = values
-    plain = images.open_checked(path)
+    ome_zarr.create_image(path, SHAPE, np.uint16, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "x")[:] = values
+    plain = ome_zarr.open_checked(path)
     assert np.array_equal(plain[1:3, 5:30], values[1:3, 5:30]) and plain._reader is None
     travelled = pickle.loads(pickle.dumps(plain))  # as a Dask task's argument: still zarr-python only
     assert np.array_equal(travelled[1:3, 5:30], values[1:3, 5:30]) and travelled._reader is None
@@ -81,13 +81,13 @@ def test_batched_writes_store_what_zarr_python_reads_back_and_every_chunk(tmp_pa
     chunk file means a lost one, see `chunk_files`)."""
     shape, unit = (2, 32, 48), shards or (1, 8, 8)
     path = tmp_path / "out.ome.zarr"
-    array = images.create_image(path, shape, np.float32, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "x",
+    array = ome_zarr.create_image(path, shape, np.float32, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "x",
                                 ngff=ngff, shards=shards)
     values = np.random.default_rng(1).random(shape, dtype=np.float32)
     values[1, :16, :16] = 0
-    writer = fast_io.RegionWriter(images.open_image(path, mode="r+"))
+    writer = tensorstore_io.RegionWriter(ome_zarr.open_image(path, mode="r+"))
     regions = [Box.unit(index, unit, shape).slices() for index in grid_indices(shape, unit)]
     writer.write((region, values[region]) for region in regions)
     assert writer._handle is not None  # the tensorstore path, not the fallback
-    assert np.array_equal(images.open_image(path)[:], values)
+    assert np.array_equal(ome_zarr.open_image(path)[:], values)
     assert missing_keys(array) == []

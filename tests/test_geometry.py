@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unet_pipeline.geometry import Box, Coordinate, UNetGeometry, grid_indices, plan_tiles, tile_shape
+from unet_pipeline.core.geometry import Box, Coordinate, UNetGeometry, grid_indices, plan_tiles, tile_shape
 
 
 def test_paper_sizes():

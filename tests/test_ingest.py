@@ -7,9 +7,9 @@ import pytest
 import tifffile
 from conftest import COMPRESSION, ISBI, write_image
 
-from unet_pipeline import images
-from unet_pipeline.errors import InputError
-from unet_pipeline.ingest import ingest
+from unet_pipeline.core.errors import InputError
+from unet_pipeline.stages.ingest import ingest
+from unet_pipeline.storage import ome_zarr
 
 
 def settings(chunks=(2, 16, 16)):
@@ -21,21 +21,21 @@ def test_tiff_stack_round_trips_with_metadata(tmp_path):
     tifffile.imwrite(tmp_path / "stack.tif", volume)
     out = tmp_path / "raw.ome.zarr"
     ingest("raw", tmp_path / "stack.tif", out, **settings())
-    array = images.open_image(out)
+    array = ome_zarr.open_image(out)
     assert np.array_equal(array[:], volume) and array.chunks == (2, 16, 16)
-    assert images.voxel_size(out) == ([30.0, 5.0, 5.0], "nanometer")
-    assert images.image_attrs(out)["provenance"]["inputs"]["source"].endswith("stack.tif")
+    assert ome_zarr.voxel_size(out) == ([30.0, 5.0, 5.0], "nanometer")
+    assert ome_zarr.image_attrs(out)["provenance"]["inputs"]["source"].endswith("stack.tif")
 
 
 def test_ome_zarr_source_and_single_section(tmp_path):
     labels = np.random.default_rng(1).integers(0, 9, size=(1, 20, 20)).astype(np.int32)
     source = write_image(tmp_path / "in.ome.zarr", labels, (1, 20, 20))
     ingest("labels", source, tmp_path / "labels.ome.zarr", **settings())
-    result = images.open_image(tmp_path / "labels.ome.zarr")
+    result = ome_zarr.open_image(tmp_path / "labels.ome.zarr")
     assert result.dtype == np.uint32 and np.array_equal(result[:], labels)
     tifffile.imwrite(tmp_path / "one.tif", labels[0].astype(np.uint8))
     ingest("raw", tmp_path / "one.tif", tmp_path / "one.ome.zarr", **settings())
-    assert images.open_image(tmp_path / "one.ome.zarr").shape == (1, 20, 20)
+    assert ome_zarr.open_image(tmp_path / "one.ome.zarr").shape == (1, 20, 20)
 
 
 def nan_at(shape, where) -> np.ndarray:
@@ -70,7 +70,7 @@ def test_bad_sources_name_the_file_and_leave_no_output(tmp_path, make, message):
 @pytest.mark.skipif(not (ISBI / "train-labels.tif").exists(), reason=f"ISBI 2012 data not found at {ISBI}")
 def test_isbi_labels_ingest_exactly(tmp_path):
     ingest("labels", ISBI / "train-labels.tif", tmp_path / "labels.ome.zarr", **settings((1, 256, 256)))
-    ingested = images.open_image(tmp_path / "labels.ome.zarr")
+    ingested = ome_zarr.open_image(tmp_path / "labels.ome.zarr")
     original = tifffile.imread(ISBI / "train-labels.tif")
     assert ingested.shape == (20, 512, 512) and np.array_equal(ingested[:], original)
     assert set(np.unique(original)) == {0, 255}
@@ -80,7 +80,7 @@ def test_float_raw_is_stored_as_float32_and_inf_is_refused(tmp_path):
     volume = np.random.default_rng(2).normal(size=(4, 16, 16))
     tifffile.imwrite(tmp_path / "float.tif", volume, photometric="minisblack")
     ingest("raw", tmp_path / "float.tif", tmp_path / "raw.ome.zarr", **settings())
-    stored = images.open_image(tmp_path / "raw.ome.zarr")
+    stored = ome_zarr.open_image(tmp_path / "raw.ome.zarr")
     assert stored.dtype == np.float32 and np.array_equal(stored[:], volume.astype(np.float32))
     volume[3, 0, 7] = -np.inf
     tifffile.imwrite(tmp_path / "inf.tif", volume, photometric="minisblack")
@@ -120,7 +120,7 @@ def test_a_tiff_stack_larger_than_the_memory_cap_ingests_exactly(tmp_path):
     result = subprocess.run([sys.executable, "-c", script, json.dumps(COMPRESSION)], capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    stored = images.open_image(output)
+    stored = ome_zarr.open_image(output)
     assert stored.shape == (sections, 1024, 1024)
     for z in range(0, sections, 37):
         assert np.array_equal(stored[z], section(z)), z

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-from unet_pipeline.metrics import (
+from unet_pipeline.segmentation.metrics import (
     Contingency,
     Sums,
     dice_jaccard,

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from unet_pipeline.geometry import Box
-from unet_pipeline.mirror import read_mirrored, reflect_coordinates
+from unet_pipeline.core.geometry import Box
+from unet_pipeline.nn.mirror import read_mirrored, reflect_coordinates
 
 
 @pytest.mark.parametrize("size,before,after", [(5, 92, 92), (1, 7, 3), (2, 9, 0), (17, 3, 40), (40, 0, 0)])

@@ -13,10 +13,10 @@ import zarr
 from conftest import COMPRESSION, write_image
 from test_predict import run_predict
 
-from unet_pipeline import chunk_files, images
-from unet_pipeline.errors import InputError
-from unet_pipeline.ingest import ingest
-from unet_pipeline.weights import weights
+from unet_pipeline.core.errors import InputError
+from unet_pipeline.stages.ingest import ingest
+from unet_pipeline.stages.weights import weights
+from unet_pipeline.storage import chunk_files, ome_zarr, outputs
 
 INGEST = dict(chunks=(2, 16, 16), compression=COMPRESSION, voxel_size=(40.0, 4.0, 4.0), unit="nanometer")
 
@@ -24,9 +24,9 @@ INGEST = dict(chunks=(2, 16, 16), compression=COMPRESSION, voxel_size=(40.0, 4.0
 def test_every_chunk_is_written_even_one_of_zeros(tmp_path):
     volume = np.zeros((2, 32, 32), np.uint8)
     volume[0, :16, :16] = 7  # one chunk of four holds data; Zarr alone would store only that one
-    array = images.open_image(write_image(tmp_path / "sparse.ome.zarr", volume, (1, 16, 16)))
+    array = ome_zarr.open_image(write_image(tmp_path / "sparse.ome.zarr", volume, (1, 16, 16)))
     assert chunk_files.missing_keys(array) == [] and len(chunk_files.expected_keys(array)) == 8
-    images.open_input(tmp_path / "sparse.ome.zarr")  # complete: accepted
+    ome_zarr.open_input(tmp_path / "sparse.ome.zarr")  # complete: accepted
 
 
 def test_predict_refuses_an_input_with_a_deleted_chunk_naming_it(tmp_path, random_checkpoint):
@@ -41,7 +41,7 @@ def test_predict_refuses_an_input_with_a_deleted_chunk_naming_it(tmp_path, rando
                             capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert "norm.ome.zarr/0: 1 of 8 chunk files are missing (1/1/0)" in result.stderr
-    assert not output.exists() and not images.partial_path(output).exists()
+    assert not output.exists() and not outputs.partial_path(output).exists()
 
 
 def test_weights_refuses_labels_with_a_deleted_chunk(tmp_path):
@@ -61,11 +61,11 @@ def test_a_deleted_chunk_of_a_finished_output_is_refused_downstream(tmp_path, ra
     image = tmp_path / "norm.ome.zarr"
     write_image(image, np.random.default_rng(1).random((1, 64, 64), np.float32), (1, 32, 32))
     run_predict(image, random_checkpoint(), tmp_path / "p.ome.zarr")
-    probabilities = images.open_image(tmp_path / "p.ome.zarr")
+    probabilities = ome_zarr.open_image(tmp_path / "p.ome.zarr")
     keys = chunk_files.expected_keys(probabilities)
     (tmp_path / "p.ome.zarr" / "0" / keys[-1]).unlink()
     with pytest.raises(InputError, match=rf"p.ome.zarr/0: 1 of {len(keys)} chunk files are missing \({keys[-1]}\)"):
-        images.open_input(tmp_path / "p.ome.zarr")
+        ome_zarr.open_input(tmp_path / "p.ome.zarr")
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
@@ -77,7 +77,7 @@ def test_a_sparse_zarr_source_is_refused_unless_fill_is_asked_for(tmp_path, zarr
         ingest("raw", tmp_path / "sparse.zarr", tmp_path / "raw.ome.zarr", **INGEST)
     assert not (tmp_path / "raw.ome.zarr").exists()
     ingest("raw", tmp_path / "sparse.zarr", tmp_path / "raw.ome.zarr", missing_chunks="fill", **INGEST)
-    ingested = images.open_input(tmp_path / "raw.ome.zarr")[:]
+    ingested = ome_zarr.open_input(tmp_path / "raw.ome.zarr")[:]
     assert (ingested[:2] == 9).all() and (ingested[2:] == 0).all()
 
 

@@ -7,10 +7,12 @@ import pytest
 import torch
 from conftest import COMPRESSION, write_image
 
-from unet_pipeline import cluster, images
-from unet_pipeline.errors import InputError
-from unet_pipeline.model import ModelConfig, load_model
-from unet_pipeline.predict import _tile_bytes, auto_tile, predict
+from unet_pipeline.core.errors import InputError
+from unet_pipeline.distributed import cluster
+from unet_pipeline.nn.checkpoint import load_model
+from unet_pipeline.nn.model_config import ModelConfig
+from unet_pipeline.stages.predict import _tile_bytes, auto_tile, predict
+from unet_pipeline.storage import ome_zarr, outputs
 
 
 def run_predict(image, checkpoint, output, workers=1, **options):
@@ -66,14 +68,14 @@ def test_tiled_equals_whole_volume(tmp_path, random_checkpoint, shape, chunks, t
     checkpoint = random_checkpoint(**model)
     output = tmp_path / "probabilities.ome.zarr"
     stats = run_predict(image, checkpoint, output, workers=workers, tile=list(tile), batch_tiles=batch_tiles)
-    tiled = images.open_image(output)[:]
+    tiled = ome_zarr.open_image(output)[:]
     expected = whole_volume_reference(load_model(checkpoint), volume)
     assert tiled.shape == (2, *shape)
     assert np.abs(tiled - expected).max() <= 1e-5
     assert stats["computed"] == stats["tiles"] > 1 and stats["resumed"] == 0
-    assert not images.partial_path(output).exists()
-    attrs = images.image_attrs(output)
-    assert attrs["provenance"]["tiles"] == stats and images.voxel_size(output) == ([50.0, 4.0, 4.0], "nanometer")
+    assert not outputs.partial_path(output).exists()
+    attrs = ome_zarr.image_attrs(output)
+    assert attrs["provenance"]["tiles"] == stats and ome_zarr.voxel_size(output) == ([50.0, 4.0, 4.0], "nanometer")
 
 
 def test_test_time_augmentation_equals_whole_volume_average(tmp_path, random_checkpoint):
@@ -84,7 +86,7 @@ def test_test_time_augmentation_equals_whole_volume_average(tmp_path, random_che
     run_predict(image, checkpoint, output, tile=[1, 16, 32], tta=True)
     expected = whole_volume_reference(load_model(checkpoint), volume, tta=True)
     plain = whole_volume_reference(load_model(checkpoint), volume)
-    tiled = images.open_image(output)[:]
+    tiled = ome_zarr.open_image(output)[:]
     assert np.abs(tiled - expected).max() <= 1e-5
     assert np.abs(tiled - plain).max() > 1e-3  # the augmentation really changed something
 
@@ -95,10 +97,10 @@ def test_uint8_storage_and_bf16_autocast_stay_close(tmp_path, random_checkpoint)
     checkpoint = random_checkpoint(depth=2)
     expected = whole_volume_reference(load_model(checkpoint), volume)
     run_predict(image, checkpoint, tmp_path / "u8.ome.zarr", dtype="uint8")
-    stored = images.open_image(tmp_path / "u8.ome.zarr")[:]
+    stored = ome_zarr.open_image(tmp_path / "u8.ome.zarr")[:]
     assert stored.dtype == np.uint8 and np.abs(stored / 255 - expected).max() <= 0.5 / 255 + 1e-6
     run_predict(image, checkpoint, tmp_path / "bf16.ome.zarr", amp="bf16")
-    assert np.abs(images.open_image(tmp_path / "bf16.ome.zarr")[:] - expected).max() < 0.05
+    assert np.abs(ome_zarr.open_image(tmp_path / "bf16.ome.zarr")[:] - expected).max() < 0.05
 
 
 def test_a_failing_tile_stops_the_run_naming_it(tmp_path, random_checkpoint):
@@ -133,16 +135,16 @@ def test_gpu_cluster_pins_one_worker_per_gpu():
 
 
 def test_the_probability_pyramid_is_built_on_the_cluster_and_equals_downsampling(tmp_path, random_checkpoint):
-    from unet_pipeline.pyramid import downsample, level_factors
+    from unet_pipeline.storage.pyramid import downsample, level_factors
 
     volume = np.random.default_rng(6).random((2, 96, 80)).astype(np.float32)
     image = write_image(tmp_path / "norm.ome.zarr", volume, (1, 16, 16))
     output = tmp_path / "p.ome.zarr"
     run_predict(image, random_checkpoint(depth=2), output, workers=2, tile=[1, 32, 32])
     steps = level_factors((50.0, 4.0, 4.0), volume.shape, (1, 16, 16))
-    datasets = images.image_attrs(output)["multiscales"][0]["datasets"]
+    datasets = ome_zarr.image_attrs(output)["multiscales"][0]["datasets"]
     assert len(datasets) == len(steps) + 1 >= 3
-    level = images.open_image(output)[:]
+    level = ome_zarr.open_image(output)[:]
     for dataset, step in zip(datasets[1:], steps):
         level = downsample(level, (1, *step), "mean")
-        assert np.array_equal(images.zarr.open_array(str(output / dataset["path"]), mode="r")[:], level)
+        assert np.array_equal(ome_zarr.zarr.open_array(str(output / dataset["path"]), mode="r")[:], level)

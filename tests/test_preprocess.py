@@ -2,15 +2,17 @@ import numpy as np
 import pytest
 from conftest import COMPRESSION, write_image
 
-from unet_pipeline import images, resume
-from unet_pipeline.preprocess import FLOAT_BINS, histogram_percentiles, preprocess
+from unet_pipeline.core.intensity import FLOAT_BINS, histogram_percentiles
+from unet_pipeline.distributed import records
+from unet_pipeline.stages.preprocess import preprocess
+from unet_pipeline.storage import ome_zarr
 
 
 @pytest.fixture(params=[4096, 1], ids=["one graph", "a graph per wave"])
 def histogram_waves(request, monkeypatch):
     """The histogram in one graph, or summed over one graph per wave of slabs (as on a large volume)."""
-    monkeypatch.setattr(resume, "GRAPH_CHUNKS", request.param)
-    monkeypatch.setattr(resume, "UNITS_PER_CPU", 0)  # with 1 chunk per graph: waves of one slab
+    monkeypatch.setattr(records, "GRAPH_CHUNKS", request.param)
+    monkeypatch.setattr(records, "UNITS_PER_CPU", 0)  # with 1 chunk per graph: waves of one slab
 
 
 def test_percentiles_are_whole_volume_and_chunking_independent(tmp_path, histogram_waves):
@@ -22,8 +24,8 @@ def test_percentiles_are_whole_volume_and_chunking_independent(tmp_path, histogr
         source = write_image(tmp_path / f"raw{chunks[1]}.ome.zarr", raw, chunks)
         out = tmp_path / f"norm{chunks[1]}.ome.zarr"
         preprocess(source, out, low_percentile=1.0, high_percentile=99.0, compression=COMPRESSION)
-        outputs.append(images.open_image(out)[:])
-        low, high = images.image_attrs(out)["provenance"]["intensity_range"]
+        outputs.append(ome_zarr.open_image(out)[:])
+        low, high = ome_zarr.image_attrs(out)["provenance"]["intensity_range"]
         assert (low, high) == tuple(float(v) for v in np.percentile(raw, [1, 99], method="inverted_cdf"))
     assert np.array_equal(outputs[0], outputs[1])
     assert outputs[0].dtype == np.float32 and outputs[0].min() == 0.0 and outputs[0].max() == 1.0
@@ -38,7 +40,7 @@ def test_float_raw_percentiles_are_within_one_bin(tmp_path, histogram_waves):
     raw = np.random.default_rng(1).normal(100.0, 20.0, size=(3, 40, 40)).astype(np.float32)
     source = write_image(tmp_path / "raw.ome.zarr", raw, (1, 20, 20))
     preprocess(source, tmp_path / "norm.ome.zarr", low_percentile=1.0, high_percentile=99.0, compression=COMPRESSION)
-    low, high = images.image_attrs(tmp_path / "norm.ome.zarr")["provenance"]["intensity_range"]
+    low, high = ome_zarr.image_attrs(tmp_path / "norm.ome.zarr")["provenance"]["intensity_range"]
     width = (raw.max() - raw.min()) / FLOAT_BINS
     expected = np.percentile(raw, [1, 99], method="inverted_cdf")
     assert abs(low - expected[0]) <= width and abs(high - expected[1]) <= width

@@ -15,10 +15,12 @@ from conftest import COMPRESSION, REPO, probability_image, segment_settings, wri
 from test_predict import run_predict
 from test_segment import cells_probability
 
-from unet_pipeline import content, images
-from unet_pipeline.model import ModelConfig, UNet, save_checkpoint
-from unet_pipeline.preprocess import preprocess
-from unet_pipeline.segment import segment
+from unet_pipeline.nn.checkpoint import save_checkpoint
+from unet_pipeline.nn.model_config import ModelConfig
+from unet_pipeline.nn.unet import UNet
+from unet_pipeline.stages.preprocess import preprocess
+from unet_pipeline.stages.segment import segment
+from unet_pipeline.storage import chunk_hashes, ome_zarr
 
 PREPROCESS = {"low_percentile": 0.5, "high_percentile": 99.5, "compression": COMPRESSION}
 
@@ -39,7 +41,7 @@ def test_two_byte_identical_runs_get_the_same_fingerprints_and_verify_says_ident
     preprocess(raw, tmp_path / "a.ome.zarr", **PREPROCESS)
     time.sleep(0.01)
     preprocess(raw, tmp_path / "b.ome.zarr", **{**PREPROCESS, "compression": {**COMPRESSION, "level": 1}})
-    a, b = (images.image_attrs(tmp_path / f"{name}.ome.zarr")["provenance"] for name in "ab")
+    a, b = (ome_zarr.image_attrs(tmp_path / f"{name}.ome.zarr")["provenance"] for name in "ab")
     assert a["content_sha256"] == b["content_sha256"] is not None  # same values, another codec level
     assert a["finished"] <= b["finished"] and a["input_fingerprints"] == b["input_fingerprints"]
     status, report = verify(tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr")
@@ -61,7 +63,7 @@ def test_verify_names_missing_damaged_and_changed_chunks(tmp_path, damage):
     elif damage == "corrupt":
         chunk.write_bytes(b"\x02\x01 not a blosc frame")
     else:
-        array = images.open_image(output, mode="r+")
+        array = ome_zarr.open_image(output, mode="r+")
         array[1, :32, 32:] = array[1, :32, 32:] + 1e-3  # a valid chunk with other values
     status, report = verify(output)
     found = report["outputs"][0]
@@ -90,7 +92,7 @@ def test_predict_records_weights_and_threads_and_keeps_work_of_a_resaved_checkpo
                         (1, 32, 32))
     checkpoint = random_checkpoint()
     run_predict(image, checkpoint, tmp_path / "p.ome.zarr")
-    record = images.image_attrs(tmp_path / "p.ome.zarr")["provenance"]
+    record = ome_zarr.image_attrs(tmp_path / "p.ome.zarr")["provenance"]
     stored = torch.load(checkpoint, weights_only=True)
     assert record["weights_sha256"] == stored["weights_sha256"] and record["settings"]["torch_threads"] == 1
     resaved = tmp_path / "resaved.pt"
@@ -103,9 +105,9 @@ def test_segment_output_has_a_complete_manifest(tmp_path, dask_cluster):
     probabilities = probability_image(tmp_path / "p.ome.zarr", cells_probability((2, 96, 96), 3), (1, 32, 32))
     out = tmp_path / "s.ome.zarr"
     segment(probabilities, out, **segment_settings(dask_cluster, block=[1, 48, 48], context=[0, 16, 16]))
-    manifest = content.manifest(out)
+    manifest = chunk_hashes.manifest(out)
     assert len(manifest["chunk_hashes"]) == 2 * 3 * 3
-    assert images.image_attrs(out)["provenance"]["content_sha256"] == manifest["fingerprint"]
+    assert ome_zarr.image_attrs(out)["provenance"]["content_sha256"] == manifest["fingerprint"]
     assert verify(out)[0] == 0
 
 
@@ -115,7 +117,7 @@ def test_the_dirty_tree_flag_follows_uncommitted_changes(tmp_path):
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "copy"], check=True)
-    probe = [sys.executable, "-c", "from unet_pipeline import provenance; print(provenance.git_dirty())"]
+    probe = [sys.executable, "-c", "from unet_pipeline.storage import provenance; print(provenance.git_dirty())"]
 
     def dirty() -> str:
         return subprocess.run(probe, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()

@@ -9,10 +9,10 @@ import tifffile
 from conftest import COMPRESSION
 from skimage.measure import block_reduce
 
-from unet_pipeline import images
-from unet_pipeline.ingest import ingest
-from unet_pipeline.preprocess import preprocess
-from unet_pipeline.pyramid import downsample, level_factors
+from unet_pipeline.stages.ingest import ingest
+from unet_pipeline.stages.preprocess import preprocess
+from unet_pipeline.storage import ome_zarr, pyramid_writer
+from unet_pipeline.storage.pyramid import downsample, level_factors
 
 
 def test_anisotropic_em_halves_y_and_x_first_then_all_axes():
@@ -47,10 +47,10 @@ def test_a_ragged_edge_repeats_its_last_row():
 def test_chunked_pyramid_equals_downsampling_the_whole_volume(tmp_path, method, dtype):
     volume = (np.random.default_rng(1).random((5, 150, 70)) * 200).astype(dtype)
     path = tmp_path / "image.ome.zarr"
-    images.create_image(path, volume.shape, dtype, (1, 32, 32), COMPRESSION, (30.0, 5.0, 5.0), "nanometer", "image",
+    ome_zarr.create_image(path, volume.shape, dtype, (1, 32, 32), COMPRESSION, (30.0, 5.0, 5.0), "nanometer", "image",
                     labels=method == "mode")[:] = volume
-    images.write_pyramid(path)
-    multiscale = images.image_attrs(path)["multiscales"][0]
+    pyramid_writer.write_pyramid(path)
+    multiscale = ome_zarr.image_attrs(path)["multiscales"][0]
     steps = level_factors((30.0, 5.0, 5.0), volume.shape, (1, 32, 32))
     assert len(steps) >= 3 and multiscale["type"] == method
     assert [d["path"] for d in multiscale["datasets"]] == [str(level) for level in range(len(steps) + 1)]
@@ -58,7 +58,7 @@ def test_chunked_pyramid_equals_downsampling_the_whole_volume(tmp_path, method, 
     for level, step in enumerate(steps, start=1):
         expected = downsample(expected, step, method)
         factor *= step
-        stored = images.zarr.open_array(str(path / str(level)), mode="r")
+        stored = ome_zarr.zarr.open_array(str(path / str(level)), mode="r")
         assert stored.dtype == dtype and stored.shape == expected.shape and np.array_equal(stored[:], expected)
         scale, translation = multiscale["datasets"][level]["coordinateTransformations"]
         assert scale["scale"] == list(np.array([30.0, 5.0, 5.0]) * factor)
@@ -68,13 +68,13 @@ def test_chunked_pyramid_equals_downsampling_the_whole_volume(tmp_path, method, 
 def test_probabilities_keep_their_channel_axis(tmp_path):
     probs = np.random.default_rng(2).random((2, 3, 64, 64)).astype(np.float32)
     path = tmp_path / "p.ome.zarr"
-    images.create_image(path, probs.shape[1:], np.float32, (1, 16, 16), COMPRESSION, (50.0, 4.0, 4.0), "nanometer",
+    ome_zarr.create_image(path, probs.shape[1:], np.float32, (1, 16, 16), COMPRESSION, (50.0, 4.0, 4.0), "nanometer",
                     "probabilities", channels=2)[:] = probs
-    images.write_pyramid(path)
-    level1 = images.zarr.open_array(str(path / "1"), mode="r")
+    pyramid_writer.write_pyramid(path)
+    level1 = ome_zarr.zarr.open_array(str(path / "1"), mode="r")
     assert level1.shape == (2, 3, 32, 32)
     assert np.allclose(level1[:], downsample(probs, (1, 1, 2, 2), "mean"))
-    assert images.image_attrs(path)["multiscales"][0]["datasets"][1]["coordinateTransformations"][0]["scale"] == [
+    assert ome_zarr.image_attrs(path)["multiscales"][0]["datasets"][1]["coordinateTransformations"][0]["scale"] == [
         1.0, 50.0, 8.0, 8.0]
 
 
@@ -87,10 +87,11 @@ def expected_levels(volume: np.ndarray, voxel, chunks, method: str) -> list[np.n
 
 def assert_pyramid_equals(path, volume: np.ndarray, voxel, chunks, method: str) -> None:
     expected = expected_levels(volume, voxel, chunks, method)
-    datasets = images.image_attrs(path)["multiscales"][0]["datasets"]
+    datasets = ome_zarr.image_attrs(path)["multiscales"][0]["datasets"]
     assert len(datasets) == len(expected)
     for dataset, level in zip(datasets, expected):
-        assert np.array_equal(images.zarr.open_array(str(path / dataset["path"]), mode="r")[:], level), dataset["path"]
+        level_array = ome_zarr.zarr.open_array(str(path / dataset["path"]), mode="r")
+        assert np.array_equal(level_array[:], level), dataset["path"]
 
 
 @pytest.mark.parametrize("kind", ["raw", "labels"])
@@ -112,7 +113,7 @@ def test_without_a_pyramid_every_derived_image_keeps_level_0_alone(tmp_path):
     preprocess(tmp_path / "raw.ome.zarr", tmp_path / "norm.ome.zarr", low_percentile=0.5, high_percentile=99.5,
                compression=COMPRESSION)
     for name in ("raw", "norm"):
-        datasets = images.image_attrs(tmp_path / f"{name}.ome.zarr")["multiscales"][0]["datasets"]
+        datasets = ome_zarr.image_attrs(tmp_path / f"{name}.ome.zarr")["multiscales"][0]["datasets"]
         assert [d["path"] for d in datasets] == ["0"]
         assert not (tmp_path / f"{name}.ome.zarr" / "1").exists()
-    assert np.array_equal(images.open_image(tmp_path / "raw.ome.zarr")[:], volume)
+    assert np.array_equal(ome_zarr.open_image(tmp_path / "raw.ome.zarr")[:], volume)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from conftest import COMPRESSION, REPO, segment_settings
 
-from unet_pipeline import cli, images
-from unet_pipeline.segment import segment
+from unet_pipeline import cli
+from unet_pipeline.stages.segment import segment
+from unet_pipeline.storage import ome_zarr, pyramid_writer
 
 VOXEL = [50.0, 4.0, 4.0]
 
@@ -28,11 +29,11 @@ def outputs(tmp_path_factory, dask_cluster):
     root = tmp_path_factory.mktemp("readers")
     demo = root / "results" / "demo"
     assert cli.main(["synth", str(demo), "--shape", "6,300,260", "--chunks", "2,64,64", "--seed", "3"]) == 0
-    cell = (images.open_image(demo / "labels.ome.zarr")[:] > 0).astype(np.float32)
+    cell = (ome_zarr.open_image(demo / "labels.ome.zarr")[:] > 0).astype(np.float32)
     probs = np.stack([1 - cell, cell])
-    images.create_image(demo / "probabilities.ome.zarr", cell.shape, np.float32, (2, 64, 64), COMPRESSION, VOXEL,
+    ome_zarr.create_image(demo / "probabilities.ome.zarr", cell.shape, np.float32, (2, 64, 64), COMPRESSION, VOXEL,
                     "nanometer", "probabilities", channels=2)[:] = probs
-    images.write_pyramid(demo / "probabilities.ome.zarr")
+    pyramid_writer.write_pyramid(demo / "probabilities.ome.zarr")
     segment(demo / "probabilities.ome.zarr", demo / "segmentation.ome.zarr",
             **segment_settings(dask_cluster, method="components"))
     return root
@@ -62,7 +63,7 @@ def test_the_readme_has_a_snippet_per_reader():
 
 
 def test_zarr_python_sees_every_level_with_its_scale(namespace, outputs):
-    raw = images.open_image(outputs / "results" / "demo" / "raw.ome.zarr")[:]
+    raw = ome_zarr.open_image(outputs / "results" / "demo" / "raw.ome.zarr")[:]
     assert np.array_equal(namespace["section"], raw[3])
     shapes = [level.shape for level in namespace["levels"]]
     assert shapes[:3] == [(6, 300, 260), (6, 150, 130), (6, 75, 65)]
@@ -72,9 +73,9 @@ def test_zarr_python_sees_every_level_with_its_scale(namespace, outputs):
 
 def test_dask_and_tensorstore_read_the_values(namespace, outputs):
     demo = outputs / "results" / "demo"
-    labels = images.open_image(demo / "labels.ome.zarr")[:]
+    labels = ome_zarr.open_image(demo / "labels.ome.zarr")[:]
     assert namespace["cell_fraction"] == pytest.approx((labels > 0).mean())
-    assert np.array_equal(namespace["ids"], images.open_image(demo / "segmentation.ome.zarr")[3])
+    assert np.array_equal(namespace["ids"], ome_zarr.open_image(demo / "segmentation.ome.zarr")[3])
 
 
 def test_ome_zarr_reader_gets_axes_units_and_every_scale(namespace):

@@ -10,7 +10,7 @@ import sys
 import torch
 from conftest import REPO
 
-from unet_pipeline.model import load_model
+from unet_pipeline.nn.checkpoint import load_model
 
 
 def test_smoke_reproduction_trains_and_writes_every_figure(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 from conftest import REPO
 from test_config import default_config
 
-from unet_pipeline import resources
-from unet_pipeline.resources import PLACEHOLDER_SHAPE, stage_resources, stage_threads, volume_shape
+from unet_pipeline.workflow import job_resources
+from unet_pipeline.workflow.job_resources import PLACEHOLDER_SHAPE, stage_resources, stage_threads, volume_shape
 
 
 @pytest.mark.parametrize("kind", ["local", "slurm"])
@@ -30,7 +30,7 @@ def test_a_stage_asks_slurm_for_the_threads_its_rule_runs(kind):
 def test_an_unreadable_raw_gets_a_placeholder_shape_and_says_so(tmp_path, capsys):
     config = copy.deepcopy(default_config())
     config["data"]["raw"] = str(tmp_path / "elsewhere.tif")
-    resources._source_shape.cache_clear()
+    job_resources._source_shape.cache_clear()
     assert volume_shape(config) == PLACEHOLDER_SHAPE
     message = capsys.readouterr().err
     assert "elsewhere.tif" in message and "assume a volume of 1 x 1024 x 1024" in message

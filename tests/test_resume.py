@@ -16,10 +16,11 @@ from conftest import COMPRESSION, dask_worker_processes, kill_process_group, wri
 from test_predict import run_predict
 from test_pyramid import assert_pyramid_equals
 
-from unet_pipeline import images, resume
-from unet_pipeline.ingest import ingest
-from unet_pipeline.synth import synthetic_volume
-from unet_pipeline.weights import weights
+from unet_pipeline.distributed import records
+from unet_pipeline.stages.ingest import ingest
+from unet_pipeline.stages.synth import synthetic_volume
+from unet_pipeline.stages.weights import weights
+from unet_pipeline.storage import ome_zarr, outputs
 
 
 def settings(workers: int = 2) -> dict:
@@ -28,9 +29,9 @@ def settings(workers: int = 2) -> dict:
                 cluster_settings={"kind": "local", "workers": workers, "threads_per_worker": 1, "address": None})
 
 
-def records(output) -> int:
-    folder = images.partial_path(output) / resume.RECORDS
-    return len(resume.finished_blocks(images.partial_path(output))) if folder.exists() else 0
+def recorded_blocks(output) -> int:
+    folder = outputs.partial_path(output) / records.RECORDS
+    return len(records.finished_blocks(outputs.partial_path(output))) if folder.exists() else 0
 
 
 def stage_command(stage: str, *paths, **stage_settings) -> list[str]:
@@ -42,12 +43,12 @@ def kill_after(command: list[str], output, blocks: int) -> int:
     """Run a stage in a real process (with any workers it starts), SIGKILL the lot once `blocks` are recorded."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
-    while records(output) < blocks:
+    while recorded_blocks(output) < blocks:
         assert process.poll() is None, f"{command[3]} finished before it could be killed: make the test volume larger"
         assert time.monotonic() < deadline, f"{command[3]} made no progress"
         time.sleep(0.01)
     kill_process_group(process)
-    return records(output)
+    return recorded_blocks(output)
 
 
 def start_and_kill(image, checkpoint, output, after_tiles: int) -> int:
@@ -61,7 +62,7 @@ def image_of_256_tiles(tmp_path, seed: int):
 
 def uninterrupted(image, checkpoint, tmp_path) -> np.ndarray:
     run_predict(image, checkpoint, tmp_path / "reference.ome.zarr", workers=1, tile=[1, 32, 32])
-    return images.open_image(tmp_path / "reference.ome.zarr")[:]
+    return ome_zarr.open_image(tmp_path / "reference.ome.zarr")[:]
 
 
 def test_sigkill_then_rerun_computes_only_missing_tiles(tmp_path, random_checkpoint):
@@ -74,7 +75,7 @@ def test_sigkill_then_rerun_computes_only_missing_tiles(tmp_path, random_checkpo
     assert not output.exists() and 10 <= done_before < 256
     stats = run_predict(image, checkpoint, output, workers=2, tile=[1, 32, 32])
     assert stats == {"tiles": 256, "computed": 256 - done_before, "resumed": done_before}
-    assert np.array_equal(images.open_image(output)[:], reference)
+    assert np.array_equal(ome_zarr.open_image(output)[:], reference)
 
 
 def test_records_of_another_model_are_not_trusted(tmp_path, random_checkpoint):
@@ -84,7 +85,7 @@ def test_records_of_another_model_are_not_trusted(tmp_path, random_checkpoint):
     assert start_and_kill(image, old, output, after_tiles=10) >= 10
     stats = run_predict(image, new, output, workers=2, tile=[1, 32, 32])
     assert stats["computed"] == 256 and stats["resumed"] == 0
-    assert np.array_equal(images.open_image(output)[:], uninterrupted(image, new, tmp_path))
+    assert np.array_equal(ome_zarr.open_image(output)[:], uninterrupted(image, new, tmp_path))
 
 
 def test_a_killed_worker_has_its_tiles_rescheduled(tmp_path, random_checkpoint):
@@ -95,7 +96,7 @@ def test_a_killed_worker_has_its_tiles_rescheduled(tmp_path, random_checkpoint):
     killed = []
 
     def kill_one_worker():
-        while records(output) < 20:
+        while recorded_blocks(output) < 20:
             time.sleep(0.02)
         worker = dask_worker_processes(psutil.Process())[0]  # a Dask worker, not multiprocessing's resource tracker
         worker.send_signal(signal.SIGKILL)
@@ -108,7 +109,7 @@ def test_a_killed_worker_has_its_tiles_rescheduled(tmp_path, random_checkpoint):
     assert killed, "no worker was killed"
     assert not killed[0].is_running()  # that worker died of the kill
     assert stats["tiles"] == 256
-    assert np.array_equal(images.open_image(output)[:], reference)
+    assert np.array_equal(ome_zarr.open_image(output)[:], reference)
 
 
 def test_a_complete_output_of_the_same_run_is_kept_and_any_change_recomputes(tmp_path, random_checkpoint):
@@ -117,9 +118,9 @@ def test_a_complete_output_of_the_same_run_is_kept_and_any_change_recomputes(tmp
     checkpoint = random_checkpoint(depth=2)
     output = tmp_path / "p.ome.zarr"
     assert run_predict(image, checkpoint, output)["computed"] == 8
-    first = images.open_image(output)[:]
+    first = ome_zarr.open_image(output)[:]
     assert run_predict(image, checkpoint, output) == {"tiles": 8, "computed": 0, "resumed": 8}
-    assert np.array_equal(images.open_image(output)[:], first)
+    assert np.array_equal(ome_zarr.open_image(output)[:], first)
     assert run_predict(image, checkpoint, output, tta=True)["computed"] == 8
 
 
@@ -147,7 +148,7 @@ def test_an_ingest_killed_while_it_builds_the_pyramid_keeps_every_slab(tmp_path)
     output = tmp_path / "raw.ome.zarr"
     process = subprocess.Popen(stage_command("ingest", "raw", tmp_path / "stack.tif", output, **options),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    first_z_level = images.partial_path(output) / "2"  # level 1 halves y and x only, with the slabs; level 2 halves z
+    first_z_level = outputs.partial_path(output) / "2"  # level 1 halves y and x only, with the slabs; level 2 halves z
     while process.poll() is None and not first_z_level.exists():
         time.sleep(0.002)
     kill_process_group(process)
@@ -165,7 +166,7 @@ def test_a_killed_weights_run_resumes_and_equals_an_uninterrupted_one(tmp_path):
     done_before = kill_after(stage_command("weights", image, output, **options), output, 5)
     assert not output.exists() and 5 <= done_before < 120
     assert weights(image, output, **options) == {"blocks": 120, "computed": 120 - done_before, "resumed": done_before}
-    assert np.array_equal(images.open_image(output)[:], images.open_image(tmp_path / "reference.ome.zarr")[:])
+    assert np.array_equal(ome_zarr.open_image(output)[:], ome_zarr.open_image(tmp_path / "reference.ome.zarr")[:])
 
 
 def test_rerunning_a_slab_stage_on_its_complete_output_keeps_every_slab(tmp_path):
@@ -189,7 +190,7 @@ def test_sigkill_of_segment_then_rerun_computes_only_missing_blocks(tmp_path, da
     from conftest import probability_image, segment_settings
     from test_segment import cells_probability
 
-    from unet_pipeline.segment import segment
+    from unet_pipeline.stages.segment import segment
 
     probability = probability_image(tmp_path / "p.ome.zarr", cells_probability((4, 128, 128), 6), (1, 32, 32),
                                     np.float16)

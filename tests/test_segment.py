@@ -8,23 +8,16 @@ from conftest import probability_image, same_partition, segment_settings
 from scipy import ndimage
 from test_pyramid import assert_pyramid_equals
 
-from unet_pipeline import images
-from unet_pipeline.blocks import block_grid, block_indices, global_ids
-from unet_pipeline.blockwise import (
-    CELL_CHANNEL,
-    Mask,
-    Runner,
-    Work,
-    as_probability,
-    components,
-    independent_groups,
-    piece_graph,
-)
-from unet_pipeline.labeling import FACE_CONNECTIVITY, forward_offsets
-from unet_pipeline.region_graph import block_edges, merge_tables, quantize
-from unet_pipeline.segment import Settings, segment
-from unet_pipeline.synth import synthetic_volume
-from unet_pipeline.whole_segmentation import segmentations
+from unet_pipeline.core.probabilities import CELL_CHANNEL, as_probability
+from unet_pipeline.distributed.blocks import block_grid, block_indices, global_ids
+from unet_pipeline.distributed.blockwise import Mask, Runner, Work, components, independent_groups, piece_graph
+from unet_pipeline.segmentation.in_memory import segmentations
+from unet_pipeline.segmentation.labeling import FACE_CONNECTIVITY, forward_offsets
+from unet_pipeline.segmentation.region_graph import block_edges, merge_tables, quantize
+from unet_pipeline.segmentation.settings import Settings
+from unet_pipeline.stages.segment import segment
+from unet_pipeline.stages.synth import synthetic_volume
+from unet_pipeline.storage import ome_zarr
 
 STRUCTURES = {  # scipy's structuring element of each connectivity, an independent whole-volume reference
     ("2d", 4): np.pad(ndimage.generate_binary_structure(2, 1)[None], ((1, 1), (0, 0), (0, 0))),
@@ -60,7 +53,7 @@ def test_blockwise_components_equal_whole_volume_labelling(tmp_path, dask_cluste
                                                      connectivity=connectivity, block=[3, 16, 16]))
     assert stats["blocks"] == 4 * 3 * 3  # 3 x 16 x 16 does not divide 11 x 40 x 44
     whole, count = ndimage.label(probability > 0.5, structure=STRUCTURES[mode, connectivity])
-    labels = images.open_image(output)[:]
+    labels = ome_zarr.open_image(output)[:]
     assert labels.dtype == np.uint32 and same_partition(labels, whole)
     assert stats["segments"] == count and set(np.unique(labels)) == set(range(count + 1))  # consecutive 1..N
     assert_pyramid_equals(output, labels, (50, 4, 4), (1, 8, 8), "mode")  # levels written block by block too
@@ -124,8 +117,8 @@ def test_blockwise_agglomeration_equals_whole_volume_agglomeration(tmp_path, das
     segment(path, tmp_path / "whole.ome.zarr", **settings)  # one block holds the volume
     stats = segment(path, tmp_path / "blocks.ome.zarr", **{**settings, "block": [1, 64, 64]})
     assert stats["blocks"] == 3 * 3 * 3
-    whole = images.open_image(tmp_path / "whole.ome.zarr")[:]
-    blocks = images.open_image(tmp_path / "blocks.ome.zarr")[:]
+    whole = ome_zarr.open_image(tmp_path / "whole.ome.zarr")[:]
+    blocks = ome_zarr.open_image(tmp_path / "blocks.ome.zarr")[:]
     assert same_partition(whole, blocks)
     assert 20 < stats["segments"] < 200
 
@@ -139,15 +132,15 @@ def test_blockwise_watershed_equals_whole_volume_watershed(tmp_path, dask_cluste
     whole = segment(path, tmp_path / "whole.ome.zarr", **settings)
     blocks = segment(path, tmp_path / "blocks.ome.zarr", **{**settings, "block": [2, 32, 32]})
     assert blocks["blocks"] == 3 * 3 * 3 and whole["segments"] == blocks["segments"] > 5
-    flooded = images.open_image(tmp_path / "blocks.ome.zarr")[:]
-    assert same_partition(images.open_image(tmp_path / "whole.ome.zarr")[:], flooded)
+    flooded = ome_zarr.open_image(tmp_path / "blocks.ome.zarr")[:]
+    assert same_partition(ome_zarr.open_image(tmp_path / "whole.ome.zarr")[:], flooded)
     assert np.bincount(flooded.ravel())[1:].min() >= 20 and np.all(probability[flooded > 0] > 0.5)
 
 
 def test_auto_merge_threshold_is_the_best_candidate_on_the_tune_sections(tmp_path, dask_cluster):
     from conftest import evaluate_settings, write_image
 
-    from unet_pipeline.evaluate import evaluate
+    from unet_pipeline.stages.evaluate import evaluate
 
     _, labels = synthetic_volume((4, 96, 96), seed=7)
     cell = np.stack([ndimage.binary_erosion(s > 0) for s in labels]).astype(np.float32)
@@ -167,32 +160,32 @@ def test_auto_merge_threshold_is_the_best_candidate_on_the_tune_sections(tmp_pat
     assert [point["rand_error"] for point in auto["tuning"]["curve"]] == pytest.approx(errors, abs=1e-12)
     best = candidates[int(np.argmin(errors))]
     assert auto["tuning"]["merge_threshold"] == best and len(set(errors)) > 1
-    chosen = images.open_image(tmp_path / "auto.ome.zarr")[:]
-    assert np.array_equal(chosen, images.open_image(tmp_path / f"{best}.ome.zarr")[:])
+    chosen = ome_zarr.open_image(tmp_path / "auto.ome.zarr")[:]
+    assert np.array_equal(chosen, ome_zarr.open_image(tmp_path / f"{best}.ome.zarr")[:])
 
 
 def test_more_segments_than_uint32_holds_make_a_uint64_output(tmp_path):
     from conftest import COMPRESSION
 
-    from unet_pipeline.segment import _fit_dtype
+    from unet_pipeline.stages.segment import _fit_dtype
 
     image = tmp_path / "s.ome.zarr"
-    images.create_image(image, (2, 16, 16), np.uint32, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "s",
+    ome_zarr.create_image(image, (2, 16, 16), np.uint32, (1, 8, 8), COMPRESSION, (50, 4, 4), "nanometer", "s",
                         labels=True)
     _fit_dtype(image, 2**32 - 1)
-    assert images.open_image(image).dtype == np.uint32
+    assert ome_zarr.open_image(image).dtype == np.uint32
     _fit_dtype(image, 2**32)
-    level0 = images.open_image(image)
+    level0 = ome_zarr.open_image(image)
     assert level0.dtype == np.uint64 and level0.chunks == (1, 8, 8) and level0.shape == (2, 16, 16)
 
 
 @pytest.mark.parametrize("method,merge_thresholds", [("components", [0.5]), ("watershed", [0.5]),
                                                      ("agglomerate", [0.3, 0.5, 0.7])])
 def test_in_memory_methods_equal_the_segment_stage(tmp_path, dask_cluster, method, merge_thresholds):
-    """Training's validation segments in memory (`whole_segmentation`); it must make the stage's cells."""
+    """Training's validation segments in memory (`segmentation.in_memory`); it must make the stage's cells."""
     probability = cells_probability((2, 96, 112), 6)
     path = probability_image(tmp_path / "p.ome.zarr", probability, (1, 32, 32), np.float16)
-    cell = as_probability(images.open_image(path)[CELL_CHANNEL])
+    cell = as_probability(ome_zarr.open_image(path)[CELL_CHANNEL])
     keys = {"method": method, "seed_threshold": 0.8, "agglomeration": "gasp"}
     settings = Settings.of(**keys, mode="2d", connectivity=None, threshold=0.5, seed_distance=4,
                            merge_threshold="auto", merge_thresholds=merge_thresholds, tune_sections=[0, 2], min_size=0)
@@ -201,5 +194,5 @@ def test_in_memory_methods_equal_the_segment_stage(tmp_path, dask_cluster, metho
     for threshold, labels in made:
         stage = segment_settings(dask_cluster, **keys, merge_threshold=threshold or 0.5)
         segment(path, tmp_path / f"{threshold}.ome.zarr", **stage)
-        assert same_partition(images.open_image(tmp_path / f"{threshold}.ome.zarr")[:], labels)
+        assert same_partition(ome_zarr.open_image(tmp_path / f"{threshold}.ome.zarr")[:], labels)
         assert labels.max() > 5

@@ -10,7 +10,7 @@ import numpy as np
 import zarr
 from conftest import COMPRESSION, REPO, evaluate_settings, same_partition, segment_settings
 
-from unet_pipeline import images
+from unet_pipeline.storage import ome_zarr
 
 SIDE, CELL, CAP_MB = 12288, 96, 550  # one section of 151 Mpx: its float16 probabilities alone exceed the cap
 
@@ -25,9 +25,9 @@ def grid_labels(rows: slice) -> np.ndarray:
 def write_section(tmp_path) -> tuple:
     """Probabilities (float16, cell = 0.9 inside cells, 0.1 on membrane) and labels, written in row slabs."""
     shape, chunks = (1, SIDE, SIDE), (1, 1024, 1024)
-    probabilities = images.create_image(tmp_path / "p.ome.zarr", shape, np.float16, chunks, COMPRESSION, (50, 4, 4),
+    probabilities = ome_zarr.create_image(tmp_path / "p.ome.zarr", shape, np.float16, chunks, COMPRESSION, (50, 4, 4),
                                     "nanometer", "p", channels=2, pyramid=False)
-    labels = images.create_image(tmp_path / "labels.ome.zarr", shape, np.uint8, chunks, COMPRESSION, (50, 4, 4),
+    labels = ome_zarr.create_image(tmp_path / "labels.ome.zarr", shape, np.uint8, chunks, COMPRESSION, (50, 4, 4),
                              "nanometer", "labels", labels=True, pyramid=False)
     for start in range(0, SIDE, 1024):
         rows = slice(start, start + 1024)
@@ -64,7 +64,7 @@ def test_a_section_larger_than_the_memory_cap_segments_and_evaluates_exactly(tmp
     cells_per_side = SIDE // CELL
     assert json.loads(metrics.read_text())["model"]["rand_error"] == 0
     assert json.loads(metrics.read_text())["model"]["pixel_error"] == 0
-    assert images.image_attrs(output)["provenance"]["blocks"]["segments"] == cells_per_side**2
+    assert ome_zarr.image_attrs(output)["provenance"]["blocks"]["segments"] == cells_per_side**2
     for start in (0, 5000, SIDE - 1024):  # each square cell is one segment
         rows = slice(start, start + 1024)
         y, x = np.arange(start, start + 1024)[:, None] // CELL, np.arange(SIDE)[None, :] // CELL

@@ -12,10 +12,10 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from test_predict import run_predict
 
-from unet_pipeline import images
-from unet_pipeline.ingest import ingest
-from unet_pipeline.preprocess import preprocess
-from unet_pipeline.segment import segment
+from unet_pipeline.stages.ingest import ingest
+from unet_pipeline.stages.preprocess import preprocess
+from unet_pipeline.stages.segment import segment
+from unet_pipeline.storage import ome_zarr
 
 
 def run_chain(tmp_path, stack, checkpoint, dask_cluster, **layout):
@@ -41,7 +41,7 @@ def test_sharded_chain_equals_unsharded_and_readers_open_it(tmp_path, random_che
                                ngff="0.5")
     assert stats["tiles"] == 3 * 3 * 2  # tiles are whole shards: 2 x 64 x 64 over 5 x 150 x 70
     for name in ("raw", "norm", "probabilities", "segmentation"):
-        a, b = images.open_image(plain / f"{name}.ome.zarr"), images.open_image(sharded / f"{name}.ome.zarr")
+        a, b = ome_zarr.open_image(plain / f"{name}.ome.zarr"), ome_zarr.open_image(sharded / f"{name}.ome.zarr")
         if name in ("raw", "norm"):
             assert np.array_equal(a[:], b[:]), name
         elif name == "probabilities":  # other tile sizes: float32 sums in another order
@@ -49,13 +49,13 @@ def test_sharded_chain_equals_unsharded_and_readers_open_it(tmp_path, random_che
         else:
             assert ((a[:] > 0) == (b[:] > 0)).mean() > 0.999
         assert b.metadata.zarr_format == 3 and b.shards[-3:] == (2, 64, 64) and b.chunks[-3:] == (1, 32, 32)
-        assert images.image_attrs(sharded / f"{name}.ome.zarr")["version"] == "0.5"
+        assert ome_zarr.image_attrs(sharded / f"{name}.ome.zarr")["version"] == "0.5"
     files = [p for p in (sharded / "raw.ome.zarr" / "0").rglob("*") if p.is_file() and p.name != "zarr.json"]
     assert len(files) == 3 * 3 * 2  # one file per shard, not one per chunk (5 x 5 x 3 = 75)
 
     raw = sharded / "raw.ome.zarr"
     node = next(iter(Reader(parse_url(str(raw)))()))
-    levels = images.image_attrs(raw)["multiscales"][0]["datasets"]
+    levels = ome_zarr.image_attrs(raw)["multiscales"][0]["datasets"]
     assert node.data[0].shape == volume.shape and len(node.data) == len(levels)
     assert node.metadata["coordinateTransformations"][1][0]["scale"] == [50.0, 8.0, 8.0]
     store = tensorstore.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(raw / "0")}},

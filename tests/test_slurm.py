@@ -19,7 +19,8 @@ from conftest import REPO, write_image
 from test_predict import run_predict
 from test_workflow import TINY, environment, scheduled_rules
 
-from unet_pipeline import images, resume
+from unet_pipeline.distributed import records
+from unet_pipeline.storage import ome_zarr
 
 
 def slurm_up() -> str | None:
@@ -72,8 +73,8 @@ def test_the_chain_through_the_slurm_profile_equals_a_local_run(tmp_path):
     submitted = [line for line in log.splitlines() if "has been submitted with SLURM jobid" in line]
     assert len(submitted) >= 10, log[-3000:]  # every rule but `all` ran as a real sbatch job
     for image in ("raw", "labels", "norm", "weights", "probabilities", "segmentation"):
-        a = images.open_image(tmp_path / "local" / "results" / "tiny" / f"{image}.ome.zarr")[:]
-        b = images.open_image(tmp_path / "slurm" / "results" / "tiny" / f"{image}.ome.zarr")[:]
+        a = ome_zarr.open_image(tmp_path / "local" / "results" / "tiny" / f"{image}.ome.zarr")[:]
+        b = ome_zarr.open_image(tmp_path / "slurm" / "results" / "tiny" / f"{image}.ome.zarr")[:]
         assert np.array_equal(a, b), image
     metrics = [json.loads((tmp_path / n / "results" / "tiny" / "metrics.json").read_text())["model"]
                for n in ("local", "slurm")]
@@ -92,8 +93,8 @@ def test_predict_on_dask_workers_that_are_slurm_jobs(tmp_path, random_checkpoint
                "slurm": {"partition": "debug", "account": None, "qos": None}}
     stats = run_predict(image, checkpoint, tmp_path / "slurm.ome.zarr", tile=[1, 32, 32], cluster_settings=cluster)
     assert stats["computed"] == 16
-    assert np.array_equal(images.open_image(tmp_path / "slurm.ome.zarr")[:],
-                          images.open_image(tmp_path / "local.ome.zarr")[:])
+    assert np.array_equal(ome_zarr.open_image(tmp_path / "slurm.ome.zarr")[:],
+                          ome_zarr.open_image(tmp_path / "local.ome.zarr")[:])
     assert list((tmp_path / "dask-logs").glob("*.err")), "no worker job wrote a log"
     assert not queue(), queue()
 
@@ -102,7 +103,7 @@ def test_segment_on_dask_workers_that_are_slurm_jobs(tmp_path, dask_cluster):
     from conftest import probability_image, segment_settings
     from test_segment import cells_probability
 
-    from unet_pipeline.segment import segment
+    from unet_pipeline.stages.segment import segment
 
     probabilities = probability_image(tmp_path / "p.ome.zarr", cells_probability((2, 96, 96), 8), (1, 32, 32))
     settings = segment_settings(dask_cluster, block=[1, 48, 48], context=[0, 32, 32])
@@ -113,8 +114,8 @@ def test_segment_on_dask_workers_that_are_slurm_jobs(tmp_path, dask_cluster):
                "slurm": {"partition": "debug", "account": None, "qos": None}}
     on_slurm = segment(probabilities, tmp_path / "slurm.ome.zarr", **{**settings, "cluster_settings": cluster})
     assert on_slurm == local and local["blocks"] == 2 * 2 * 2
-    assert np.array_equal(images.open_image(tmp_path / "slurm.ome.zarr")[:],
-                          images.open_image(tmp_path / "local.ome.zarr")[:])
+    assert np.array_equal(ome_zarr.open_image(tmp_path / "slurm.ome.zarr")[:],
+                          ome_zarr.open_image(tmp_path / "local.ome.zarr")[:])
     assert list((tmp_path / "dask-logs").glob("*.err")), "no worker job wrote a log"
     assert not queue(), queue()
 
@@ -136,7 +137,7 @@ def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_pa
     first = subprocess.Popen(snakemake_command(workdir, *SLURM_PROFILE), cwd=REPO, env=environment(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
-    while not (out / "probabilities.ome.zarr.partial" / resume.RECORDS).exists():
+    while not (out / "probabilities.ome.zarr.partial" / records.RECORDS).exists():
         assert first.poll() is None and time.monotonic() < deadline, "predict never started"
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
@@ -151,12 +152,12 @@ def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_pa
     assert scheduled_rules(rerun.stdout + rerun.stderr) <= {"predict", "segment", "evaluate", "report", "all"}
     assert {path: path.stat().st_mtime_ns for path in finished_before} == finished_before
     # the orphaned predict job computed every tile once; a rerun predict job waited for it and kept its output
-    assert json.loads(json.dumps(images.image_attrs(out / "probabilities.ome.zarr")["provenance"]["tiles"])) == {
+    assert json.loads(json.dumps(ome_zarr.image_attrs(out / "probabilities.ome.zarr")["provenance"]["tiles"])) == {
         "tiles": 256, "computed": 256, "resumed": 0}
     predict_log = (out / "logs" / "predict.log").read_text()
     if "predict" in scheduled_rules(rerun.stdout + rerun.stderr):
         assert "is already complete for this model, input and settings" in predict_log, predict_log
     for image in ("probabilities", "segmentation"):
-        a = images.open_image(tmp_path / "local" / "results" / "tiny" / f"{image}.ome.zarr")[:]
-        assert np.array_equal(a, images.open_image(out / f"{image}.ome.zarr")[:]), image
+        a = ome_zarr.open_image(tmp_path / "local" / "results" / "tiny" / f"{image}.ome.zarr")[:]
+        assert np.array_equal(a, ome_zarr.open_image(out / f"{image}.ome.zarr")[:]), image
     assert not queue(), queue()

@@ -13,10 +13,10 @@ import zarr
 from conftest import COMPRESSION
 from PIL import Image
 
-from unet_pipeline import images
-from unet_pipeline.errors import InputError
-from unet_pipeline.ingest import ingest
-from unet_pipeline.sources import natural_key, open_source, source_file, source_voxel_size
+from unet_pipeline.core.errors import InputError
+from unet_pipeline.stages.ingest import ingest
+from unet_pipeline.storage import ome_zarr
+from unet_pipeline.storage.sources import natural_key, open_source, source_file, source_voxel_size
 
 VOLUME = np.random.default_rng(0).integers(0, 256, size=(11, 24, 20)).astype(np.uint8)
 
@@ -25,7 +25,7 @@ def ingested(source, tmp_path, kind="raw") -> np.ndarray:
     out = tmp_path / f"{kind}.ome.zarr"
     ingest(kind, source, out, chunks=(2, 16, 16), compression=COMPRESSION, voxel_size=(40.0, 4.0, 4.0),
            unit="nanometer")
-    return images.open_image(out)[:]
+    return ome_zarr.open_image(out)[:]
 
 
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
@@ -102,7 +102,7 @@ def test_voxel_size_comes_from_the_source_metadata_when_the_config_leaves_it_out
     out = tmp_path / "raw.ome.zarr"
     ingest("raw", tmp_path / "volume.h5" / "raw", out, chunks=(2, 16, 16), compression=COMPRESSION, voxel_size=None,
            unit="nanometer")
-    assert images.voxel_size(out) == ([0.03, 0.006, 0.006], "micrometer")
+    assert ome_zarr.voxel_size(out) == ([0.03, 0.006, 0.006], "micrometer")
     assert source_voxel_size(out) == ([0.03, 0.006, 0.006], "micrometer")  # an OME-Zarr image
     tifffile.imwrite(tmp_path / "plain.tif", VOLUME)
     assert source_voxel_size(tmp_path / "plain.tif") is None

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from unet_pipeline.synth import synthetic_volume
+from unet_pipeline.stages.synth import synthetic_volume
 
 
 def test_deterministic_per_seed_and_different_across_seeds():

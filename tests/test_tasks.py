@@ -8,27 +8,27 @@ import functools
 import pytest
 from distributed import get_worker
 
-from unet_pipeline import cluster, resume, tasks
-from unet_pipeline.errors import InputError
-from unet_pipeline.tasks import GROUP_MAX, TASK_TARGET_S, batched, group_size, run_tasks, wave_size
+from unet_pipeline.core.errors import InputError
+from unet_pipeline.distributed import cluster, records, tasks
+from unet_pipeline.distributed.tasks import GROUP_MAX, TASK_TARGET_S, batched, group_size, run_tasks, wave_size
 
 
 def test_lazy_items_are_drawn_in_bounded_waves_and_results_keep_their_order(tmp_path, dask_cluster, capsys,
                                                                              monkeypatch):
     monkeypatch.setattr(tasks, "GROUP_MAX", 1)  # one item per task: a wave of tasks is a wave of items
-    (tmp_path / resume.RECORDS).mkdir()
-    record = functools.partial(resume.record_block, tmp_path)  # a task that leaves a record when it runs
+    (tmp_path / records.RECORDS).mkdir()
+    record = functools.partial(records.record_block, tmp_path)  # a task that leaves a record when it runs
     ahead = []
 
     def items(count: int):
         for index in range(count):
-            ahead.append(index - len(resume.finished_blocks(tmp_path)))  # drawn but not yet run
+            ahead.append(index - len(records.finished_blocks(tmp_path)))  # drawn but not yet run
             yield f"item-{index:05d}"
 
     with cluster.connect(**dask_cluster) as client:
         wave = wave_size(client)
         results = run_tasks(client, record, items(4 * wave), "records", stall_timeout_s=120, total=4 * wave)
-    assert results == [None] * (4 * wave) and len(resume.finished_blocks(tmp_path)) == 4 * wave
+    assert results == [None] * (4 * wave) and len(records.finished_blocks(tmp_path)) == 4 * wave
     assert max(ahead) <= wave < 4 * wave  # never more than one wave submitted ahead of the work done
     assert f"records: 0/{4 * wave} (started)" in capsys.readouterr().err.splitlines()
 

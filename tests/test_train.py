@@ -14,16 +14,19 @@ import torch
 import yaml
 from conftest import COMPRESSION, REPO, kill_process_group, write_image
 
-from unet_pipeline import device_augment, images
-from unet_pipeline.augment import AugmentSettings, augment_tile, elastic_field, warp
-from unet_pipeline.cells import cell_mask
-from unet_pipeline.device_augment import finish_batch
-from unet_pipeline.model import ModelConfig, UNet, load_model
-from unet_pipeline.settings import run_settings, stage_settings
-from unet_pipeline.synth import synthetic_volume
-from unet_pipeline.train import fast_layout, schedule_factor, train
-from unet_pipeline.train_data import TileSource, batches
-from unet_pipeline.weights import weights
+from unet_pipeline.nn import device_augment
+from unet_pipeline.nn.augment import AugmentSettings, augment_tile, elastic_field, warp
+from unet_pipeline.nn.checkpoint import load_model
+from unet_pipeline.nn.device_augment import finish_batch
+from unet_pipeline.nn.model_config import ModelConfig
+from unet_pipeline.nn.unet import UNet
+from unet_pipeline.segmentation.cells import cell_mask
+from unet_pipeline.stages.synth import synthetic_volume
+from unet_pipeline.stages.train import fast_layout, schedule_factor, train
+from unet_pipeline.stages.weights import weights
+from unet_pipeline.storage import outputs
+from unet_pipeline.training.tiles import TileSource, batches
+from unet_pipeline.workflow.stage_config import run_settings, stage_settings
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +70,11 @@ def test_sigkill_and_resume_gives_the_same_weights(tmp_path, data, validation_se
     assert not killed.exists(), "training finished before the kill: make the test slower"
     assert torch.load(state, weights_only=False)["iteration"] == 10
 
-    images.set_on_busy("wait")  # as the rules do: the killed run's lock may outlive it for a moment
+    outputs.set_on_busy("wait")  # as the rules do: the killed run's lock may outlive it for a moment
     try:
         train(*data, killed, tmp_path / "killed.csv", **settings_)
     finally:
-        images.set_on_busy("refuse")
+        outputs.set_on_busy("refuse")
     a, b = load_model(straight).state_dict(), load_model(killed).state_dict()
     assert all(torch.equal(a[name], b[name]) for name in a)
     assert (tmp_path / "straight.csv").read_text().count("\n") == (tmp_path / "killed.csv").read_text().count("\n")

@@ -5,10 +5,10 @@ from conftest import COMPRESSION, ISBI, write_image
 from scipy import ndimage
 from weights_reference import naive_border_term
 
-from unet_pipeline import images
-from unet_pipeline.cells import cell_mask, separate_cells
-from unet_pipeline.synth import synthetic_volume
-from unet_pipeline.weights import border_term, class_weights, weight_map, weights
+from unet_pipeline.segmentation.cells import cell_mask, separate_cells
+from unet_pipeline.stages.synth import synthetic_volume
+from unet_pipeline.stages.weights import border_term, class_weights, weight_map, weights
+from unet_pipeline.storage import ome_zarr
 
 W0, SIGMA = 10.0, 5.0
 
@@ -92,7 +92,7 @@ def test_chunked_stage_equals_whole_volume(tmp_path, mode):
     out = tmp_path / "weights.ome.zarr"
     weights(source, out, w0=W0, sigma=SIGMA, class_balance="balanced", mode=mode, tolerance=1e-3,
             compression=COMPRESSION)
-    chunked = images.open_image(out)[:]
+    chunked = ome_zarr.open_image(out)[:]
     fraction = (np.stack([cell_mask(s) for s in labels]) if mode == "2d" else cell_mask(labels)).mean()
     balance = (0.5 / (1 - fraction), 0.5 / fraction)
     spacing = (50 / 4, 1.0, 1.0)  # conftest's voxel size, in x pixels
@@ -101,7 +101,7 @@ def test_chunked_stage_equals_whole_volume(tmp_path, mode):
     else:
         whole = weight_map(separate_cells(labels), W0, SIGMA, balance, spacing, 1e-3, False)
     assert np.allclose(chunked, whole, atol=1e-6)
-    assert images.image_attrs(out)["provenance"]["settings"]["mode"] == mode
+    assert ome_zarr.image_attrs(out)["provenance"]["settings"]["mode"] == mode
 
 
 def test_touching_instances_without_background_get_weights(tmp_path):
@@ -117,8 +117,8 @@ def test_touching_instances_without_background_get_weights(tmp_path):
     assert cells.max() == 3
     fraction = (cells > 0).mean()
     expected = weight_map(cells[None], W0, SIGMA, (0.5 / (1 - fraction), 0.5 / fraction), (1.0, 1.0), 1e-3, True)
-    result = images.open_image(out)[:]
+    result = ome_zarr.open_image(out)[:]
     assert np.allclose(result, expected, atol=1e-6)
     assert result[0, 5, 11] > result[0, 5, 3] + 5  # the separation line weighs far more than inside a cell
-    recorded = images.image_attrs(out)["provenance"]["class_weights"]
+    recorded = ome_zarr.image_attrs(out)["provenance"]["class_weights"]
     assert recorded == pytest.approx([0.5 / (1 - fraction), 0.5 / fraction])

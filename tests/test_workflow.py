@@ -19,7 +19,8 @@ import yaml
 from conftest import REPO
 from PIL import Image
 
-from unet_pipeline import images, resume
+from unet_pipeline.distributed import records
+from unet_pipeline.storage import ome_zarr, outputs
 
 TINY = {
     "name": "tiny",
@@ -80,17 +81,17 @@ def tiny_run(tmp_path_factory):
 
 def test_chain_writes_every_output(tiny_run):
     _, out = tiny_run
-    raw, labels = images.open_image(out / "raw.ome.zarr"), images.open_image(out / "labels.ome.zarr")
+    raw, labels = ome_zarr.open_image(out / "raw.ome.zarr"), ome_zarr.open_image(out / "labels.ome.zarr")
     assert raw.shape == labels.shape == (4, 64, 64) and raw.dtype == np.uint8
     assert raw.chunks == (1, 32, 32)
-    norm = images.open_image(out / "norm.ome.zarr")[:]
+    norm = ome_zarr.open_image(out / "norm.ome.zarr")[:]
     assert norm.dtype == np.float32 and 0 <= norm.min() and norm.max() <= 1
-    weights = images.open_image(out / "weights.ome.zarr")[:]
+    weights = ome_zarr.open_image(out / "weights.ome.zarr")[:]
     assert weights.shape == (4, 64, 64) and weights.min() > 0
-    probs = images.open_image(out / "probabilities.ome.zarr")[:]
+    probs = ome_zarr.open_image(out / "probabilities.ome.zarr")[:]
     assert probs.shape == (2, 4, 64, 64) and probs.dtype == np.float16
     assert np.allclose(probs.astype(np.float32).sum(axis=0), 1, atol=2e-3)
-    seg = images.open_image(out / "segmentation.ome.zarr")[:]
+    seg = ome_zarr.open_image(out / "segmentation.ome.zarr")[:]
     assert seg.dtype == np.uint32 and seg.shape == (4, 64, 64)
     checkpoint = torch.load(out / "model" / "checkpoint.pt", weights_only=True)
     assert checkpoint["model_config"]["depth"] == 2
@@ -109,8 +110,8 @@ def test_chain_writes_every_output(tiny_run):
     for label in ("iteration", "weighted cross-entropy", "Validation errors", "Rand error",
                   "cell-probability threshold", "V_Rand"):
         assert f">{label}<" in page, label
-    assert images.voxel_size(out / "segmentation.ome.zarr") == ([50.0, 4.0, 4.0], "nanometer")
-    assert images.image_attrs(out / "probabilities.ome.zarr")["provenance"]["stage"] == "predict"
+    assert ome_zarr.voxel_size(out / "segmentation.ome.zarr") == ([50.0, 4.0, 4.0], "nanometer")
+    assert ome_zarr.image_attrs(out / "probabilities.ome.zarr")["provenance"]["stage"] == "predict"
     assert not list(out.rglob("*.partial"))
 
 
@@ -165,7 +166,7 @@ def test_work_an_orphaned_job_finished_after_snakemake_was_killed_is_kept(tmp_pa
     out = tmp_path / "results" / "tiny"
     probabilities = out / "probabilities.ome.zarr"
     deadline = time.monotonic() + 600
-    while not (images.partial_path(probabilities) / resume.RECORDS).exists():
+    while not (outputs.partial_path(probabilities) / records.RECORDS).exists():
         assert first.poll() is None and time.monotonic() < deadline, "predict never started"
         time.sleep(0.1)
     first.kill()  # Snakemake only: its predict job runs on, an orphan
@@ -173,12 +174,12 @@ def test_work_an_orphaned_job_finished_after_snakemake_was_killed_is_kept(tmp_pa
     while not probabilities.exists() or probabilities.with_name(probabilities.name + ".lock").exists():
         assert time.monotonic() < deadline, "the orphaned predict job never finished"
         time.sleep(0.2)
-    finished = images.image_attrs(probabilities)["provenance"]["finished"]
+    finished = ome_zarr.image_attrs(probabilities)["provenance"]["finished"]
     assert snakemake(tmp_path, *profile, "--unlock").returncode == 0
     rerun = snakemake(tmp_path, *profile)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "predict" not in scheduled_rules(rerun.stdout + rerun.stderr)
-    assert images.image_attrs(probabilities)["provenance"]["finished"] == finished  # the orphan's output, kept
+    assert ome_zarr.image_attrs(probabilities)["provenance"]["finished"] == finished  # the orphan's output, kept
     assert (out / "segmentation.ome.zarr").exists() and (out / "report.html").exists()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unet_pipeline.metrics import _SIMPLE
+from unet_pipeline.segmentation.metrics import _SIMPLE
 
 
 def _simple_points(image: np.ndarray) -> np.ndarray:

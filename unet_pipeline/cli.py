@@ -4,7 +4,7 @@ Each stage takes its input and output paths as arguments and its settings as
 JSON objects whose keys are the stage function's keyword arguments: those
 that shape the output in `--settings`, those that only shape the run
 (threads, device, cluster, timeouts) in `--run`; every key in one of the two.
-The Snakemake rules build both from the config (see `settings`).
+The Snakemake rules build both from the config (see `workflow.stage_config`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
-from .errors import ConfigError, PipelineError, storage_error
+from .core.errors import ConfigError, PipelineError, storage_error
 
 VERIFY_HELP = ("Decode every chunk of an image's level 0 again and compare it with the hashes its writer "
                "recorded (content.json); for a checkpoint, hash its weights again. With OTHER, also say whether "
@@ -27,14 +27,14 @@ VERIFY_HELP = ("Decode every chunk of an image's level 0 again and compare it wi
 
 def _stages() -> dict[str, tuple[Callable[..., Any], tuple[str, ...]]]:
     """stage -> (function, its path arguments in order). Imported lazily: torch is slow to load."""
-    from .evaluate import evaluate
-    from .ingest import ingest
-    from .predict import predict
-    from .preprocess import preprocess
-    from .report import report
-    from .segment import segment
-    from .train import train
-    from .weights import weights
+    from .stages.evaluate import evaluate
+    from .stages.ingest import ingest
+    from .stages.predict import predict
+    from .stages.preprocess import preprocess
+    from .stages.report import report
+    from .stages.segment import segment
+    from .stages.train import train
+    from .stages.weights import weights
 
     return {
         "ingest": (ingest, ("kind", "source", "output")),
@@ -110,27 +110,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from . import content, images
-    from .synth import synthetic_volume
+    from .stages.synth import synthetic_volume
+    from .storage import chunk_hashes, ome_zarr, outputs, pyramid_writer
 
     shape, chunks, voxel = (tuple(_numbers(text, kind)) for text, kind in
                             ((args.shape, int), (args.chunks, int), (args.voxel_size, float)))
     raw, labels = synthetic_volume(shape, args.seed)
     compression = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
     for name, volume in (("raw", raw), ("labels", labels)):
-        with images.atomic_output(Path(args.output) / f"{name}.ome.zarr") as partial:
-            array = images.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name,
+        with outputs.atomic_output(Path(args.output) / f"{name}.ome.zarr") as partial:
+            array = ome_zarr.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name,
                                     labels=name == "labels")
             array[:] = volume
-            digest = content.write_manifest(partial, content.chunk_hashes(volume, (0, 0, 0), array.chunks), array)
-            images.write_pyramid(partial)
-            images.set_attrs(partial, synthetic={"shape": list(shape), "seed": args.seed, "version": __version__},
+            hashes = chunk_hashes.chunk_hashes(volume, (0, 0, 0), array.chunks)
+            digest = chunk_hashes.write_manifest(partial, hashes, array)
+            pyramid_writer.write_pyramid(partial)
+            ome_zarr.set_attrs(partial, synthetic={"shape": list(shape), "seed": args.seed, "version": __version__},
                              provenance={"content_sha256": digest})
 
 
 def _info(path: str) -> None:
     """Print an output's provenance (and an image's shape, dtype, chunks, axes and scale) as JSON."""
-    from . import images
+    from .storage import ome_zarr
 
     target = Path(path)
     if target.suffix == ".pt":
@@ -142,8 +143,8 @@ def _info(path: str) -> None:
     elif target.suffix == ".json":
         summary = {"provenance": json.loads(target.read_text()).get("provenance")}
     else:
-        array = images.open_image(target)
-        attrs = images.image_attrs(target)
+        array = ome_zarr.open_image(target)
+        attrs = ome_zarr.image_attrs(target)
         multiscale = attrs["multiscales"][0]
         summary = {"shape": list(array.shape), "dtype": str(array.dtype), "chunks": list(array.chunks),
                    "axes": multiscale["axes"], "datasets": multiscale["datasets"],
@@ -163,7 +164,7 @@ def _numbers(text: str, kind: type) -> list[Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .images import set_on_busy
+    from .storage.outputs import set_on_busy
 
     set_on_busy(args.on_busy)
     try:
@@ -172,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.stage == "info":
             _info(args.path)
         elif args.stage == "verify":
-            from .verify import verify
+            from .stages.verify import verify
 
             return verify(args.path, args.other)
         else:

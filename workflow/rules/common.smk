@@ -2,9 +2,10 @@
 import json
 import os
 
-from unet_pipeline.resources import stage_resources, stage_threads
-from unet_pipeline.settings import RUN_ONLY, run_settings, stage_settings
-from unet_pipeline.sources import source_file
+from unet_pipeline.core.stage_settings import RUN_ONLY
+from unet_pipeline.storage.sources import source_file
+from unet_pipeline.workflow.job_resources import stage_resources, stage_threads
+from unet_pipeline.workflow.stage_config import run_settings, stage_settings
 
 RESULTS = f"{config['results_dir']}/{config['name']}"
 ENV = "../envs/unet-pipeline.yaml"  # installs this checkout through UNET_PIPELINE_ROOT (set in the Snakefile)

@@ -1,0 +1,2 @@
+"""The report's figures as array code: charts (matplotlib, inline SVG). Imports `core` only.
+"""

@@ -1,0 +1,59 @@
+"""Checkpoints of a U-Net: saved with the model's own config (`ModelConfig`), so predict can rebuild the
+network from the file alone; a hash of the weights alone; the device to run on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pickle
+from typing import Any
+
+import torch
+
+from ..core.errors import InputError
+from .model_config import ModelConfig
+from .unet import UNet
+
+
+def save_checkpoint(path: str | os.PathLike, model: UNet, **extra: Any) -> None:
+    """Save the model's config and weights (with `weights_sha256`, see `weights_hash`) and `extra`."""
+    torch.save({"model_config": dataclasses.asdict(model.config), "state_dict": model.state_dict(),
+                "weights_sha256": weights_hash(model.state_dict()), **extra}, path)
+
+
+def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
+    """A hash of a model's weights alone (names, dtypes, shapes and values): equal for bit-identical weights,
+    whatever else the checkpoint file holds (timestamps, provenance)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> UNet:
+    """Rebuild a model from a checkpoint alone, in eval mode on `device`."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        model = UNet(ModelConfig.from_dict(checkpoint["model_config"]))
+        model.load_state_dict(checkpoint["state_dict"])
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: no such checkpoint") from err
+    except (OSError, EOFError) as err:  # a truncated, empty or unreadable file
+        raise InputError(f"{path}: the checkpoint cannot be read, it is truncated or damaged ({err}); "
+                         "retrain or restore it") from err
+    except (KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+        raise InputError(f"{path}: not a checkpoint of a compatible unet-pipeline model ({err})") from err
+    return model.to(device).eval()
+
+
+def select_device(preferred: str = "auto") -> torch.device:
+    """CUDA when asked for or available ('auto'), else CPU."""
+    if preferred == "cuda" or (preferred == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")

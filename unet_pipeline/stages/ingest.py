@@ -1,0 +1,108 @@
+"""Ingest: bring a raw or label stack into our OME-Zarr layout, resumably.
+
+Sources (see `sources`) are read lazily and copied in slabs of whole output
+chunks along z, on Dask's threads, so memory stays bounded by a few slabs
+whatever the volume size. Each finished slab is recorded: a killed ingest
+resumes at the first missing slab.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, Sequence
+
+import dask.array as da
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.geometry import Shape
+from ..core.stage_settings import checked_stage
+from ..distributed import records
+from ..storage import chunk_files, ome_zarr, provenance
+from ..storage.sources import open_source, source_file, source_voxel_size
+
+RAW_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+
+
+def check_source(spec: str | os.PathLike, array: Any, kind: str) -> None:
+    """Refuse a source whose type or shape cannot be `kind` ('raw' or 'labels'), naming it."""
+    dtype = np.dtype(array.dtype)
+    if kind == "raw" and dtype not in RAW_DTYPES:
+        raise InputError(f"{spec}: raw must be uint8, uint16 or float (32 or 64 bit), got {dtype}")
+    if kind == "labels" and not np.issubdtype(dtype, np.integer):
+        raise InputError(f"{spec}: labels must be integers (0 = membrane, >0 = cell), got {dtype}")
+    if 0 in array.shape:
+        raise InputError(f"{spec}: the volume is empty (shape {array.shape})")
+
+
+def storage_dtype(kind: str, dtype: Any) -> np.dtype:
+    """Raw keeps uint8/uint16 and stores float as float32; labels keep an unsigned type, else uint32."""
+    dtype = np.dtype(dtype)
+    if kind == "raw":
+        return np.dtype(np.float32) if np.issubdtype(dtype, np.floating) else dtype
+    return dtype if np.issubdtype(dtype, np.unsignedinteger) else np.dtype(np.uint32)
+
+
+def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
+                  block_info: dict | None = None) -> np.ndarray:
+    """A source block converted to `dtype`, refusing NaN/Inf raw values and negative labels by position."""
+    z0 = block_info[0]["array-location"][0][0] if block_info else 0
+    bad = ~np.isfinite(block) if np.issubdtype(block.dtype, np.floating) else (block < 0) if kind == "labels" else None
+    if bad is not None and bad.any():
+        z, y, x = np.argwhere(bad)[0]
+        what = "raw has NaN or Inf values" if kind == "raw" else "labels have negative values"
+        raise InputError(f"{spec}: {what} ({int(bad.sum())} in sections {z0}-{z0 + len(block) - 1}, "
+                            f"first at z={z0 + z}, y={y}, x={x}); replace them before ingest")
+    return block.astype(dtype, copy=False)
+
+
+@checked_stage
+def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: str | os.PathLike, *, chunks: Shape,
+           compression: dict[str, Any], voxel_size: Sequence[float] | None, unit: str,
+           shards: Shape | None = None, ngff: Literal["0.4", "0.5"] = "0.4", pyramid: bool = True,
+           missing_chunks: Literal["refuse", "fill"] = "refuse") -> dict[str, int]:
+    """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'); returns slab counts.
+
+    Args:
+        chunks: (z, y, x) chunk shape of the image; every later stage inherits it.
+        compression: the config's `storage.compression` block.
+        voxel_size: (z, y, x) in `unit`; None takes the voxel size and unit from
+            the source's own metadata (see `sources.source_voxel_size`).
+        unit: 'nanometer', 'micrometer' or 'angstrom'.
+        shards: (z, y, x) shard shape, multiples of `chunks` (NGFF 0.5 only); None: no shards.
+        ngff: '0.4' (Zarr format 2) or '0.5' (Zarr format 3).
+        pyramid: write the downsampled levels too.
+        missing_chunks: a Zarr or N5 source with chunk files that were never
+            written is refused ('refuse') or read as its fill value ('fill').
+    """
+    started = provenance.now()
+    array = open_source(source, refuse_missing_chunks=missing_chunks == "refuse")
+    check_source(source, array, kind)
+    if voxel_size is None:
+        found = source_voxel_size(source)
+        if found is None:
+            raise InputError(f"{source}: its metadata has no voxel size; set data.voxel_size (z, y, x) and "
+                                "data.unit in the config")
+        voxel_size, unit = found
+    dtype = storage_dtype(kind, array.dtype)
+    settings = {"kind": kind, "chunks": list(chunks), "compression": compression, "voxel_size": list(voxel_size),
+                "unit": unit, "shards": list(shards) if shards else None, "ngff": ngff,
+                "pyramid": pyramid}
+    inputs = {"source": str(source_file(source))}
+    fingerprints = provenance.fingerprint_inputs(inputs)
+    key = records.run_key(source=str(source), fingerprint=fingerprints["source"], dtype=str(dtype), **settings)
+
+    def create(partial: os.PathLike) -> Any:
+        return ome_zarr.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind,
+                               labels=kind == "labels", shards=shards, ngff=ngff, pyramid=pyramid)
+
+    with records.resumable_image(output, key, create) as target:
+        if target is None:
+            return records.kept_complete(output, "ingest")
+        lazy = da.from_array(array, chunks=(chunk_files.stored_unit(target.array)[0], -1, -1), name=False,
+                             meta=np.empty((0, 0, 0), array.dtype))
+        converted = lazy.map_blocks(checked_block, str(source), kind, dtype, dtype=dtype)
+        stats = records.store_slabs(converted, target, f"ingest {kind}")
+        ome_zarr.set_attrs(target.partial, provenance=provenance.record(
+            "ingest", settings, inputs, started, fingerprints, source_spec=str(source), slabs=stats))
+    return stats

@@ -1,0 +1,328 @@
+"""Training: the paper's recipe with checkpoints, validation and exact resume.
+
+Weighted pixel-wise cross-entropy (plus an optional soft Dice term), SGD with
+momentum 0.99 or Adam, a learning-rate schedule, random valid-size tiles
+augmented in DataLoader workers. The training state (model, optimiser,
+schedule, RNG, iteration, log) is saved every `checkpoint_every` iterations
+to `<checkpoint folder>/state/`; a rerun with the same settings and inputs
+continues from there and ends with the same weights as an uninterrupted run.
+Class 0 = membrane/background, class 1 = cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+import pickle
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+
+from ..core import progress
+from ..core.errors import ConfigError
+from ..core.stage_settings import RUN_ONLY, checked_stage
+from ..distributed import records
+from ..nn.augment import AugmentSettings
+from ..nn.checkpoint import save_checkpoint, select_device
+from ..nn.device_augment import finish_batch
+from ..nn.inference import predict_in_memory
+from ..nn.losses import soft_dice_loss, weighted_cross_entropy
+from ..nn.model_config import ModelConfig
+from ..nn.unet import UNet
+from ..segmentation import metrics
+from ..segmentation.cells import cell_mask, separate_cells
+from ..segmentation.in_memory import segmentations
+from ..segmentation.metrics import section_table
+from ..segmentation.settings import Settings
+from ..storage import ome_zarr, outputs, provenance
+from ..training.tiles import TileSource, batches, check_source
+
+LOG_FIELDS = ["iteration", "loss", "learning_rate", "seconds", "val_loss", "val_pixel_error", "val_rand_error"]
+
+
+def schedule_factor(kind: str, iteration: int, iterations: int, step_size: int, gamma: float) -> float:
+    """Learning-rate multiplier at `iteration` (0-based)."""
+    if kind == "constant":
+        return 1.0
+    if kind == "step":
+        return gamma ** (iteration // step_size)
+    if kind == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * iteration / iterations))
+    raise ConfigError(f"unknown train.schedule {kind!r}: expected constant, step or cosine")
+
+
+def validate(network: UNet, image: Any, labels: Any, weights: Any, sections: list[int], tile: int,
+             segmentation: Settings, voxel_size: Sequence[float]) -> dict:
+    """Loss, pixel error and foreground-restricted Rand error on held-out sections; the Rand error of the
+    cells `segmentation` makes of the probabilities (the lowest over its merge thresholds)."""
+    first, last = sections
+    volume = np.asarray(image[first:last], dtype=np.float32)
+    network.eval()
+    probabilities = predict_in_memory(network, volume, tile)
+    network.train()
+    truth = np.asarray(labels[first:last])
+    weight = np.asarray(weights[first:last])
+    true_cell = np.stack([cell_mask(s) for s in truth])
+    picked = np.where(true_cell, probabilities[1], probabilities[0])
+    loss = float(np.mean(-np.log(np.clip(picked, 1e-7, 1)) * weight))
+    cells = [separate_cells(section) for section in truth]
+    rand_error = min(_rand_error(proposal, cells) for _, proposal in
+                     segmentations(probabilities[1], segmentation, voxel_size, segmentation.merge_thresholds))
+    pixel_error = float(np.mean((probabilities[1] > 0.5) != true_cell))
+    return {"val_loss": loss, "val_pixel_error": pixel_error, "val_rand_error": rand_error}
+
+
+def _rand_error(segmentation: np.ndarray, cells: list[np.ndarray]) -> float:
+    """Foreground-restricted Rand error of a (z, y, x) segmentation against each section's true cells."""
+    table = metrics.Contingency()
+    for z, (proposal, truth) in enumerate(zip(segmentation, cells)):
+        table.merge(section_table(proposal, truth, z))
+    return metrics.rand_scores(table)["rand_error"]
+
+
+def validation_settings(segmentation: dict[str, Any], sections: list[int]) -> Settings:
+    """The segment settings of validation's segmentation (2D, face connectivity, merge threshold tuned on the
+    validation `sections`), from `train.validation_segmentation`."""
+    return Settings.of(**segmentation, mode="2d", connectivity=None, merge_threshold="auto", tune_sections=sections,
+                       min_size=0)
+
+
+@checked_stage
+def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,
+          checkpoint_path: str | os.PathLike, log_path: str | os.PathLike, *, model: dict[str, Any],
+          iterations: int, tile: int, batch_size: int, optimizer: Literal["adam", "sgd"], learning_rate: float,
+          momentum: float, weight_decay: float, schedule: Literal["constant", "step", "cosine"], step_size: int,
+          gamma: float, dice_weight: float,
+          foreground_bias: float, augment: dict[str, Any], sections: list[int],
+          validation_sections: list[int] | None, validate_every: int, validation_segmentation: dict[str, Any],
+          checkpoint_every: int, loader_workers: int,
+          seed: int, threads: int, device: Literal["auto", "cpu", "cuda"],
+          amp: Literal["none", "bf16", "fp16"]) -> None:
+    """Train a U-Net; write the best (by validation Rand error, else the last) checkpoint and the log.
+
+    Args:
+        model: the config's `model` block (see `nn.model_config.ModelConfig`).
+        iterations: optimiser steps.
+        tile: output tile side (rounded up to a valid U-Net output).
+        batch_size: tiles per step.
+        optimizer: 'adam' or 'sgd' (with `momentum`, as the paper).
+        learning_rate, momentum, weight_decay: the optimiser's.
+        schedule: 'constant', 'step' (times `gamma` every `step_size` steps) or 'cosine'.
+        step_size, gamma: the step schedule's.
+        dice_weight: weight of a soft Dice loss of the cell class added to the weighted cross-entropy.
+        foreground_bias: probability of redrawing a tile that lacks either cells or membrane (up to 10 draws).
+        augment: the config's `train.augment` block (see `nn.augment.AugmentSettings`).
+        sections: [first, last) sections to train on.
+        validation_sections: [first, last) sections to validate on; None: no validation.
+        validate_every, checkpoint_every: steps between validations and between saved states.
+        validation_segmentation: how validation makes cells for its Rand error: the config's
+            `train.validation_segmentation` block (method 'components', 'watershed' or 'agglomerate').
+        loader_workers: data loader processes (0: in this process).
+        seed: seeds tiles, augmentation and initial weights.
+        threads: torch threads.
+        device: 'auto' (CUDA when there is one), 'cpu' or 'cuda'.
+        amp: autocast on CUDA: 'none', 'bf16' or 'fp16'.
+    """
+    with outputs.output_lock(checkpoint_path):
+        started = provenance.now()
+        settings = {key: value for key, value in locals().items() if key not in
+                    ("norm_path", "labels_path", "weights_path", "checkpoint_path", "log_path", "started")}
+        config = ModelConfig.from_dict(model)
+        geometry = config.geometry
+        output_size = geometry.smallest_output_at_least(tile)
+        source = TileSource(str(norm_path), str(labels_path), str(weights_path), tuple(sections), geometry, output_size,
+                            batch_size, foreground_bias, AugmentSettings(**augment), seed)
+        shape = check_source(source)
+        if validation_sections and not 0 <= validation_sections[0] < validation_sections[1] <= shape[0]:
+            raise ConfigError(f"train.validation_sections {validation_sections} do not fit {shape[0]} sections")
+        segmentation = validation_settings(validation_segmentation, validation_sections) if validation_sections \
+            else None
+        torch.set_num_threads(threads)
+        state_dir = Path(checkpoint_path).parent / "state"
+        shaping = {key: value for key, value in settings.items() if key not in RUN_ONLY["train"]}
+        inputs = {"norm": str(norm_path), "labels": str(labels_path), "weights": str(weights_path)}
+        fingerprints = provenance.fingerprint_inputs(inputs)
+        key = records.run_key(settings=shaping, **fingerprints)
+        run = build(config, select_device(device), seed, optimizer, learning_rate, momentum, weight_decay, schedule,
+                    iterations, step_size, gamma, amp, warp_margin=source.device_margin)
+        restore(run, state_dir, key)
+        arrays = [ome_zarr.open_input(p) for p in (norm_path, labels_path, weights_path)]
+        tiles = batches(source, run.start, iterations, loader_workers, pinned=run.device.type == "cuda")
+        loop(run, tiles, arrays, state_dir, key, iterations=iterations,
+             dice_weight=dice_weight, validation_sections=validation_sections, validate_every=validate_every,
+             checkpoint_every=checkpoint_every, validation_tile=max(tile, 128), segmentation=segmentation,
+             voxel_size=ome_zarr.voxel_size(norm_path)[0])
+        rows, best, target_device, network = run.rows, run.best, run.device, run.network
+        final = state_dir / ("best.pt" if validation_sections and best["iteration"] else "last.pt")
+        record = provenance.record("train", settings, inputs, started, fingerprints, best=best)
+        network.load_state_dict(torch.load(final, map_location=target_device, weights_only=True)["state_dict"])
+        _write_log(log_path, rows)
+        with outputs.atomic_output(checkpoint_path) as partial:
+            save_checkpoint(partial, network, provenance=record, iteration=iterations, best=best)
+
+
+@dataclass
+class Run:
+    """A training run in memory: the network, its optimiser, schedule and scaler, and where it stands."""
+
+    network: UNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: str
+    warp_margin: int | None = None  # with the elastic deformation on the device: the halo to crop after it
+    memory_format: torch.memory_format | None = None  # of the network and its inputs (see `fast_layout`)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"val_rand_error": math.inf, "iteration": 0})
+    start: int = 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision as asked (`amp`), on CUDA only."""
+        if self.amp == "none" or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+
+    def on_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """A loader's batch as (image, target, weight) on the run's device, deformed there when the loader
+        left that to it (see `device_augment`); the image channels-last on CUDA."""
+        moved = [part.to(self.device, non_blocking=True) for part in batch]
+        image, target, weight = moved if self.warp_margin is None else finish_batch(*moved, self.warp_margin)
+        if self.memory_format is not None:
+            image = image.contiguous(memory_format=self.memory_format)
+        return image, target, weight
+
+    def step(self, image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+             dice_weight: float) -> torch.Tensor:
+        """One optimiser step on a batch on the device; returns the loss, detached (no device sync)."""
+        with self.autocast():
+            logits = self.network(image).float()
+            loss = weighted_cross_entropy(logits, target, weight)
+            if dice_weight:
+                loss = loss + dice_weight * soft_dice_loss(logits, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+
+def build(config: ModelConfig, device: torch.device, seed: int, optimizer: str, learning_rate: float,
+          momentum: float, weight_decay: float, schedule: str, iterations: int, step_size: int, gamma: float,
+          amp: str, warp_margin: int | None = None) -> Run:
+    """A fresh run: the network initialised from `seed` on `device`, its optimiser, schedule and scaler.
+
+    On CUDA the network is channels-last and cuDNN picks the fastest algorithms (autotuning: a CUDA run
+    is then not bit-reproducible, a CPU run is).
+    """
+    torch.manual_seed(seed)
+    network = UNet(config).to(device)
+    layout = fast_layout(device, config.ndim)
+    if layout is not None:
+        network = network.to(memory_format=layout)
+        torch.backends.cudnn.benchmark = True
+    opt = (torch.optim.SGD(network.parameters(), lr=learning_rate, momentum=momentum, weight_decay=weight_decay)
+           if optimizer == "sgd" else
+           torch.optim.Adam(network.parameters(), lr=learning_rate, weight_decay=weight_decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: schedule_factor(schedule, i, iterations, step_size, gamma))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16" and device.type == "cuda")
+    return Run(network, opt, scheduler, scaler, device, amp, warp_margin, layout)
+
+
+def fast_layout(device: torch.device, ndim: int) -> torch.memory_format | None:
+    """The memory format cuDNN convolves fastest on CUDA (channels-last; its 3D form for a 3D model), or None
+    (the default layout) elsewhere."""
+    if device.type != "cuda":
+        return None
+    return torch.channels_last if ndim == 2 else torch.channels_last_3d
+
+
+def restore(run: Run, state_dir: Path, key: str) -> None:
+    """Continue `run` from the state an earlier run of the same key saved, if there is one."""
+    state = _load_state(state_dir, key)
+    if not state:
+        return
+    run.network.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    run.rows, run.best, run.start = state["rows"], state["best"], state["iteration"]
+    print(f"train: resuming at iteration {run.start} from {state_dir}", flush=True)
+
+
+def loop(run: Run, tiles: Any, arrays: list[Any], state_dir: Path, key: str, *, iterations: int,
+         dice_weight: float, validation_sections: list[int] | None, validate_every: int, checkpoint_every: int,
+         validation_tile: int, segmentation: Settings | None, voxel_size: Sequence[float]) -> None:
+    """Train `run` from its start to `iterations` on `tiles` (batches of image, target, weight), validating
+    and saving its state (keyed by `key`) as it goes. Losses stay on the device until a validation or a
+    saved state needs them, so a CUDA run never waits for the device after each step."""
+    network = run.network
+    clock = time.monotonic() - (run.rows[-1]["seconds"] if run.rows else 0.0)
+    meter = progress.Meter("train iterations", iterations)
+    meter.done = run.start
+    network.train()
+    for iteration, batch in enumerate(tiles, start=run.start + 1):
+        loss = run.step(*run.on_device(batch), dice_weight)
+        row = {"iteration": iteration, "loss": loss, "learning_rate": run.scheduler.get_last_lr()[0],
+               "seconds": round(time.monotonic() - clock, 3)}
+        run.scheduler.step()
+        run.rows.append(row)
+        if segmentation and (iteration % validate_every == 0 or iteration == iterations):
+            _settle_losses(run.rows)
+            row.update(validate(network, *arrays, validation_sections, validation_tile, segmentation, voxel_size))
+            if row["val_rand_error"] < run.best["val_rand_error"]:
+                run.best = {"val_rand_error": row["val_rand_error"], "iteration": iteration}
+                _save(state_dir / "best.pt", network, iteration=iteration)
+            print(f"train: iteration {iteration} validation {row}", flush=True)
+        meter.advance()
+        if iteration % checkpoint_every == 0 or iteration == iterations:
+            _settle_losses(run.rows)
+            _save(state_dir / "last.pt", network, run_key=key, iteration=iteration,
+                  optimizer=run.optimizer.state_dict(), scheduler=run.scheduler.state_dict(),
+                  scaler=run.scaler.state_dict(), torch_rng=torch.get_rng_state(), rows=run.rows, best=run.best)
+
+
+def _settle_losses(rows: list[dict[str, Any]]) -> None:
+    """Turn the losses still held as device tensors, at the end of `rows`, into floats."""
+    for row in reversed(rows):
+        if isinstance(row["loss"], float):
+            return
+        row["loss"] = float(row["loss"])
+
+
+def _load_state(state_dir: Path, key: str) -> dict[str, Any] | None:
+    """The saved state of the same run (same key), or None; a state of another run is discarded."""
+    last = state_dir / "last.pt"
+    if last.exists():
+        try:
+            state = torch.load(last, map_location="cpu", weights_only=False)
+        except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:  # truncated or damaged
+            print(f"train: {last} cannot be read ({err}); starting afresh", flush=True)
+            state = {}
+        if state.get("run_key") == key:
+            return state
+        if state:
+            print(f"train: {last} belongs to other settings or inputs; starting afresh", flush=True)
+    outputs.remove(state_dir)
+    state_dir.mkdir(parents=True)
+    return None
+
+
+def _save(path: Path, network: UNet, **extra: Any) -> None:
+    with outputs.atomic_output(path) as partial:
+        torch.save({"model_config": asdict(network.config), "state_dict": network.state_dict(), **extra}, partial)
+
+
+def _write_log(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    with outputs.atomic_output(path) as partial, open(partial, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,3 @@
+"""Data on disk: OME-Zarr images and their pyramids, the sources users bring, chunk presence and checked reads,
+chunk hashes, tensorstore I/O, provenance, tables, output locks and the atomic commit. Imports `core` only.
+"""

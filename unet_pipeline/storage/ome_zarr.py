@@ -1,0 +1,196 @@
+"""OME-Zarr images on disk: create, open, read their metadata and attributes (provenance among them).
+
+Every array we write is an OME-NGFF image with a multiscale pyramid; level 0
+lives at `<image>/0`. The default is NGFF 0.4 (Zarr format 2, '/' chunk
+keys), which napari-ome-zarr, neuroglancer, tensorstore, ome-zarr-py and the
+older readers still in use all open; NGFF 0.5 (Zarr format 3) is available
+for sharded volumes with very many chunks. Later stages inherit the layout
+(chunks, shards, version) of their input.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numcodecs
+import zarr
+from ome_zarr.format import FormatV04, FormatV05
+from ome_zarr.writer import write_multiscales_metadata
+
+from ..core.errors import ConfigError, InputError
+from ..core.geometry import Coordinate, Shape, round_up
+from .chunk_files import CheckedReads, require_all_chunks
+
+LEVEL0 = "0"
+PYRAMID = "pyramid"  # group attribute: whether the image gets downsampled levels
+# Every stage writes every chunk of its outputs, even one that is all fill value, so that a missing chunk
+# file always means a lost one (see `chunk_files`); Zarr skips such chunks by default.
+zarr.config.set({"array.write_empty_chunks": True})
+_SHUFFLE = {"none": numcodecs.Blosc.NOSHUFFLE, "byte": numcodecs.Blosc.SHUFFLE, "bit": numcodecs.Blosc.BITSHUFFLE}
+
+
+NGFF_VERSIONS = {"0.4": (FormatV04, 2), "0.5": (FormatV05, 3)}
+
+
+def make_compressor(settings: dict[str, Any], zarr_format: int = 2) -> Any:
+    """The compressor of the config's `storage.compression` block, as numcodecs (Zarr 2) or zarr (Zarr 3) codec."""
+    codec = settings["codec"]
+    if codec not in ("blosc", "zstd"):
+        raise ConfigError(f"unknown codec {codec!r}: expected 'blosc' or 'zstd'")
+    if zarr_format == 3:
+        if codec == "zstd":
+            return zarr.codecs.ZstdCodec(level=settings["level"])
+        shuffle = {"none": "noshuffle", "byte": "shuffle", "bit": "bitshuffle"}[settings["shuffle"]]
+        return zarr.codecs.BloscCodec(cname=settings["cname"], clevel=settings["level"], shuffle=shuffle)
+    if codec == "zstd":
+        return numcodecs.Zstd(level=settings["level"])
+    return numcodecs.Blosc(cname=settings["cname"], clevel=settings["level"], shuffle=_SHUFFLE[settings["shuffle"]])
+
+
+def layout(path: str | os.PathLike) -> dict[str, Any]:
+    """The (z, y, x) chunks and shards, NGFF version and pyramid choice of an image: what an image derived
+    from it reuses."""
+    array = open_image(path)
+    spatial = slice(array.ndim - 3, None)
+    shards = array.shards[spatial] if array.shards else None
+    return {"chunks": tuple(array.chunks[spatial]), "shards": shards,
+            "ngff": "0.5" if array.metadata.zarr_format == 3 else "0.4",
+            "pyramid": image_attrs(path).get(PYRAMID, True)}
+
+
+def create_image(
+    path: str | os.PathLike,
+    shape: Shape,
+    dtype: Any,
+    chunks: Shape,
+    compression: dict[str, Any],
+    voxel_size: Sequence[float],
+    unit: str,
+    name: str,
+    channels: int | None = None,
+    labels: bool = False,
+    shards: Shape | None = None,
+    ngff: str = "0.4",
+    pyramid: bool = True,
+) -> zarr.Array:
+    """Create an empty OME-Zarr image (axes zyx, or czyx with `channels`) and return level 0.
+
+    A `labels` image (cell ids) is marked as an NGFF label image, so napari
+    opens it as a labels layer, and its pyramid takes the mode of each block
+    instead of the mean (the multiscale's type, used by `write_pyramid`).
+    `shards` (NGFF 0.5 only) groups chunks into one file each. Without
+    `pyramid` the image keeps level 0 alone.
+    """
+    fmt, zarr_format = NGFF_VERSIONS[ngff]
+    if shards is not None and zarr_format != 3:
+        raise ConfigError(f"{path}: shards need NGFF 0.5 (Zarr format 3), got NGFF {ngff}")
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    spatial = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
+    axes = spatial if channels is None else [{"name": "c", "type": "channel"}, *spatial]
+    lead = () if channels is None else (channels,)
+    full_chunks = tuple(Coordinate(chunks).minimum(shape))
+    full_shards = None
+    if shards is not None:
+        if any(s % c for s, c in zip(shards, chunks)):
+            raise ConfigError(f"{path}: shards {list(shards)} must be multiples of the chunks {list(chunks)}")
+        # a shard never larger than the volume (rounded up to whole chunks)
+        full_shards = lead + tuple(Coordinate(shards).minimum(round_up(shape, full_chunks)))
+    array = create_level(group, LEVEL0, lead + tuple(shape), lead + full_chunks, dtype,
+                          make_compressor(compression, zarr_format), full_shards)
+    write_multiscales(group, fmt(), axes, name, "mode" if labels else "mean", [(1, 1, 1)],
+                       list(map(float, voxel_size)))
+    if labels:
+        update_ngff_attrs(group, {"image-label": {"version": fmt().version}})
+    group.attrs[PYRAMID] = pyramid
+    return array
+
+
+def create_level(group: zarr.Group, path: str, shape: Shape, chunks: Shape, dtype: Any, compressors: Any,
+                  shards: Shape | None = None, overwrite: bool = False) -> zarr.Array:
+    separator = {"name": "v2", "separator": "/"} if group.metadata.zarr_format == 2 else {"name": "default"}
+    return group.create_array(path, shape=shape, chunks=chunks, shards=shards, dtype=dtype, compressors=compressors,
+                              fill_value=0, chunk_key_encoding=separator, overwrite=overwrite)
+
+
+def ngff_attrs(group: zarr.Group) -> dict[str, Any]:
+    """The NGFF attributes of a group: top level in 0.4, under 'ome' in 0.5."""
+    attrs = dict(group.attrs)
+    return dict(attrs.get("ome", attrs))
+
+
+def update_ngff_attrs(group: zarr.Group, values: dict[str, Any]) -> None:
+    if group.metadata.zarr_format == 3:
+        group.attrs["ome"] = {**group.attrs.get("ome", {}), **values}
+    else:
+        group.attrs.update(values)
+
+
+def write_multiscales(group: zarr.Group, fmt: Any, axes: list[dict[str, str]], name: str, downsampling: str,
+                       factors: list[Shape], voxel_size: list[float]) -> None:
+    """NGFF multiscales metadata for levels 0.. with cumulative (z, y, x) `factors` relative to level 0.
+
+    Each level's scale is the voxel size times its factor; its translation puts
+    its voxel centres at the centres of the level-0 voxels they cover.
+    """
+    lead = [1.0] * (len(axes) - 3)
+    datasets = []
+    for level, factor in enumerate(factors):
+        scale = [v * f for v, f in zip(voxel_size, factor)]
+        transforms = [{"type": "scale", "scale": lead + scale}]
+        if level:
+            shift = [(f - 1) * v / 2 for v, f in zip(voxel_size, factor)]
+            transforms.append({"type": "translation", "translation": [0.0] * len(lead) + shift})
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    write_multiscales_metadata(group, datasets, fmt=fmt, axes=axes, name=name)
+    multiscales = ngff_attrs(group)["multiscales"]
+    multiscales[0]["type"] = downsampling
+    update_ngff_attrs(group, {"multiscales": multiscales})
+
+
+def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:
+    """Level 0 of an OME-Zarr image, with a clear error when it is missing or not an image."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such OME-Zarr image")
+    try:
+        return zarr.open_array(str(path / LEVEL0), mode=mode)
+    except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as err:
+        raise InputError(f"{path}: not an OME-Zarr image (no array at level {LEVEL0!r})") from err
+
+
+def open_input(path: str | os.PathLike) -> CheckedReads:
+    """Level 0 of an image a stage reads, refused (naming the chunk files) unless every chunk is stored; its
+    reads name any chunk file that cannot be decoded."""
+    array = open_image(path)
+    require_all_chunks(array, Path(path) / LEVEL0)
+    return CheckedReads(array, Path(path) / LEVEL0)
+
+
+def open_checked(path: str | os.PathLike, fast: bool = False) -> CheckedReads:
+    """Level 0 of an image to read, whose reads name any chunk file that cannot be decoded (see `open_input`,
+    which also checks that every chunk is stored); `fast`: see `CheckedReads`."""
+    return CheckedReads(open_image(path), Path(path) / LEVEL0, fast)
+
+
+def image_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """The attributes of an OME-Zarr image's group (multiscales, provenance, ...), with NGFF 0.5's 'ome'
+    attributes at the top level as in 0.4."""
+    attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    return {**attrs, **attrs.get("ome", {})}
+
+
+def voxel_size(path: str | os.PathLike) -> tuple[list[float], str]:
+    """The (z, y, x) voxel size and unit of an image, from its NGFF metadata."""
+    multiscale = image_attrs(path)["multiscales"][0]
+    scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
+    spatial = [i for i, axis in enumerate(multiscale["axes"]) if axis["type"] == "space"]
+    return [scale[i] for i in spatial], multiscale["axes"][spatial[0]].get("unit", "")
+
+
+def set_attrs(path: str | os.PathLike, **attrs: Any) -> None:
+    """Add attributes (e.g. provenance) to an image's group."""
+    zarr.open_group(str(path), mode="a").attrs.update(attrs)
+
+
