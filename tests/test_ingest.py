@@ -114,7 +114,7 @@ def test_a_tiff_stack_larger_than_the_memory_cap_ingests_exactly(tmp_path):
     script = (
         "import json, resource, sys\n"
         f"resource.setrlimit(resource.RLIMIT_DATA, ({cap_mb << 20}, {cap_mb << 20}))\n"
-        "from unet_pipeline.ingest import ingest\n"
+        "from unet_pipeline.stages.ingest import ingest\n"
         f"ingest('raw', {str(stack)!r}, {str(output)!r}, chunks=[1, 1024, 1024], compression=json.loads(sys.argv[1]),"
         " voxel_size=[50.0, 4.0, 4.0], unit='nanometer')\n")
     result = subprocess.run([sys.executable, "-c", script, json.dumps(COMPRESSION)], capture_output=True, text=True,

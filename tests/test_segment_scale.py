@@ -47,8 +47,8 @@ def test_a_section_larger_than_the_memory_cap_segments_and_evaluates_exactly(tmp
     script = (
         "import json, resource, sys\n"
         f"resource.setrlimit(resource.RLIMIT_DATA, ({CAP_MB << 20}, {CAP_MB << 20}))\n"
-        "from unet_pipeline.segment import segment\n"
-        "from unet_pipeline.evaluate import evaluate\n"
+        "from unet_pipeline.stages.segment import segment\n"
+        "from unet_pipeline.stages.evaluate import evaluate\n"
         "if __name__ == '__main__':\n"
         "    probabilities, labels, output, metrics, segment_args, evaluate_args = sys.argv[1:]\n"
         "    segment(probabilities, output, **json.loads(segment_args))\n"
