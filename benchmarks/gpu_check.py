@@ -27,7 +27,7 @@ from unet_pipeline.nn.unet import UNet
 from unet_pipeline.stages.predict import predict
 from unet_pipeline.storage import ome_zarr
 
-COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
+COMPRESSION = ome_zarr.DEFAULT_COMPRESSION
 
 
 def run(image: Path, checkpoint: Path, output: Path, device: str, amp: str, batch_tiles: int, tile: int) -> float:

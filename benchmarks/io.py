@@ -5,7 +5,7 @@ Both sides copy the same data into arrays with the same chunks and codec
 
 - ingest: a multi-page TIFF stack -> OME-Zarr. Baseline: tifffile's Zarr view
   of the stack copied slab by slab into a zarr-python array. Ours:
-  `unet_pipeline.ingest.ingest` (checks, per-slab completion records, two
+  `unet_pipeline.stages.ingest.ingest` (checks, per-slab completion records, two
   Dask threads), with `storage.pyramid` off (the same bytes as the
   baseline) and on (also the multiscale levels).
 - write: a float32 volume already in memory -> OME-Zarr. Baseline: slab
@@ -39,7 +39,7 @@ from unet_pipeline.stages.ingest import ingest
 from unet_pipeline.stages.synth import synthetic_volume
 from unet_pipeline.storage import ome_zarr
 
-COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
+COMPRESSION = ome_zarr.DEFAULT_COMPRESSION
 VOXEL = [50.0, 4.0, 4.0]
 
 

@@ -34,7 +34,7 @@ from unet_pipeline.nn.unet import UNet
 from unet_pipeline.stages.predict import predict
 from unet_pipeline.storage import ome_zarr
 
-COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
+COMPRESSION = ome_zarr.DEFAULT_COMPRESSION
 
 
 def make_image(folder: Path, name: str, shape: tuple[int, int, int], chunks: tuple[int, int, int]) -> Path:

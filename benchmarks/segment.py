@@ -43,7 +43,7 @@ from unet_pipeline.stages.segment import segment
 from unet_pipeline.stages.synth import synthetic_volume
 from unet_pipeline.storage import ome_zarr, pyramid_writer
 
-COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
+COMPRESSION = ome_zarr.DEFAULT_COMPRESSION
 CHUNKS = (1, 256, 256)
 SWEEP = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 

@@ -3,7 +3,7 @@
 Naive: one Euclidean distance transform per cell over the whole section
 (tests/weights_reference.py). Ours: a compiled scan, per membrane pixel, of
 the pixels around it nearest first, stopping at the second cell or at the
-cutoff distance (unet_pipeline.weights). Both on the
+cutoff distance (unet_pipeline.stages.weights). Both on the
 20 ISBI 2012 training sections, or on a synthetic volume of the same size and
 cell density when the data is absent.
 

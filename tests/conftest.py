@@ -16,7 +16,7 @@ from unet_pipeline.storage import ome_zarr
 
 REPO = Path(__file__).resolve().parents[1]
 ISBI = REPO.parent / "shared" / "data" / "isbi2012"
-COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
+COMPRESSION = ome_zarr.DEFAULT_COMPRESSION
 
 # A log call with arguments that do not fit its format (distributed makes one while a killed worker's
 # tasks are rescheduled) prints "Logging error" and goes on outside pytest; pytest's capture would raise

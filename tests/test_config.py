@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 import yaml
 from conftest import REPO
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from unet_pipeline import cli
@@ -54,7 +55,7 @@ def test_schema_fills_defaults_for_a_minimal_config():
 def test_bad_config_is_rejected_naming_the_key(change, message):
     config = copy.deepcopy(default_config())
     change(config)
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(WorkflowError, match=message):
         validate(config, str(SCHEMA))
 
 
@@ -83,9 +84,9 @@ def test_cli_rejects_settings_with_unknown_or_missing_keys(tmp_path):
 
 def test_cli_names_a_missing_input(tmp_path):
     config = default_config()
+    shaping = stage_settings(config, "segment", {"labels": str(tmp_path / "labels.ome.zarr")})
     result = run_cli("segment", str(tmp_path / "nope.ome.zarr"), str(tmp_path / "out"), "--settings",
-                     json.dumps(stage_settings(config, "segment")), "--run",
-                     json.dumps(run_settings(config, "segment")))
+                     json.dumps(shaping), "--run", json.dumps(run_settings(config, "segment")))
     assert result.returncode == 2
     assert "nope.ome.zarr: no such OME-Zarr image" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -143,18 +144,19 @@ def test_command_line_strings_are_typed_only_where_the_schema_wants_another_type
 
 
 def test_every_run_only_setting_comes_from_a_run_only_config_key():
-    """What `--run` carries is exactly the cluster and Slurm blocks and the run-only keys of train and predict,
-    each of which the workflow test changes in turn."""
+    """What `--run` carries is exactly the cluster and Slurm blocks and the run-only keys of train, predict,
+    segment and evaluate, each of which the workflow test changes in turn."""
     from test_workflow import RUN_ONLY_CHANGES
 
     from unet_pipeline.core.stage_settings import RUN_ONLY
-    from unet_pipeline.workflow.stage_config import RUN_ONLY_CONFIG
+    from unet_pipeline.workflow.stage_config import RUN_ONLY_CONFIG, RUN_ONLY_KEYS
 
     config = default_config()
     changed = {(block, key) for block, key, _ in RUN_ONLY_CHANGES}
     for block in RUN_ONLY_CONFIG:
         assert {(block, key) for key in config[block]} <= changed, block
-    for stage in ("train", "predict"):
+    assert set(RUN_ONLY_KEYS) == {stage for stage in RUN_ONLY if set(RUN_ONLY[stage]) & set(config[stage])}
+    for stage in RUN_ONLY_KEYS:
         assert {(stage, key) for key in RUN_ONLY[stage] if key in config[stage]} <= changed, stage
 
 

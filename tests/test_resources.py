@@ -19,10 +19,10 @@ def test_a_stage_asks_slurm_for_the_threads_its_rule_runs(kind):
     config["cluster"].update(kind=kind, workers=3, threads_per_worker=2)
     config["predict"]["torch_threads"] = 2
     expected = {"predict": 12 if kind == "local" else 1, "segment": 6 if kind == "local" else 1,
-                "train": config["train"]["threads"], "evaluate": 1}
+                "evaluate": 6 if kind == "local" else 1, "train": config["train"]["threads"], "preprocess": 1}
     for stage, threads in expected.items():
         assert stage_threads(config, stage) == threads == stage_resources(config, stage)["cpus_per_task"], stage
-    for stage in ("predict", "segment", "train"):  # the rules take them from the same function
+    for stage in ("predict", "segment", "evaluate", "train"):  # the rules take them from the same function
         rule = (REPO / "workflow" / "rules" / f"{stage}.smk").read_text()
         assert re.search(rf'^    threads: threads_of\("{stage}"\)$', rule, re.M), stage
 

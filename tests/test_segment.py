@@ -196,3 +196,16 @@ def test_in_memory_methods_equal_the_segment_stage(tmp_path, dask_cluster, metho
         segment(path, tmp_path / f"{threshold}.ome.zarr", **stage)
         assert same_partition(ome_zarr.open_image(tmp_path / f"{threshold}.ome.zarr")[:], labels)
         assert labels.max() > 5
+
+
+def test_the_neighbour_after_a_block_is_the_next_block_of_the_grid():
+    """Made from the block's position alone (the edges phase asks for it per block and axis), it is the block
+    the whole grid holds there, clipped at the volume's end; none past the last."""
+    work = Work("unused", (5, 70, 90), (2, 32, 32), (0, 8, 8), "key")
+    grid = block_grid(work.volume, work.block)
+    at = {tuple(block.position): block for block in grid}
+    for block in grid:
+        for axis in range(3):
+            after = list(block.position)
+            after[axis] += 1
+            assert work.neighbour_after(block, axis) == at.get(tuple(after)), (block, axis)

@@ -18,8 +18,11 @@ import torch
 import yaml
 from conftest import REPO
 from PIL import Image
+from scipy import ndimage
 
 from unet_pipeline.distributed import records
+from unet_pipeline.segmentation import metrics as scoring
+from unet_pipeline.segmentation.cells import cell_mask
 from unet_pipeline.storage import ome_zarr, outputs
 
 TINY = {
@@ -96,11 +99,21 @@ def test_chain_writes_every_output(tiny_run):
     checkpoint = torch.load(out / "model" / "checkpoint.pt", weights_only=True)
     assert checkpoint["model_config"]["depth"] == 2
     metrics = json.loads((out / "metrics.json").read_text())
-    for scores in (metrics["model"], metrics["baseline_raw_threshold"]):
-        assert 0 <= scores["pixel_error"] <= 1 and 0 <= scores["rand_error"] <= 1
     assert metrics["sections"] == [3, 4]
-    for key in ("warping_error", "variation_of_information", "v_rand_thinned", "rand_error_best_threshold"):
-        assert 0 <= metrics["model"][key]
+    # the scores of section 3, computed again from the arrays the chain wrote (one block holds the section)
+    truth = cell_mask(labels[3])
+    predicted = probs[1, 3].astype(np.float32) > metrics["threshold"]
+    table = scoring.section_table(seg[3], ndimage.label(truth)[0], 3)
+    model = metrics["model"]
+    assert model["pixel_error"] == pytest.approx(np.mean(predicted != truth), abs=1e-12)
+    assert model["rand_error"] == pytest.approx(scoring.rand_scores(table)["rand_error"], abs=1e-12)
+    assert model["variation_of_information"] == pytest.approx(
+        scoring.info_scores(table)["variation_of_information"], abs=1e-9)
+    assert model["warping_error"] == pytest.approx(scoring.warping_error(predicted, truth)[0], abs=1e-12)
+    assert model["rand_error_best_threshold"] == pytest.approx(min(1 - p["v_rand"] for p in metrics["sweep"]))
+    assert 0 <= model["v_rand_thinned"] <= 1
+    baseline = metrics["baseline_raw_threshold"]
+    assert 0 <= baseline["pixel_error"] <= 1 and 0 <= baseline["rand_error"] <= 1
     assert [point["threshold"] for point in metrics["sweep"]] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     assert (out / "metrics_sections.csv").read_text().count("\n") == 2
     page = (out / "report.html").read_text()
@@ -192,7 +205,8 @@ RUN_ONLY_CHANGES = [  # (config block, key, a new value): each changes only how 
     ("slurm", "qos", "high"), ("slurm", "gpus", False), ("slurm", "runtime_factor", 5.0),
     ("train", "threads", 2), ("train", "loader_workers", 3), ("train", "device", "cpu"),
     ("predict", "batch_tiles", 4), ("predict", "memory_budget_mb", 512), ("predict", "device", "cpu"),
-    ("predict", "torch_threads", 2), ("predict", "stall_timeout_s", 99),
+    ("predict", "torch_threads", 2), ("predict", "stall_timeout_s", 99), ("segment", "stall_timeout_s", 99),
+    ("evaluate", "stall_timeout_s", 99),
 ]
 
 

@@ -40,12 +40,12 @@ def _stages() -> dict[str, tuple[Callable[..., Any], tuple[str, ...]]]:
         "ingest": (ingest, ("kind", "source", "output")),
         "preprocess": (preprocess, ("raw_path", "output")),
         "weights": (weights, ("labels_path", "output")),
-        "train": (train, ("norm_path", "labels_path", "weights_path", "checkpoint_path", "log_path")),
-        "predict": (predict, ("image_path", "checkpoint", "output")),
+        "train": (train, ("norm_path", "labels_path", "weights_path", "checkpoint_path", "train_log_path")),
+        "predict": (predict, ("image_path", "checkpoint_path", "output")),
         "segment": (segment, ("probabilities_path", "output")),
         "evaluate": (evaluate, ("segmentation_path", "probabilities_path", "labels_path", "output")),
         "report": (report, ("raw_path", "probabilities_path", "segmentation_path", "labels_path", "weights_path",
-                            "metrics_path", "train_log", "output")),
+                            "metrics_path", "train_log_path", "output")),
     }
 
 
@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--chunks", default="1,256,256", help="Z,Y,X chunk shape (default %(default)s)")
     synth.add_argument("--voxel-size", default="50,4,4", help="Z,Y,X in nanometres (default %(default)s)")
+    synth.add_argument("--compression", default="{}",
+                       help="JSON object as the config's storage.compression (keys left out: its defaults)")
     info = sub.add_parser("info", help="print what made an output: its provenance and, for images, shape and axes")
     info.add_argument("path", help="an OME-Zarr image, a checkpoint (.pt) or metrics.json")
     verify = sub.add_parser("verify", help="check an output against its recorded hashes, and whether two are identical",
@@ -116,7 +118,7 @@ def _synth(args: argparse.Namespace) -> None:
     shape, chunks, voxel = (tuple(_numbers(text, kind)) for text, kind in
                             ((args.shape, int), (args.chunks, int), (args.voxel_size, float)))
     raw, labels = synthetic_volume(shape, args.seed)
-    compression = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
+    compression = {**ome_zarr.DEFAULT_COMPRESSION, **_json_object(args.compression, "--compression", "synth")}
     for name, volume in (("raw", raw), ("labels", labels)):
         with outputs.atomic_output(Path(args.output) / f"{name}.ome.zarr") as partial:
             array = ome_zarr.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Iterable, Iterator, Sized, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -26,10 +26,3 @@ class Meter:
             print(f"{self.label}: {self.done}{of} ({now - self.start:.1f} s)", file=sys.stderr, flush=True)
             self.last = now
 
-
-def track(items: Iterable[T], label: str, every_s: float = 5.0) -> Iterator[T]:
-    """Yield from `items`, reporting progress through a Meter."""
-    meter = Meter(label, len(items) if isinstance(items, Sized) else None, every_s)
-    for item in items:
-        yield item
-        meter.advance()

@@ -104,13 +104,14 @@ class Work:
         return [int(np.ravel_multi_index(position, counts)) for position in read.units(self.block)]
 
     def neighbour_after(self, block: Block, axis: int) -> Block | None:
-        """The next block along `axis`, if any."""
+        """The next block along `axis`, if any (made from its position alone: no grid is built)."""
         position = list(block.position)
         position[axis] += 1
         counts = ceil_division(self.volume, self.block)
         if position[axis] >= counts[axis]:
             return None
-        return block_grid(self.volume, self.block)[int(np.ravel_multi_index(position, counts))]
+        return Block(int(np.ravel_multi_index(position, counts)), tuple(position),
+                     Box.unit(position, self.block, self.volume))
 
 
 class Runner:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..core.errors import InputError
+from ..core.errors import ConfigError, InputError
 from .model_config import ModelConfig
 from .unet import UNet
 
@@ -54,6 +54,7 @@ def select_device(preferred: str = "auto") -> torch.device:
     """CUDA when asked for or available ('auto'), else CPU."""
     if preferred == "cuda" or (preferred == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was requested but torch sees no CUDA device")
+            raise ConfigError("device 'cuda' was requested but torch sees no CUDA device: set the device to 'auto' "
+                              "or 'cpu', or run where a GPU is visible (CUDA_VISIBLE_DEVICES)")
         return torch.device("cuda")
     return torch.device("cpu")

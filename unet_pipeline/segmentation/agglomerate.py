@@ -75,9 +75,14 @@ SOLVERS: dict[str, Solver] = {"union": union, "mean_threshold": mean_threshold, 
 
 def solve(name: str, edges: np.ndarray, stats: np.ndarray, nodes: int, threshold: float) -> np.ndarray:
     """The segment of each node under the solver `name` (one of SOLVERS)."""
+    return solver(name)(np.asarray(edges, dtype=np.int64).reshape(-1, 2), stats, nodes, threshold)
+
+
+def solver(name: str) -> Solver:
+    """The solver named `name` (`segment.agglomeration`), or a ConfigError naming the choices."""
     if name not in SOLVERS:
         raise ConfigError(f"segment.agglomeration must be one of {sorted(SOLVERS)}, got {name!r}")
-    return SOLVERS[name](np.asarray(edges, dtype=np.int64).reshape(-1, 2), stats, nodes, threshold)
+    return SOLVERS[name]
 
 
 def _components(edges: np.ndarray, nodes: int) -> np.ndarray:

@@ -13,6 +13,8 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage
 
+from . import agglomerate
+
 
 def cell_mask(labels: np.ndarray) -> np.ndarray:
     """Foreground without the pixels where two instances of different id touch."""
@@ -38,31 +40,30 @@ class SlabComponents:
     """Connected 3D components (6-connected) of a mask too large for memory, streamed in slabs of sections.
 
     `mask(first, last)` returns the boolean mask of sections [first, last).
-    A first pass labels each slab on its own and joins the components that
-    meet across slab faces (union-find); `region` then returns any range of
-    sections with the same global ids, whatever range is asked for.
+    A first pass labels each slab on its own and lists the pairs of ids that
+    meet across slab faces; their union (`agglomerate.union`, as the blockwise
+    components join blocks) gives every slab's id its component, so `region`
+    returns any range of sections with the same global ids, whatever range is
+    asked for.
     """
 
     def __init__(self, mask: Callable[[int, int], np.ndarray], depth: int, slab: int) -> None:
         self.mask, self.depth, self.slab = mask, depth, slab
         self.starts = list(range(0, depth, slab))
         self.offsets: list[int] = []
-        parents: list[int] = [0]
-        previous_last = None
-        total = 0
+        pairs = [np.zeros((0, 2), np.int64)]
+        previous_last, total = None, 0
         for start in self.starts:
             local = self._local(start)
             self.offsets.append(total)
-            count = int(local.max())
-            parents.extend(range(total + 1, total + count + 1))
             first = np.where(local[0] > 0, local[0] + total, 0)
             if previous_last is not None:
                 touching = (previous_last > 0) & (first > 0)
-                for a, b in set(zip(previous_last[touching].tolist(), first[touching].tolist())):
-                    _union(parents, a, b)
+                pairs.append(np.stack([previous_last[touching], first[touching]], axis=1))
             previous_last = np.where(local[-1] > 0, local[-1] + total, 0)
-            total += count
-        self.roots = np.array([_find(parents, i) for i in range(total + 1)], dtype=np.int64)
+            total += int(local.max())
+        edges = np.unique(np.concatenate(pairs), axis=0)
+        self.roots = agglomerate.union(edges, np.zeros((len(edges), 4), np.int64), total + 1, 0)  # 0: background
 
     def _local(self, start: int) -> np.ndarray:
         cells, _ = ndimage.label(self.mask(start, min(start + self.slab, self.depth)))
@@ -91,15 +92,3 @@ def volume_cells(labels: Any, slab: int) -> SlabComponents:
 
     return SlabComponents(mask, depth, slab)
 
-
-def _find(parents: list[int], i: int) -> int:
-    while parents[i] != i:
-        parents[i] = parents[parents[i]]
-        i = parents[i]
-    return i
-
-
-def _union(parents: list[int], a: int, b: int) -> None:
-    ra, rb = _find(parents, a), _find(parents, b)
-    if ra != rb:
-        parents[max(ra, rb)] = min(ra, rb)

@@ -8,14 +8,13 @@ connects through sections too. Connectivity: 4 or 8 in 2D; 6, 18 or 26 in
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, Literal
+from typing import Iterator
 
 import cc3d
 import numpy as np
 
 from ..core.errors import ConfigError
 
-Mode = Literal["2d", "3d"]
 CONNECTIVITIES = {"2d": (4, 8), "3d": (6, 18, 26)}
 FACE_CONNECTIVITY = {"2d": 4, "3d": 6}
 

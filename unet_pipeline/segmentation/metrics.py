@@ -144,10 +144,16 @@ def info_scores(table: Contingency | Sums) -> dict[str, float]:
 
 def dice_jaccard(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Dice and Jaccard of a class from boolean masks."""
-    both = int(np.count_nonzero(predicted & truth))
-    either = int(np.count_nonzero(predicted | truth))
-    total = int(np.count_nonzero(predicted)) + int(np.count_nonzero(truth))
-    return {"dice": 2 * both / total if total else 1.0, "jaccard": both / either if either else 1.0}
+    return overlap_scores(int(np.count_nonzero(predicted)), int(np.count_nonzero(truth)),
+                          int(np.count_nonzero(predicted & truth)))
+
+
+def overlap_scores(predicted: int, true: int, both: int) -> dict[str, float]:
+    """Dice and Jaccard of a class from its voxel counts (predicted, true, in both), so that counts of blocks
+    add up before scoring; 1 when the class is in neither."""
+    either = predicted + true - both
+    return {"dice": 2 * both / (predicted + true) if predicted + true else 1.0,
+            "jaccard": both / either if either else 1.0}
 
 
 def threshold_errors(membrane_histogram: np.ndarray, cell_histogram: np.ndarray) -> np.ndarray:

@@ -33,9 +33,7 @@ class Settings:
         if self.method not in typing.get_args(Method):
             raise ConfigError(f"segment.method must be one of {sorted(typing.get_args(Method))}, got {self.method!r}")
         check_connectivity(self.mode, self.connectivity)
-        if self.agglomeration not in agglomerate.SOLVERS:
-            raise ConfigError(f"segment.agglomeration must be one of {sorted(agglomerate.SOLVERS)}, "
-                             f"got {self.agglomeration!r}")
+        agglomerate.solver(self.agglomeration)
         if self.tuned and not (self.tune_sections and self.merge_thresholds):
             raise ConfigError("segment.merge_threshold 'auto' needs segment.tune_sections and segment.merge_thresholds")
 

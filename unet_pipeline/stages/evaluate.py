@@ -38,7 +38,7 @@ from skimage.segmentation import expand_labels
 from ..core.errors import ConfigError, InputError
 from ..core.intensity import FLOAT_BINS
 from ..core.stage_settings import checked_stage
-from ..distributed import cluster
+from ..distributed import cluster, records
 from ..distributed.blocks import Block, aligned_block_shape
 from ..distributed.blockwise import Mask, Runner, Work, components, open_array, read_cell_probability
 from ..distributed.tuning import TRUTH
@@ -73,7 +73,7 @@ class Tally:
     mismatched: int = 0
     pixels: int = 0
     warped: int = 0
-    membrane: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("predicted", "true", "both", "either"), 0))
+    membrane: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("predicted", "true", "both"), 0))
 
     def merge(self, other: "Tally") -> "Tally":
         self.table = self.table.merge(other.table)
@@ -92,10 +92,8 @@ class Tally:
                      self.mismatched, self.pixels, self.warped, self.membrane)
 
     def membrane_scores(self) -> dict[str, float]:
-        m = self.membrane
-        total = m["predicted"] + m["true"]
-        return {"membrane_dice": 2 * m["both"] / total if total else 1.0,
-                "membrane_jaccard": m["both"] / m["either"] if m["either"] else 1.0}
+        scores = metrics.overlap_scores(self.membrane["predicted"], self.membrane["true"], self.membrane["both"])
+        return {"membrane_dice": scores["dice"], "membrane_jaccard": scores["jaccard"]}
 
 
 def score_block(block: Block, work: Work, segmentation: str, probabilities: str, labels: str, threshold: float,
@@ -117,8 +115,7 @@ def score_block(block: Block, work: Work, segmentation: str, probabilities: str,
                       int(np.count_nonzero(predicted_cell[index] != true_cell[index])), true_cell[index].size)
         membrane, true_membrane = ~predicted_cell[index], ~true_cell[index]
         tally.membrane = {"predicted": int(membrane.sum()), "true": int(true_membrane.sum()),
-                          "both": int((membrane & true_membrane).sum()),
-                          "either": int((membrane | true_membrane).sum())}
+                          "both": int((membrane & true_membrane).sum())}
         tallies[z] = tally
     if warping:  # warped over the block and its context, errors counted in the block
         predicted_around = read_cell_probability(probabilities, read, work.run_key) > threshold
@@ -193,10 +190,16 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
         raise ConfigError(f"evaluation sections [{first}, {last}) do not fit a volume of {labels.shape[0]} sections")
     chunks = chunk_files.stored_unit(labels)
     block_shape = aligned_block_shape((1, *block[1:]), chunks, labels.shape)
+    inputs = {"segmentation": str(segmentation_path), "probabilities": str(probabilities_path),
+              "labels": str(labels_path), "baseline_raw": baseline_raw}
+    fingerprints = provenance.fingerprint_inputs(inputs)
+    settings = {"sections": [first, last], "threshold": threshold, "thresholds": thresholds, "warping": warping,
+                "block": list(block_shape), "context": list(context)}
+    key = records.run_key(inputs=fingerprints, settings=settings)  # workers cache opened arrays by it
     work_dir = Path(str(output) + ".work")
     with outputs.output_lock(output):
         outputs.remove(work_dir)
-        work = Work(str(work_dir), labels.shape, block_shape, (0, *context[1:]), "evaluate", (first, last))
+        work = Work(str(work_dir), labels.shape, block_shape, (0, *context[1:]), key, (first, last))
         with cluster.connect(**cluster_settings) as client:
             runner = Runner(client, work, stall_timeout_s)
             truth_graph, truth_of = components(runner, TRUTH, Mask(str(labels_path), "labels"), "2d", 4, chunks)
@@ -219,11 +222,7 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
     result["segmentation"] = {**made.get("settings", {}), **made.get("blocks", {})}
     if baseline:
         result["baseline_raw_threshold"] = baseline
-    result["provenance"] = provenance.record(
-        "evaluate", {"sections": [first, last], "threshold": threshold, "thresholds": thresholds, "warping": warping,
-                     "block": list(block_shape), "context": list(context)},
-        {"segmentation": str(segmentation_path), "probabilities": str(probabilities_path),
-         "labels": str(labels_path), "baseline_raw": baseline_raw}, started)
+    result["provenance"] = provenance.record("evaluate", settings, inputs, started, fingerprints, run_key=key)
     _write(output, result, result.pop("rows"))
     return result
 

@@ -121,7 +121,7 @@ def _tile_bytes(config: ModelConfig, geometry: UNetGeometry, tile: Shape, batch_
 
 
 @checked_stage
-def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output: str | os.PathLike, *,
+def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, output: str | os.PathLike, *,
             tile: list[int] | Literal["auto"], batch_tiles: int, memory_budget_mb: int,
             dtype: Literal["float16", "float32", "uint8"], amp: Literal["none", "bf16", "fp16"], tta: bool,
             device: Literal["auto", "cpu", "cuda"], torch_threads: int, stall_timeout_s: float,
@@ -146,9 +146,9 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         cluster_settings: the Dask cluster (see `cluster.connect`).
     """
     started = provenance.now()
-    model = load_model(checkpoint)
+    model = load_model(checkpoint_path)
     config, weights_sha256 = model.config, weights_hash(model.state_dict())
-    checksum = provenance.file_sha256(checkpoint)
+    checksum = provenance.file_sha256(checkpoint_path)
     image = ome_zarr.open_input(image_path)
     if image.ndim != 3:
         raise InputError(f"{image_path}: expected a (z, y, x) image, got shape {image.shape}")
@@ -160,7 +160,7 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         shape = tile_shape(config.geometry, unit_shape, tuple(tile), image.shape)
     tiles = tile_count(image.shape, shape)
     layout = ome_zarr.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
-    inputs = {"image": str(image_path), "checkpoint": str(checkpoint)}
+    inputs = {"image": str(image_path), "checkpoint": str(checkpoint_path)}
     fingerprints = provenance.fingerprint_inputs(inputs)
     key = records.run_key(model=asdict(config), weights=weights_sha256, image=fingerprints["image"],
                          tile=shape, layout=layout, dtype=dtype, amp=amp, tta=tta, compression=compression)
@@ -177,7 +177,7 @@ def predict(image_path: str | os.PathLike, checkpoint: str | os.PathLike, output
         todo = (t for t in iter_tiles(config.geometry, image.shape, shape)  # lazily: drawn wave by wave
                 if blocks.block_name(t.output.start) not in target.finished)
         print(f"predict: {tiles} tiles of {shape}, {resumed} already done", flush=True)
-        job = Job(str(image_path), str(target.partial), str(checkpoint), checksum, device, amp, tta, dtype,
+        job = Job(str(image_path), str(target.partial), str(checkpoint_path), checksum, device, amp, tta, dtype,
                   torch_threads, key)
         with cluster.connect(**cluster_settings, device=device, torch_threads=torch_threads) as client:
             tasks.run_tasks(client, run_tiles, tasks.batched(todo, batch_tiles), "predict tiles", stall_timeout_s,

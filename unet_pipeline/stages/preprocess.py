@@ -9,6 +9,7 @@ minimum and maximum (percentiles to within one bin width).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -34,16 +35,13 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, *, low_pe
     started = provenance.now()
     raw_array = ome_zarr.open_input(raw_path)
     raw = da.from_array(raw_array, chunks=raw_array.chunks, name=False)
-    voxel, unit = ome_zarr.voxel_size(raw_path)
     settings = {"low_percentile": low_percentile, "high_percentile": high_percentile}
     inputs = {"raw": str(raw_path)}
     fingerprints = provenance.fingerprint_inputs(inputs)
     key = records.run_key(raw=fingerprints["raw"], compression=compression, **settings)
 
-    def create(partial: os.PathLike) -> Any:
-        return ome_zarr.create_image(partial, raw.shape, np.float32, compression=compression, voxel_size=voxel,
-                                     unit=unit, name="norm", **ome_zarr.layout(raw_path))
-
+    create = functools.partial(ome_zarr.create_like, source=raw_path, dtype=np.float32, compression=compression,
+                               name="norm")
     with records.resumable_image(output, key, create) as target:
         if target is None:
             return records.kept_complete(output, "preprocess")

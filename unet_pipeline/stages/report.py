@@ -90,7 +90,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 @checked_stage
 def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
            segmentation_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,
-           metrics_path: str | os.PathLike, train_log: str | os.PathLike, output: str | os.PathLike, *,
+           metrics_path: str | os.PathLike, train_log_path: str | os.PathLike, output: str | os.PathLike, *,
            sections: int, config: dict[str, Any]) -> None:
     """Write the self-contained HTML report.
 
@@ -99,16 +99,17 @@ def report(raw_path: str | os.PathLike, probabilities_path: str | os.PathLike,
         config: the config to show (without what only shapes runs).
     """
     metrics = json.loads(open(metrics_path).read())
-    with open(train_log, newline="") as handle:
+    with open(train_log_path, newline="") as handle:
         log = list(csv.DictReader(handle))
     with open(sections_table_path(metrics_path), newline="") as handle:
         per_section = [{k: float(v) if k != "section" and v else v for k, v in row.items()}
                        for row in csv.DictReader(handle)]
-    raw, probs = ome_zarr.open_input(raw_path), ome_zarr.open_input(probabilities_path)
-    segmentation, labels = ome_zarr.open_input(segmentation_path), ome_zarr.open_input(labels_path)
-    weights = ome_zarr.open_input(weights_path)
     first, last = metrics["sections"]
-    shown = sorted(set(np.linspace(first, last - 1, num=min(sections, last - first)).round().astype(int)))
+    shown = [int(z) for z in sorted(set(np.linspace(first, last - 1, num=min(sections, last - first)).round()))]
+    # open what is drawn: the chunks of the shown sections are checked, not every chunk of five volumes
+    raw, probs = ome_zarr.open_input(raw_path, shown), ome_zarr.open_input(probabilities_path, shown)
+    segmentation, labels = ome_zarr.open_input(segmentation_path, shown), ome_zarr.open_input(labels_path, shown)
+    weights = ome_zarr.open_input(weights_path, shown[:1])
     threshold = metrics["threshold"]
     def panels(z: int) -> str:
         cell = as_probability(probs[CELL_CHANNEL, z])

@@ -95,7 +95,7 @@ def validation_settings(segmentation: dict[str, Any], sections: list[int]) -> Se
 
 @checked_stage
 def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,
-          checkpoint_path: str | os.PathLike, log_path: str | os.PathLike, *, model: dict[str, Any],
+          checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike, *, model: dict[str, Any],
           iterations: int, tile: int, batch_size: int, optimizer: Literal["adam", "sgd"], learning_rate: float,
           momentum: float, weight_decay: float, schedule: Literal["constant", "step", "cosine"], step_size: int,
           gamma: float, dice_weight: float,
@@ -132,7 +132,7 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
     with outputs.output_lock(checkpoint_path):
         started = provenance.now()
         settings = {key: value for key, value in locals().items() if key not in
-                    ("norm_path", "labels_path", "weights_path", "checkpoint_path", "log_path", "started")}
+                    ("norm_path", "labels_path", "weights_path", "checkpoint_path", "train_log_path", "started")}
         config = ModelConfig.from_dict(model)
         geometry = config.geometry
         output_size = geometry.smallest_output_at_least(tile)
@@ -162,7 +162,7 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
         final = state_dir / ("best.pt" if validation_sections and best["iteration"] else "last.pt")
         record = provenance.record("train", settings, inputs, started, fingerprints, best=best)
         network.load_state_dict(torch.load(final, map_location=target_device, weights_only=True)["state_dict"])
-        _write_log(log_path, rows)
+        _write_log(train_log_path, rows)
         with outputs.atomic_output(checkpoint_path) as partial:
             save_checkpoint(partial, network, provenance=record, iteration=iterations, best=best)
 

@@ -25,6 +25,7 @@ d1 + d2 under D. Distances are those of the Euclidean distance transform
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any, Literal, Sequence
@@ -160,7 +161,7 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, *, w0: fl
     inputs = {"labels": str(labels_path)}
     fingerprints = provenance.fingerprint_inputs(inputs)
     key = records.run_key(labels=fingerprints["labels"], compression=compression, **settings)
-    voxel, unit = ome_zarr.voxel_size(labels_path)
+    voxel = ome_zarr.voxel_size(labels_path)[0]
     foreground = cell_fraction(labels, mode)
     if not 0 < foreground < 1:
         raise InputError(f"{labels_path}: the labels have "
@@ -168,10 +169,8 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, *, w0: fl
                          "; training needs both classes")
     balance = class_weights(foreground, class_balance)
 
-    def create(partial: os.PathLike) -> Any:
-        return ome_zarr.create_image(partial, labels.shape, np.float32, compression=compression, voxel_size=voxel,
-                               unit=unit, name="weights", **ome_zarr.layout(labels_path))
-
+    create = functools.partial(ome_zarr.create_like, source=labels_path, dtype=np.float32, compression=compression,
+                               name="weights")
     with records.resumable_image(output, key, create) as target:
         if target is None:
             return records.kept_complete(output, "weights")

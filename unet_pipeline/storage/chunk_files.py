@@ -56,18 +56,38 @@ def missing_keys(array: zarr.Array, expected: list[str] | None = None) -> list[s
     return [key for key in expected or expected_keys(array) if key not in stored]
 
 
+def region_keys(array: zarr.Array, region: Box) -> list[str]:
+    """The store key of every chunk (or shard) file of `array` that holds part of `region`, in grid order."""
+    return list(map(array.metadata.encode_chunk_key, region.units(stored_unit(array))))
+
+
+def missing_in_region(array: zarr.Array, region: Box) -> tuple[list[str], int]:
+    """The chunk files holding `region` that are not in the store, and how many hold it; in a local store each
+    is looked up on its own, so the files of the rest of the array are never listed."""
+    expected = region_keys(array, region)
+    if isinstance(array.store, LocalStore):
+        root = Path(array.store.root) / array.path
+        return [key for key in expected if not (root / key).exists()], len(expected)
+    stored = stored_keys(array)
+    return [key for key in expected if key not in stored], len(expected)
+
+
 def describe_missing(name: str | os.PathLike, missing: list[str], total: int) -> str:
     """'<name>: 2 of 16 chunk files are missing (0/1/0, 0/1/1)'."""
     shown = ", ".join(missing[:SHOWN]) + (", ..." if len(missing) > SHOWN else "")
     return f"{name}: {len(missing)} of {total} chunk files are missing ({shown})"
 
 
-def require_all_chunks(array: zarr.Array, name: str | os.PathLike) -> None:
-    """Refuse `array` (named `name` in the message) unless every chunk file is stored."""
-    expected = expected_keys(array)
-    missing = missing_keys(array, expected)
+def require_all_chunks(array: zarr.Array, name: str | os.PathLike, region: Box | None = None) -> None:
+    """Refuse `array` (named `name` in the message) unless every chunk file (of those holding `region`, when
+    given) is stored."""
+    if region is None:
+        expected = expected_keys(array)
+        missing, total = missing_keys(array, expected), len(expected)
+    else:
+        missing, total = missing_in_region(array, region)
     if missing:
-        raise InputError(f"{describe_missing(name, missing, len(expected))}; a stage of this pipeline "
+        raise InputError(f"{describe_missing(name, missing, total)}; a stage of this pipeline "
                          "writes every chunk, so the array is incomplete (a truncated copy, a failed sync or a "
                          "lost file): rerun the stage that wrote it")
 

@@ -20,7 +20,7 @@ from ome_zarr.format import FormatV04, FormatV05
 from ome_zarr.writer import write_multiscales_metadata
 
 from ..core.errors import ConfigError, InputError
-from ..core.geometry import Coordinate, Shape, round_up
+from ..core.geometry import Box, Coordinate, Shape, round_up
 from .chunk_files import CheckedReads, require_all_chunks
 
 LEVEL0 = "0"
@@ -31,6 +31,8 @@ zarr.config.set({"array.write_empty_chunks": True})
 _SHUFFLE = {"none": numcodecs.Blosc.NOSHUFFLE, "byte": numcodecs.Blosc.SHUFFLE, "bit": numcodecs.Blosc.BITSHUFFLE}
 
 
+# the schema's defaults of storage.compression (tests/test_config.py keeps the two equal)
+DEFAULT_COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
 NGFF_VERSIONS = {"0.4": (FormatV04, 2), "0.5": (FormatV05, 3)}
 
 
@@ -107,6 +109,15 @@ def create_image(
     return array
 
 
+def create_like(path: str | os.PathLike, source: str | os.PathLike, dtype: Any, compression: dict[str, Any],
+                name: str) -> zarr.Array:
+    """An empty image at `path` of `dtype` with the shape, voxel size and layout (chunks, shards, NGFF version,
+    pyramid) of the (z, y, x) image `source`: what a stage that maps voxels one to one writes."""
+    voxel, unit = voxel_size(source)
+    return create_image(path, open_image(source).shape, dtype, compression=compression, voxel_size=voxel, unit=unit,
+                        name=name, **layout(source))
+
+
 def create_level(group: zarr.Group, path: str, shape: Shape, chunks: Shape, dtype: Any, compressors: Any,
                   shards: Shape | None = None, overwrite: bool = False) -> zarr.Array:
     separator = {"name": "v2", "separator": "/"} if group.metadata.zarr_format == 2 else {"name": "default"}
@@ -160,11 +171,17 @@ def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:
         raise InputError(f"{path}: not an OME-Zarr image (no array at level {LEVEL0!r})") from err
 
 
-def open_input(path: str | os.PathLike) -> CheckedReads:
-    """Level 0 of an image a stage reads, refused (naming the chunk files) unless every chunk is stored; its
-    reads name any chunk file that cannot be decoded."""
+def open_input(path: str | os.PathLike, sections: Sequence[int] | None = None) -> CheckedReads:
+    """Level 0 of an image a stage reads, refused (naming the chunk files) unless every chunk is stored (every
+    chunk holding one of `sections`, when given, for a stage that reads those alone); its reads name any
+    chunk file that cannot be decoded."""
     array = open_image(path)
-    require_all_chunks(array, Path(path) / LEVEL0)
+    if sections is None:
+        require_all_chunks(array, Path(path) / LEVEL0)
+    for z in sections or ():
+        lead = array.ndim - 3  # channels
+        region = Box((0,) * lead + (z, 0, 0), array.shape[:lead] + (z + 1, *array.shape[-2:]))
+        require_all_chunks(array, Path(path) / LEVEL0, region)
     return CheckedReads(array, Path(path) / LEVEL0)
 
 

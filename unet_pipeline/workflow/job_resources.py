@@ -53,7 +53,7 @@ def stage_threads(config: dict[str, Any], stage: str) -> int:
     if stage == "predict":
         return max(1, cluster["workers"] * cluster["threads_per_worker"] * config["predict"]["torch_threads"]) \
             if local else 1
-    if stage == "segment":
+    if stage in ("segment", "evaluate"):  # both start local Dask workers of the same kind
         return max(1, cluster["workers"] * cluster["threads_per_worker"]) if local else 1
     return 1
 
@@ -83,7 +83,7 @@ def stage_resources(config: dict[str, Any], stage: str) -> dict[str, Any]:
         mem_mb = 1500 + workers * per_worker
         minutes = voxels / (0.07e6 * max(workers, 1)) / 60
         gpu = int(slurm["gpus"]) if cluster["kind"] == "local" else 0
-    elif stage == "segment":
+    elif stage in ("segment", "evaluate"):  # blocks of the same shape and context on the same workers
         cluster, segment = config["cluster"], config["segment"]
         workers = cluster["workers"] if cluster["kind"] == "local" else 0
         read = math.prod(Box.of_shape(segment["block"]).grow(segment["context"], segment["context"]).shape)

@@ -5,7 +5,7 @@ import os
 from unet_pipeline.core.stage_settings import RUN_ONLY
 from unet_pipeline.storage.sources import source_file
 from unet_pipeline.workflow.job_resources import stage_resources, stage_threads
-from unet_pipeline.workflow.stage_config import run_settings, stage_settings
+from unet_pipeline.workflow.stage_config import optional_inputs, run_settings, stage_settings
 
 RESULTS = f"{config['results_dir']}/{config['name']}"
 ENV = "../envs/unet-pipeline.yaml"  # installs this checkout through UNET_PIPELINE_ROOT (set in the Snakefile)
@@ -31,9 +31,16 @@ def source_on_disk(kind):
     return str(source_file(source(kind)))
 
 
+def read_only_with_settings(stage):
+    """The inputs a stage reads only under some settings (segment's labels when it tunes, evaluate's raw for
+    its baseline), by name: the rule asks for these and no others."""
+    paths = {"labels": result("labels.ome.zarr"), "raw": result("raw.ome.zarr")}
+    return {name: paths[name] for name in optional_inputs(config, stage)}
+
+
 def settings(stage):
     """The stage settings as JSON, passed as params so that a change reruns exactly that stage."""
-    return json.dumps(stage_settings(config, stage), sort_keys=True)
+    return json.dumps(stage_settings(config, stage, read_only_with_settings(stage)), sort_keys=True)
 
 
 def threads_of(stage):

@@ -1,9 +1,9 @@
 rule evaluate:
     input:
+        **read_only_with_settings("evaluate"),
         segmentation=result("segmentation.ome.zarr"),
         probabilities=result("probabilities.ome.zarr"),
         labels=result("labels.ome.zarr"),
-        raw=result("raw.ome.zarr"),
     output:
         metrics=result("metrics.json"),
         sections=result("metrics_sections.csv"),
@@ -11,6 +11,7 @@ rule evaluate:
         log_file("evaluate"),
     conda:
         ENV
+    threads: threads_of("evaluate")
     resources:
         **resources_of("evaluate"),
     params:

@@ -14,9 +14,11 @@ rule synth:
         seed=config["data"]["synthetic"]["seed"],
         chunks=",".join(map(str, config["storage"]["chunks"])),
         voxel_size=",".join(map(str, config["data"]["synthetic"]["voxel_size"])),
+        compression=json.dumps(config["storage"]["compression"], sort_keys=True),
     shell:
         "unet-pipeline --on-busy wait synth {params.folder:q} --shape {params.shape} --seed {params.seed}"
-        " --chunks {params.chunks} --voxel-size {params.voxel_size} > {log:q} 2>&1"
+        " --chunks {params.chunks} --voxel-size {params.voxel_size} --compression {params.compression:q}"
+        " > {log:q} 2>&1"
 
 
 rule ingest:

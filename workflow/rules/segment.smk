@@ -1,7 +1,7 @@
 rule segment:
     input:
+        **read_only_with_settings("segment"),
         probabilities=result("probabilities.ome.zarr"),
-        labels=result("labels.ome.zarr"),  # read when the merge threshold is tuned on labelled sections
     output:
         directory(result("segmentation.ome.zarr")),
     log:
