@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import subprocess
@@ -14,9 +15,10 @@ import torch
 import yaml
 from conftest import COMPRESSION, REPO, kill_process_group, write_image
 
+from unet_pipeline.core.errors import ConfigError
 from unet_pipeline.nn import device_augment
 from unet_pipeline.nn.augment import AugmentSettings, augment_tile, elastic_field, warp
-from unet_pipeline.nn.checkpoint import load_model
+from unet_pipeline.nn.checkpoint import load_model, select_device
 from unet_pipeline.nn.device_augment import finish_batch
 from unet_pipeline.nn.model_config import ModelConfig
 from unet_pipeline.nn.unet import UNet
@@ -143,7 +145,12 @@ def test_a_3d_model_trains_on_3d_tiles(tmp_path, data):
     options["augment"].update(misalign_probability=1.0, misalign_max_shift=2, missing_probability=1.0)
     train(*data, tmp_path / "m" / "checkpoint.pt", tmp_path / "log.csv", **options)
     network = load_model(tmp_path / "m" / "checkpoint.pt")
-    assert network.config.ndim == 3 and network.config.norm == "group"
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert len(rows) == 3 and all(np.isfinite(float(row["loss"])) and float(row["loss"]) > 0 for row in rows)
+    geometry = network.config.geometry
+    output = geometry.smallest_output_at_least(4)
+    tile = torch.rand(1, 1, *(geometry.input_size(output),) * 3)
+    assert network(tile).shape == (1, 2, output, output, output)  # a 3D network: valid sizes on every axis
 
 
 def test_device_warp_equals_the_loader_warp():
@@ -185,5 +192,17 @@ def test_the_cuda_layout_fits_the_model(ndim):
     layout = fast_layout(torch.device("cuda"), ndim)
     assert fast_layout(torch.device("cpu"), ndim) is None
     network = UNet(ModelConfig(ndim=ndim, depth=1, base_features=2)).to(memory_format=layout)
-    image = torch.rand(2, 1, *([20] * ndim)).contiguous(memory_format=layout)
-    assert image.is_contiguous(memory_format=layout) and network(image).shape[0] == 2
+    plain = torch.rand(2, 1, *([20] * ndim))
+    image = plain.contiguous(memory_format=layout)
+    assert image.is_contiguous(memory_format=layout)
+    output = network.config.geometry.output_size(20)
+    assert network(image).shape == (2, 2, *[output] * ndim)
+    assert torch.allclose(network(image), network(plain), atol=1e-6)  # the layout changes no value
+
+
+def test_cuda_without_a_gpu_is_a_config_error():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible here")
+    with pytest.raises(ConfigError, match="device 'cuda' was requested but torch sees no CUDA device"):
+        select_device("cuda")
+    assert select_device("auto").type == "cpu"
