@@ -1,5 +1,6 @@
-"""The README's "Reading the outputs" snippets, run as written against outputs of the pipeline: zarr-python,
-dask, tensorstore, ome-zarr-py, napari's reader plugin and neuroglancer's Python viewer."""
+"""The README's "Reading the outputs" snippets and those of docs/reading-outputs.md, run as written against
+outputs of the pipeline: zarr-python, dask, tensorstore, ome-zarr-py, napari's reader plugin and neuroglancer's
+Python viewer."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ VOXEL = [50.0, 4.0, 4.0]
 
 
 def readme_snippets() -> list[str]:
+    """The README's "Reading the outputs" snippets, then those of docs/reading-outputs.md, in order."""
     text = (REPO / "README.md").read_text()
     section = text[text.index("## Reading the outputs"):]
     section = section[: section.index("\n## ", 1)]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    others = (REPO / "docs" / "reading-outputs.md").read_text()
+    return re.findall(r"```python\n(.*?)```", section + others, flags=re.S)
 
 
 @pytest.fixture(scope="module")
