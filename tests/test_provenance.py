@@ -123,5 +123,5 @@ def test_the_dirty_tree_flag_follows_uncommitted_changes(tmp_path):
         return subprocess.run(probe, cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
 
     assert dirty() == "False"
-    (tmp_path / "unet_pipeline" / "synth.py").write_text("# changed\n", encoding="utf-8")
+    (tmp_path / "unet_pipeline" / "stages" / "synth.py").write_text("# changed\n", encoding="utf-8")
     assert dirty() == "True"
