@@ -18,7 +18,7 @@ ALLOWED = {
     "core": set(),
     "storage": {"core"},
     "segmentation": {"core"},
-    "nn": {"core", "segmentation"},
+    "nn": {"core"},
     "figures": {"core"},
     "training": {"core", "storage", "segmentation", "nn"},
     "distributed": {"core", "storage", "segmentation", "nn"},

@@ -1,4 +1,4 @@
 """The network as array code (torch and numpy): the U-Net and its config, checkpoints, losses, augmentation,
-mirroring and in-memory inference. Imports `core` and `segmentation` only: no storage, scheduler or stage.
+mirroring and in-memory inference. Imports `core` only: no storage, scheduler or stage.
 `model_config` imports no torch (the workflow reads it).
 """
