@@ -140,7 +140,7 @@ def test_labels_or_predictions_of_another_shape_are_named(tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
-STALL_S = 10  # above a worker's start (it imports torch, tensorstore and dask: 6 s on a slow day here)
+STALL_S = 20  # well above a worker's start (importing torch, tensorstore and dask took 6 s on a slow day here)
 
 
 @pytest.mark.parametrize("attempt", range(3))
