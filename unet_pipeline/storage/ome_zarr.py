@@ -31,7 +31,7 @@ zarr.config.set({"array.write_empty_chunks": True})
 _SHUFFLE = {"none": numcodecs.Blosc.NOSHUFFLE, "byte": numcodecs.Blosc.SHUFFLE, "bit": numcodecs.Blosc.BITSHUFFLE}
 
 
-# the schema's defaults of storage.compression (tests/test_config.py keeps the two equal)
+# the schema's defaults of storage.compression (tests/test_storage_modules.py keeps the two equal)
 DEFAULT_COMPRESSION = {"codec": "blosc", "cname": "zstd", "level": 5, "shuffle": "bit"}
 NGFF_VERSIONS = {"0.4": (FormatV04, 2), "0.5": (FormatV05, 3)}
 
