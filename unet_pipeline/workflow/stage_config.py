@@ -17,7 +17,6 @@ from typing import Any, Callable
 from ..core.stage_settings import RUN_ONLY, STAGES
 
 RUN_ONLY_CONFIG = ("cluster", "slurm")  # config blocks that only shape runs
-RUN_ONLY_KEYS = ("train", "predict", "segment", "evaluate")  # config blocks holding some of their stage's RUN_ONLY
 Inputs = dict[str, str]  # the optional inputs a stage reads, by name (see `optional_inputs`), and their paths
 
 
@@ -47,8 +46,8 @@ def optional_inputs(config: dict[str, Any], stage: str) -> list[str]:
 def shown_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config without what only shapes runs: what the report shows (and reruns on)."""
     shown = {key: value for key, value in config.items() if key not in RUN_ONLY_CONFIG}
-    for section in RUN_ONLY_KEYS:
-        shown[section] = {key: value for key, value in config[section].items() if key not in RUN_ONLY[section]}
+    for stage, keys in RUN_ONLY.items():  # the config block of each such stage, less its run-only keys
+        shown[stage] = {key: value for key, value in config[stage].items() if key not in keys}
     return shown
 
 
