@@ -1,10 +1,13 @@
 # unet-pipeline: the whole chain from a raw EM stack to report.html.
 # Thin by design: stages live in workflow/rules/, all logic in the unet_pipeline package.
 import os
+import sys
 
 from snakemake.utils import min_version, validate
 
+from unet_pipeline.core.errors import ConfigError
 from unet_pipeline.workflow.command_line_config import type_command_line_values
+from unet_pipeline.workflow.volumes import check_unique_keys, plan
 
 min_version("9.0")
 
@@ -20,17 +23,28 @@ if not workflow.overwrite_configfiles:
 
 
 type_command_line_values(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
-validate(config, "workflow/schemas/config.schema.yaml")
+CONFIG_FILES = workflow.overwrite_configfiles or [os.path.join(workflow.basedir, "config", "config.yaml")]
+try:
+    for path in CONFIG_FILES:
+        check_unique_keys(path)
+    validate(config, "workflow/schemas/config.schema.yaml")
+    PLAN = plan(config, CONFIG_FILES)  # every volume named by training, validation, ... exists and fits its use
+except ConfigError as err:
+    print(f"unet-pipeline: config error: {err}", file=sys.stderr)
+    sys.exit(2)
 
 
 include: "workflow/rules/common.smk"
 
 
+wildcard_constraints:
+    volume="|".join(config["volumes"]),  # the names are [A-Za-z0-9_-]+ (schema): no regex characters
+
+
 rule all:
     default_target: True
     input:
-        result("report.html"),
-        result("metrics.json"),
+        final_targets(),
 
 
 include: "workflow/rules/ingest.smk"

@@ -29,10 +29,11 @@ def write_config(config_file: Path, folder: Path, changes: dict[str, Any] | None
     with the schema's defaults filled in, as the workflow sees it."""
     config = merged(yaml.safe_load(config_file.read_text()), changes or {})
     config["results_dir"] = str(folder / "results")
-    for key in ("raw", "labels"):  # relative data paths are relative to the repository, as for snakemake
-        path = config.get("data", {}).get(key)
-        if isinstance(path, str) and not Path(path).is_absolute():
-            config["data"][key] = str(REPO / path)
+    for volume in config.get("volumes", {}).values():  # relative data paths are relative to the repository,
+        for key in ("raw", "labels"):  # as for snakemake
+            path = volume.get(key)
+            if isinstance(path, str) and not Path(path).is_absolute():
+                volume[key] = str(REPO / path)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     validate(config, str(SCHEMA))

@@ -80,14 +80,15 @@ def main() -> None:
     if config["train"]["device"] == "cuda" and not torch.cuda.is_available():
         sys.exit("reproduce_isbi: no CUDA device here; the reproduction needs one (--smoke runs on the CPU)")
     out = results(config)
-    workflow_s = run_workflow(args.output.resolve(), [out / "metrics.json"], args.cores or os.cpu_count() or 1)
+    held_out = config["evaluation"][0]  # the held-out sections of the training volume
+    metrics_path = out / "volumes" / held_out["volume"] / "metrics.json"
+    workflow_s = run_workflow(args.output.resolve(), [metrics_path], args.cores or os.cpu_count() or 1)
     rows = training_log(out / "model" / "train_log.csv")
     train_s = rows[-1]["seconds"]
     loop_rate = (len(rows) - 1) / (rows[-1]["seconds"] - rows[0]["seconds"])
-    inputs = [out / name for name in ("norm.ome.zarr", "labels.ome.zarr", "weights.ome.zarr")]
-    step_rate = bare_rate(config, inputs, 10 if args.smoke else 50)
-    loader = loader_rate(config, inputs, 10 if args.smoke else 100)
-    metrics = json.loads((out / "metrics.json").read_text())
+    step_rate = bare_rate(config, 10 if args.smoke else 50)
+    loader = loader_rate(config, 10 if args.smoke else 100)
+    metrics = json.loads(metrics_path.read_text())
     figures = {
         "device": device_name(config),
         "config": str(base.relative_to(REPO)) + (" with the smoke changes" if args.smoke else ""),
@@ -102,11 +103,11 @@ def main() -> None:
         "loss_first": rows[0]["loss"],
         "loss_last": rows[-1]["loss"],
         "loss_fell": loss_fell(rows),
-        "held_out_sections": config["evaluate"]["sections"],
+        "held_out_sections": held_out.get("sections"),
         "held_out": held_out_figures(metrics),
         "paper": PAPER,
         "checkpoint": str(out / "model" / "checkpoint.pt"),
-        "metrics": str(out / "metrics.json"),
+        "metrics": str(metrics_path),
     }
     (args.output / "reproduction.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"[reproduce_isbi] {figures['config']} on {figures['device']}")
@@ -115,7 +116,7 @@ def main() -> None:
     print(f"  data loader alone: {loader:.1f} samples/s against {figures['loop_samples_per_s']:.1f} consumed "
           f"({loader / figures['loop_samples_per_s']:.2f}x)")
     print(f"  device share of the loop's time (loop rate / step alone): {figures['device_share']:.2f}")
-    print(f"  held-out sections {figures['held_out_sections']}:  " + ", ".join(
+    print(f"  held-out sections {figures['held_out_sections']} of {held_out['volume']}:  " + ", ".join(
         f"{name} {value:.4f}" + (f" (paper {PAPER[name]})" if name in PAPER else "")
         for name, value in figures["held_out"].items()))
     print(f"  written: {args.output / 'reproduction.json'}")

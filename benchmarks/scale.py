@@ -47,10 +47,10 @@ from unet_pipeline.workflow.stage_config import run_settings, stage_settings
 REPO = Path(__file__).resolve().parents[1]
 BLOCK = (16, 512, 512)  # the synthetic block, tiled
 EDGE = 2048  # section size
-CHANGES = {  # to the default config: a voxel size for the TIFF stack, fixed work per voxel, every section scored
-    "data": {"voxel_size": [50.0, 4.0, 4.0]},
+VOLUME = "stack"  # the config's one volume: the TIFF stack, with a voxel size; every section scored
+CHANGES = {  # to the default config: fixed work per voxel
     "segment": {"merge_threshold": 0.5},
-    "evaluate": {"sections": None, "baseline": False, "thresholds": []},  # the sweep: 9 more labelling passes
+    "evaluate": {"baseline": False, "thresholds": []},  # the sweep: 9 more labelling passes
 }
 
 
@@ -70,6 +70,8 @@ def stage_config() -> dict[str, Any]:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for section, values in CHANGES.items():
         config[section].update(values)
+    config.update(volumes={VOLUME: {"raw": "raw.tif", "labels": "labels.ome.zarr", "voxel_size": [50.0, 4.0, 4.0]}},
+                  training=[{"volume": VOLUME}], validation=[], evaluation=[{"volume": VOLUME}])
     validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     return config
 
@@ -124,7 +126,7 @@ class PeakTree:
 def run_stage(stage: str, paths: list[Path], config: dict[str, Any], log: Path) -> tuple[float, PeakTree]:
     """Run one stage as the workflow does; its wall seconds and memory peaks. Exits with its log if it fails."""
     command = [sys.executable, "-m", "unet_pipeline.cli", stage, *map(str, paths),
-               "--settings", json.dumps(stage_settings(config, stage)),
+               "--settings", json.dumps(stage_settings(config, stage, VOLUME)),
                "--run", json.dumps(run_settings(config, stage))]
     start = time.perf_counter()
     with open(log, "w") as output:

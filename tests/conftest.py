@@ -57,7 +57,7 @@ def segment_settings(cluster_settings: dict, **changes) -> dict:
     mean_threshold, no minimum size: not the schema's defaults), with `changes`."""
     settings = {"method": "agglomerate", "mode": "2d", "connectivity": None, "threshold": 0.5, "seed_threshold": 0.9,
                 "seed_distance": 4, "agglomeration": "mean_threshold", "merge_threshold": 0.5,
-                "merge_thresholds": [0.5], "tune_sections": None, "labels": None, "min_size": 0,
+                "merge_thresholds": [0.5], "tune_sections": None, "labels": None, "threshold_from": None, "min_size": 0,
                 "block": [4, 1024, 1024], "context": [2, 64, 64], "compression": COMPRESSION,
                 "cluster_settings": cluster_settings, "stall_timeout_s": 120}
     return {**settings, **changes}

@@ -15,7 +15,7 @@ from snakemake.utils import validate
 from unet_pipeline import cli
 from unet_pipeline.core.errors import ConfigError
 from unet_pipeline.core.stage_settings import STAGES
-from unet_pipeline.workflow.stage_config import run_settings, stage_settings
+from unet_pipeline.workflow.stage_config import PER_VOLUME, run_settings, stage_settings
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -31,15 +31,19 @@ def test_every_stage_gets_exactly_its_function_arguments():
     stages = cli._stages()
     assert set(stages) == set(STAGES)
     for stage, (function, positionals) in stages.items():
-        shaping, run = stage_settings(config, stage), run_settings(config, stage)
+        shaping, run = stage_settings(config, stage, "train" if stage in PER_VOLUME else None), \
+            run_settings(config, stage)
         assert not set(shaping) & set(run), stage
         assert sorted({**shaping, **run}) == sorted(cli.setting_names(function, positionals)), stage
 
 
 def test_schema_fills_defaults_for_a_minimal_config():
-    config = {"name": "x", "data": {}}
+    config = {"name": "x", "volumes": {"v": {"synthetic": {}}}}
     validate(config, str(SCHEMA))
     assert config["train"]["iterations"] == 300 and config["storage"]["chunks"] == [1, 128, 128]
+    assert config["volumes"]["v"]["synthetic"] == {"shape": [16, 256, 256], "seed": 0,
+                                                   "voxel_size": [50.0, 4.0, 4.0], "labels": True}
+    assert config["training"] == config["validation"] == [] and config["evaluation"] is config["process"] is None
 
 
 @pytest.mark.parametrize(
@@ -48,7 +52,10 @@ def test_schema_fills_defaults_for_a_minimal_config():
         (lambda c: c["train"].update(iterations=0), "iterations"),
         (lambda c: c["model"].update(depthh=3), "depthh"),
         (lambda c: c["storage"].update(chunks=[1, 2]), "chunks"),
-        (lambda c: c["data"].update(raw="x.tif"), "labels"),
+        (lambda c: c["volumes"]["train"].update(raw="x.tif"), "not valid under any"),  # raw or synthetic
+        (lambda c: c["volumes"].update({"a.b": {"raw": "x.tif"}}), "does not match"),  # names: no dots
+        (lambda c: c.update(name=".."), "does not match"),  # would write outside results_dir
+        (lambda c: c["training"][0].update(sections=[0]), "is too short"),
         (lambda c: c["storage"].update(shards=[1, 64, 64]), "'0.5' was expected"),  # shards need NGFF 0.5
     ],
 )
@@ -84,7 +91,7 @@ def test_cli_rejects_settings_with_unknown_or_missing_keys(tmp_path):
 
 def test_cli_names_a_missing_input(tmp_path):
     config = default_config()
-    shaping = stage_settings(config, "segment", {"labels": str(tmp_path / "labels.ome.zarr")})
+    shaping = stage_settings(config, "segment", "train")
     result = run_cli("segment", str(tmp_path / "nope.ome.zarr"), str(tmp_path / "out"), "--settings",
                      json.dumps(shaping), "--run", json.dumps(run_settings(config, "segment")))
     assert result.returncode == 2
@@ -123,11 +130,11 @@ def test_nested_command_line_overrides_get_the_schema_types(tmp_path):
     as the numbers and lists the schema expects (a real dry run, commands printed)."""
     result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--printshellcmds", "--cores", "2",
                              "--directory", str(tmp_path),
-                             "--config", "train={iterations: 50, sections: [0, 8]}",
+                             "--config", "train={iterations: 50, tile: 60}",
                              "segment={merge_threshold: 0.3, block: [2, 512, 512]}", "name=typed"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert '"iterations": 50,' in result.stdout and '"sections": [0, 8]' in result.stdout
+    assert '"iterations": 50,' in result.stdout and '"tile": 60,' in result.stdout
     assert '"merge_threshold": 0.3,' in result.stdout and '"block": [2, 512, 512]' in result.stdout
 
 
@@ -136,9 +143,9 @@ def test_command_line_strings_are_typed_only_where_the_schema_wants_another_type
 
     schema = yaml.safe_load(SCHEMA.read_text())
     given = {"name": "123", "train": {"iterations": "50", "device": "cpu"},
-             "segment": {"merge_threshold": "auto", "tune_sections": "null"}, "predict": {"tile": ["1", "64", "64"]}}
+             "segment": {"merge_threshold": "auto", "tune": "null"}, "predict": {"tile": ["1", "64", "64"]}}
     assert typed(given, schema) == {"name": "123", "train": {"iterations": 50, "device": "cpu"},
-                                    "segment": {"merge_threshold": "auto", "tune_sections": None},
+                                    "segment": {"merge_threshold": "auto", "tune": None},
                                     "predict": {"tile": [1, 64, 64]}}
     assert typed({"train": {"iterations": "fifty"}}, schema) == {"train": {"iterations": "fifty"}}  # schema names it
 
@@ -160,9 +167,10 @@ def test_every_run_only_setting_comes_from_a_run_only_config_key():
 
 
 def test_a_user_config_gets_the_schema_defaults_not_the_demo_values(tmp_path):
-    """A --configfile without the section keys: evaluate scores every section and training validates on none,
-    as config/README.md says (the demo config would give [12, 16], [0, 10] and [10, 12])."""
-    user = {"name": "user", "data": {"synthetic": {"shape": [20, 64, 64]}}}
+    """A --configfile without sections: evaluate scores every section and training draws from every section,
+    as config/README.md says (the demo config would give [12, 16] and [0, 10])."""
+    user = {"name": "user", "volumes": {"v": {"synthetic": {"shape": [20, 64, 64]}}}, "training": [{"volume": "v"}],
+            "validation": [{"volume": "v"}]}
     (tmp_path / "user.yaml").write_text(yaml.safe_dump(user))
     result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--printshellcmds", "--cores", "2",
                              "--directory", str(tmp_path), "--configfile", str(tmp_path / "user.yaml")],
@@ -173,7 +181,7 @@ def test_a_user_config_gets_the_schema_defaults_not_the_demo_values(tmp_path):
     evaluate = json.loads(commands["evaluate"].split("--settings ")[1].split(" --run")[0].strip("'"))
     train = json.loads(commands["train"].split("--settings ")[1].split(" --run")[0].strip("'"))
     assert evaluate["sections"] is None
-    assert train["sections"] == [0, 12] and train["validation_sections"] is None
+    assert train["training"][0]["sections"] is None and train["training"][0]["image"].endswith("v/norm.ome.zarr")
 
 
 def test_the_cli_turns_only_pipeline_errors_into_exit_2(tmp_path, monkeypatch, capsys):
@@ -218,3 +226,42 @@ def test_extension_tables_hold_what_the_schema_allows():
     assert set(cluster.KINDS) == set(schema["cluster"]["properties"]["kind"]["enum"])
     assert list(sources.FORMATS)[-1] == "zarr"  # the catch-all stays last whatever is registered
     assert all(name in (REPO / "README.md").read_text() for name in ("`METHODS`", "`KINDS`", "`register_format("))
+
+
+BAD_VOLUMES = [  # (a change of a valid config, what the error names)
+    ({"training": [{"volume": "nope"}]}, "training[0].volume: no volume 'nope' in volumes (v, u)"),
+    ({"validation": [{"volume": "u"}]}, "validation[0].volume: volume 'u' has no labels"),
+    ({"evaluation": [{"volume": "u"}]}, "evaluation[0].volume: volume 'u' has no labels"),
+    ({"process": ["v", "w"]}, "process[1]: no volume 'w' in volumes (v, u)"),
+    ({"model": {"checkpoint": "m.pt"}}, "model.checkpoint is 'm.pt' and training names 1 entries"),
+    ({"training": []}, "training is empty and model.checkpoint is null"),
+    ({"validation": []}, "segment.merge_threshold is 'auto' but there is nothing to tune it on"),
+    ({"segment": {"tune": {"volume": "x"}}}, "segment.tune.volume: no volume 'x'"),
+    ({"training": [{"volume": "v", "sections": [4, 2]}]}, "training[0].sections [4, 2] of volume 'v'"),
+]
+
+
+@pytest.mark.parametrize("change,message", BAD_VOLUMES, ids=[m.split(":")[0] for _, m in BAD_VOLUMES])
+def test_bad_volume_references_stop_before_any_work_naming_key_volume_and_file(tmp_path, change, message):
+    config = {"name": "bad", "volumes": {"v": {"synthetic": {"shape": [4, 32, 32]}},
+                                         "u": {"synthetic": {"shape": [4, 32, 32], "labels": False}}},
+              "training": [{"volume": "v", "sections": [0, 2]}], "validation": [{"volume": "v", "sections": [2, 4]}],
+              **change}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", "--directory",
+                             str(tmp_path), "--configfile", str(path)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"unet-pipeline: config error: {message}" in result.stderr and f"(in {path})" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_two_volumes_of_one_name_are_refused_not_merged(tmp_path):
+    """YAML keeps the last of two equal keys silently; the workflow names the line of each."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("name: twice\nvolumes:\n  a: {synthetic: {seed: 1}}\n  a: {synthetic: {seed: 2}}\n"
+                    "training: [{volume: a}]\n")
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", "--directory",
+                             str(tmp_path), "--configfile", str(path)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"{path}: line 4: 'a' is given twice (first on line 3)" in result.stderr

@@ -28,9 +28,10 @@ def readme_snippets() -> list[str]:
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory, dask_cluster):
-    """results/demo/ with raw and labels from `unet-pipeline synth`, probabilities and a segmentation."""
+    """results/demo/volumes/train/ with raw and labels from `unet-pipeline synth`, probabilities and a
+    segmentation."""
     root = tmp_path_factory.mktemp("readers")
-    demo = root / "results" / "demo"
+    demo = root / "results" / "demo" / "volumes" / "train"
     assert cli.main(["synth", str(demo), "--shape", "6,300,260", "--chunks", "2,64,64", "--seed", "3"]) == 0
     cell = (ome_zarr.open_image(demo / "labels.ome.zarr")[:] > 0).astype(np.float32)
     probs = np.stack([1 - cell, cell])
@@ -66,7 +67,7 @@ def test_the_readme_has_a_snippet_per_reader():
 
 
 def test_zarr_python_sees_every_level_with_its_scale(namespace, outputs):
-    raw = ome_zarr.open_image(outputs / "results" / "demo" / "raw.ome.zarr")[:]
+    raw = ome_zarr.open_image(outputs / "results" / "demo" / "volumes" / "train" / "raw.ome.zarr")[:]
     assert np.array_equal(namespace["section"], raw[3])
     shapes = [level.shape for level in namespace["levels"]]
     assert shapes[:3] == [(6, 300, 260), (6, 150, 130), (6, 75, 65)]
@@ -75,7 +76,7 @@ def test_zarr_python_sees_every_level_with_its_scale(namespace, outputs):
 
 
 def test_dask_and_tensorstore_read_the_values(namespace, outputs):
-    demo = outputs / "results" / "demo"
+    demo = outputs / "results" / "demo" / "volumes" / "train"
     labels = ome_zarr.open_image(demo / "labels.ome.zarr")[:]
     assert namespace["cell_fraction"] == pytest.approx((labels > 0).mean())
     assert np.array_equal(namespace["ids"], ome_zarr.open_image(demo / "segmentation.ome.zarr")[3])

@@ -29,8 +29,9 @@ def test_a_stage_asks_slurm_for_the_threads_its_rule_runs(kind):
 
 def test_an_unreadable_raw_gets_a_placeholder_shape_and_says_so(tmp_path, capsys):
     config = copy.deepcopy(default_config())
-    config["data"]["raw"] = str(tmp_path / "elsewhere.tif")
+    config["volumes"]["scored"] = {"raw": str(tmp_path / "elsewhere.tif"), "labels": None}
     job_resources._source_shape.cache_clear()
-    assert volume_shape(config) == PLACEHOLDER_SHAPE
+    assert volume_shape(config, "scored") == PLACEHOLDER_SHAPE
+    assert volume_shape(config, "train") == (16, 256, 256)
     message = capsys.readouterr().err
     assert "elsewhere.tif" in message and "assume a volume of 1 x 1024 x 1024" in message

@@ -72,11 +72,12 @@ def test_the_chain_through_the_slurm_profile_equals_a_local_run(tmp_path):
     log = slurm.stdout + slurm.stderr
     submitted = [line for line in log.splitlines() if "has been submitted with SLURM jobid" in line]
     assert len(submitted) >= 10, log[-3000:]  # every rule but `all` ran as a real sbatch job
-    for image in ("raw", "labels", "norm", "weights", "probabilities", "segmentation"):
-        a = ome_zarr.open_image(tmp_path / "local" / "results" / "tiny" / f"{image}.ome.zarr")[:]
-        b = ome_zarr.open_image(tmp_path / "slurm" / "results" / "tiny" / f"{image}.ome.zarr")[:]
-        assert np.array_equal(a, b), image
-    metrics = [json.loads((tmp_path / n / "results" / "tiny" / "metrics.json").read_text())["model"]
+    images = [("a", image) for image in ("raw", "labels", "norm", "weights", "probabilities", "segmentation")]
+    for volume, image in images + [("b", "probabilities"), ("b", "segmentation")]:
+        a = ome_zarr.open_image(tmp_path / "local" / "results" / "tiny" / "volumes" / volume / f"{image}.ome.zarr")[:]
+        b = ome_zarr.open_image(tmp_path / "slurm" / "results" / "tiny" / "volumes" / volume / f"{image}.ome.zarr")[:]
+        assert np.array_equal(a, b), (volume, image)
+    metrics = [json.loads((tmp_path / n / "results" / "tiny" / "volumes" / "a" / "metrics.json").read_text())["model"]
                for n in ("local", "slurm")]
     assert metrics[0] == metrics[1]
     assert not queue(), queue()
@@ -123,7 +124,7 @@ def test_segment_on_dask_workers_that_are_slurm_jobs(tmp_path, dask_cluster):
 def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_path):
     """SIGKILL Snakemake while predict runs as a Slurm job; `--unlock` and rerun, as the README says."""
     config = copy.deepcopy(TINY)
-    config["data"]["synthetic"]["shape"] = [4, 256, 256]
+    config["volumes"] = {"a": {"synthetic": {"shape": [4, 256, 256], "seed": 1}}}
     config["model"] = {"depth": 3, "base_features": 16}  # predict: 256 tiles x 8 flips, about 20 s
     config["predict"] = {"tile": [1, 32, 32], "batch_tiles": 1, "tta": True}
     for name in ("local", "slurm"):
@@ -133,7 +134,8 @@ def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_pa
     assert local.returncode == 0, local.stderr[-3000:]
 
     workdir = tmp_path / "slurm"
-    out = workdir / "results" / "tiny"
+    run = workdir / "results" / "tiny"
+    out = run / "volumes" / "a"
     first = subprocess.Popen(snakemake_command(workdir, *SLURM_PROFILE), cwd=REPO, env=environment(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 600
@@ -142,7 +144,7 @@ def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_pa
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    finished_before = {path: path.stat().st_mtime_ns for path in (out / "weights.ome.zarr", out / "model")}
+    finished_before = {path: path.stat().st_mtime_ns for path in (out / "weights.ome.zarr", run / "model")}
     assert queue(settle_s=0), "the killed run's predict job should still be running"
 
     unlock = snakemake(workdir, *SLURM_PROFILE, "--unlock")
@@ -154,10 +156,10 @@ def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_pa
     # the orphaned predict job computed every tile once; a rerun predict job waited for it and kept its output
     assert json.loads(json.dumps(ome_zarr.image_attrs(out / "probabilities.ome.zarr")["provenance"]["tiles"])) == {
         "tiles": 256, "computed": 256, "resumed": 0}
-    predict_log = (out / "logs" / "predict.log").read_text()
+    predict_log = (run / "logs" / "a" / "predict.log").read_text()
     if "predict" in scheduled_rules(rerun.stdout + rerun.stderr):
         assert "is already complete for this model, input and settings" in predict_log, predict_log
     for image in ("probabilities", "segmentation"):
-        a = ome_zarr.open_image(tmp_path / "local" / "results" / "tiny" / f"{image}.ome.zarr")[:]
+        a = ome_zarr.open_image(tmp_path / "local" / "results" / "tiny" / "volumes" / "a" / f"{image}.ome.zarr")[:]
         assert np.array_equal(a, ome_zarr.open_image(out / f"{image}.ome.zarr")[:]), image
     assert not queue(), queue()

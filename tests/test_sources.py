@@ -106,6 +106,6 @@ def test_voxel_size_comes_from_the_source_metadata_when_the_config_leaves_it_out
     assert source_voxel_size(out) == ([0.03, 0.006, 0.006], "micrometer")  # an OME-Zarr image
     tifffile.imwrite(tmp_path / "plain.tif", VOLUME)
     assert source_voxel_size(tmp_path / "plain.tif") is None
-    with pytest.raises(InputError, match="plain.tif: its metadata has no voxel size; set data.voxel_size"):
+    with pytest.raises(InputError, match="plain.tif: its metadata has no voxel size; set the volume.s voxel_size"):
         ingest("raw", tmp_path / "plain.tif", tmp_path / "p.ome.zarr", chunks=(2, 16, 16), compression=COMPRESSION,
                voxel_size=None, unit="nanometer")

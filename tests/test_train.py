@@ -15,7 +15,7 @@ import torch
 import yaml
 from conftest import COMPRESSION, REPO, kill_process_group, write_image
 
-from unet_pipeline.core.errors import ConfigError
+from unet_pipeline.core.errors import ConfigError, InputError
 from unet_pipeline.nn import device_augment
 from unet_pipeline.nn.augment import AugmentSettings, augment_tile, elastic_field, warp
 from unet_pipeline.nn.checkpoint import load_model, select_device
@@ -27,7 +27,7 @@ from unet_pipeline.stages.synth import synthetic_volume
 from unet_pipeline.stages.train import fast_layout, schedule_factor, train
 from unet_pipeline.stages.weights import weights
 from unet_pipeline.storage import outputs
-from unet_pipeline.training.tiles import TileSource, batches
+from unet_pipeline.training.tiles import TileSource, batches, training_volumes
 from unet_pipeline.workflow.stage_config import run_settings, stage_settings
 
 
@@ -42,25 +42,34 @@ def data(tmp_path_factory):
     return norm, labels_image, folder / "weights.ome.zarr"
 
 
-def settings(**changes) -> dict:
+def entries(data, *sections: list[int] | None, name: str = "v") -> list[dict]:
+    """Training or validation entries of the one volume `data` (norm, labels, weights), one per sections."""
+    image, labels, weights_path = map(str, data)
+    return [{"volume": name, "image": image, "labels": labels, "weights": weights_path, "sections": part,
+             "weight": None} for part in sections]
+
+
+def settings(data, sections=(0, 4), validation_sections=(4, 6), **changes) -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["model"].update(depth=2, base_features=4, dropout=0.2)
-    config["train"].update(iterations=20, tile=36, batch_size=2, sections=[0, 4], validation_sections=[4, 6],
-                           validate_every=5, checkpoint_every=10, loader_workers=1, threads=1, device="cpu")
+    config["train"].update(iterations=20, tile=36, batch_size=2, validate_every=5, checkpoint_every=10,
+                           loader_workers=1, threads=1, device="cpu")
     config["train"]["augment"]["elastic_probability"] = 1.0
     config["train"].update(changes)
-    return {**stage_settings(config, "train"), **run_settings(config, "train")}
+    given = {**stage_settings(config, "train"), **run_settings(config, "train")}
+    return {**given, "training": entries(data, list(sections)),
+            "validation": entries(data, list(validation_sections)) if validation_sections else []}
 
 
 @pytest.mark.parametrize("validation_sections", [[4, 6], None], ids=["validated", "unvalidated"])
 def test_sigkill_and_resume_gives_the_same_weights(tmp_path, data, validation_sections):
     """(Unvalidated: the data loader once drew its seed from the global RNG after the state was restored.)"""
-    settings_ = settings(validation_sections=validation_sections)
+    settings_ = settings(data, validation_sections=validation_sections)
     straight = tmp_path / "straight" / "checkpoint.pt"
-    train(*data, straight, tmp_path / "straight.csv", **settings_)
+    train(straight, tmp_path / "straight.csv", **settings_)
 
     killed = tmp_path / "killed" / "checkpoint.pt"
-    command = [sys.executable, "-m", "unet_pipeline.cli", "train", *map(str, data), str(killed),
+    command = [sys.executable, "-m", "unet_pipeline.cli", "train", str(killed),
                str(tmp_path / "killed.csv"), "--settings", json.dumps(settings_)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     state = killed.parent / "state" / "last.pt"
@@ -74,7 +83,7 @@ def test_sigkill_and_resume_gives_the_same_weights(tmp_path, data, validation_se
 
     outputs.set_on_busy("wait")  # as the rules do: the killed run's lock may outlive it for a moment
     try:
-        train(*data, killed, tmp_path / "killed.csv", **settings_)
+        train(killed, tmp_path / "killed.csv", **settings_)
     finally:
         outputs.set_on_busy("refuse")
     a, b = load_model(straight).state_dict(), load_model(killed).state_dict()
@@ -84,17 +93,17 @@ def test_sigkill_and_resume_gives_the_same_weights(tmp_path, data, validation_se
 
 def test_changed_settings_do_not_resume_a_stale_state(tmp_path, data):
     checkpoint = tmp_path / "model" / "checkpoint.pt"
-    train(*data, checkpoint, tmp_path / "log.csv", **settings(iterations=10))
-    train(*data, checkpoint, tmp_path / "log.csv", **settings(iterations=10, learning_rate=0.01))
+    train(checkpoint, tmp_path / "log.csv", **settings(data, iterations=10))
+    train(checkpoint, tmp_path / "log.csv", **settings(data, iterations=10, learning_rate=0.01))
     fresh = tmp_path / "fresh" / "checkpoint.pt"
-    train(*data, fresh, tmp_path / "fresh.csv", **settings(iterations=10, learning_rate=0.01))
+    train(fresh, tmp_path / "fresh.csv", **settings(data, iterations=10, learning_rate=0.01))
     a, b = load_model(checkpoint).state_dict(), load_model(fresh).state_dict()
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
 def test_log_has_validation_and_the_best_checkpoint_is_kept(tmp_path, data):
     checkpoint = tmp_path / "model" / "checkpoint.pt"
-    train(*data, checkpoint, tmp_path / "log.csv", **settings(iterations=10, loader_workers=0))
+    train(checkpoint, tmp_path / "log.csv", **settings(data, iterations=10, loader_workers=0))
     rows = (tmp_path / "log.csv").read_text().splitlines()
     assert rows[0].split(",")[-3:] == ["val_loss", "val_pixel_error", "val_rand_error"]
     validated = [r.split(",") for r in rows[1:] if r.split(",")[-1]]
@@ -140,10 +149,10 @@ def test_schedules():
 def test_a_3d_model_trains_on_3d_tiles(tmp_path, data):
     model = {"ndim": 3, "depth": 1, "base_features": 2, "growth": 2, "classes": 2, "dropout": 0.0,
              "padding": "valid", "norm": "group"}
-    options = settings(iterations=3, tile=4, sections=[0, 6], validation_sections=None, loader_workers=0)
+    options = settings(data, iterations=3, tile=4, sections=[0, 6], validation_sections=None, loader_workers=0)
     options["model"] = model
     options["augment"].update(misalign_probability=1.0, misalign_max_shift=2, missing_probability=1.0)
-    train(*data, tmp_path / "m" / "checkpoint.pt", tmp_path / "log.csv", **options)
+    train(tmp_path / "m" / "checkpoint.pt", tmp_path / "log.csv", **options)
     network = load_model(tmp_path / "m" / "checkpoint.pt")
     rows = list(csv.DictReader((tmp_path / "log.csv").open()))
     assert len(rows) == 3 and all(np.isfinite(float(row["loss"])) and float(row["loss"]) > 0 for row in rows)
@@ -175,7 +184,8 @@ def test_batches_deformed_on_the_device_equal_those_deformed_in_the_loader(data,
     still = AugmentSettings(elastic_probability=1.0, flips=False, contrast=0, brightness=0, gamma=0, noise=0)
     made = {}
     for place in ("loader", "device"):
-        source = TileSource(*map(str, data), (0, 6), config.geometry, 8 if ndim == 3 else 20, 3, 0.5,
+        source = TileSource(training_volumes(entries(data, [0, 6]), "training"), config.geometry,
+                            8 if ndim == 3 else 20, 3, 0.5,
                             dataclasses.replace(still, elastic_on=place), seed=9)
         batch = next(iter(batches(source, 0, 1, 0)))
         made[place] = batch if place == "loader" else finish_batch(*batch, source.device_margin)
@@ -206,3 +216,35 @@ def test_cuda_without_a_gpu_is_a_config_error():
     with pytest.raises(ConfigError, match="device 'cuda' was requested but torch sees no CUDA device"):
         select_device("cuda")
     assert select_device("auto").type == "cpu"
+
+
+def test_fine_tuning_starts_from_the_source_weights_with_a_fresh_optimiser(tmp_path, data):
+    """With a learning rate of 0, the first validation of a run initialised from a checkpoint scores exactly
+    what the source checkpoint scored on the same sections: the weights were loaded and nothing else moved."""
+    source = tmp_path / "source" / "checkpoint.pt"
+    train(source, tmp_path / "source.csv", **settings(data, iterations=10, validate_every=10, loader_workers=0))
+    source_validation = list(csv.DictReader((tmp_path / "source.csv").open()))[-1]
+    tuned = tmp_path / "tuned" / "checkpoint.pt"
+    options = settings(data, iterations=5, validate_every=5, loader_workers=0, learning_rate=0.0,
+                       init_from=str(source))
+    train(tuned, tmp_path / "tuned.csv", **options)
+    first_validation = list(csv.DictReader((tmp_path / "tuned.csv").open()))[-1]
+    for key in ("val_loss", "val_pixel_error", "val_rand_error"):
+        assert float(first_validation[key]) == float(source_validation[key]), key
+    a, b = load_model(source).state_dict(), load_model(tuned).state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert torch.load(tuned, weights_only=True)["provenance"]["init_from"]["weights_sha256"] == \
+        torch.load(source, weights_only=True)["weights_sha256"]
+
+
+def test_fine_tuning_from_another_architecture_names_the_keys(tmp_path, data, random_checkpoint):
+    other = random_checkpoint(base_features=8, depth=2)  # the run's model has 4 features
+    with pytest.raises(ConfigError, match=r"train.init_from .*model-0-8.*: its model differs from the config's "
+                                          r"model block in base_features \(8 there, 4 here\)"):
+        train(tmp_path / "m" / "checkpoint.pt", tmp_path / "log.csv",
+              **settings(data, iterations=2, loader_workers=0, init_from=str(other)))
+    assert not (tmp_path / "m" / "checkpoint.pt").exists()
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(InputError, match="nope.pt"):
+        train(tmp_path / "m" / "checkpoint.pt", tmp_path / "log.csv",
+              **settings(data, iterations=2, loader_workers=0, init_from=str(missing)))

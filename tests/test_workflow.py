@@ -25,16 +25,19 @@ from unet_pipeline.segmentation import metrics as scoring
 from unet_pipeline.segmentation.cells import cell_mask
 from unet_pipeline.storage import ome_zarr, outputs
 
-TINY = {
+TINY = {  # a labeled volume trained on, validated on and scored, and an unlabeled one that is only processed
     "name": "tiny",
-    "data": {"synthetic": {"shape": [4, 64, 64], "seed": 1}},
+    "volumes": {"a": {"synthetic": {"shape": [4, 64, 64], "seed": 1}},
+                "b": {"synthetic": {"shape": [4, 64, 64], "seed": 2, "labels": False}}},
+    "training": [{"volume": "a", "sections": [0, 2]}],
+    "validation": [{"volume": "a", "sections": [2, 3]}],
+    "evaluation": [{"volume": "a", "sections": [3, 4]}],
     "storage": {"chunks": [1, 32, 32]},
     "model": {"depth": 2, "base_features": 4},
-    "train": {"iterations": 5, "tile": 36, "batch_size": 1, "sections": [0, 2], "validation_sections": [2, 3],
-              "validate_every": 5, "checkpoint_every": 5, "threads": 1},
+    "train": {"iterations": 5, "tile": 36, "batch_size": 1, "validate_every": 5, "checkpoint_every": 5,
+              "threads": 1},
     "predict": {"tile": [1, 64, 64]},
     "cluster": {"workers": 1},
-    "evaluate": {"sections": [3, 4]},
     "report": {"sections": 1},
 }
 
@@ -83,7 +86,8 @@ def tiny_run(tmp_path_factory):
 
 
 def test_chain_writes_every_output(tiny_run):
-    _, out = tiny_run
+    _, run = tiny_run
+    out = run / "volumes" / "a"
     raw, labels = ome_zarr.open_image(out / "raw.ome.zarr"), ome_zarr.open_image(out / "labels.ome.zarr")
     assert raw.shape == labels.shape == (4, 64, 64) and raw.dtype == np.uint8
     assert raw.chunks == (1, 32, 32)
@@ -96,7 +100,7 @@ def test_chain_writes_every_output(tiny_run):
     assert np.allclose(probs.astype(np.float32).sum(axis=0), 1, atol=2e-3)
     seg = ome_zarr.open_image(out / "segmentation.ome.zarr")[:]
     assert seg.dtype == np.uint32 and seg.shape == (4, 64, 64)
-    checkpoint = torch.load(out / "model" / "checkpoint.pt", weights_only=True)
+    checkpoint = torch.load(run / "model" / "checkpoint.pt", weights_only=True)
     assert checkpoint["model_config"]["depth"] == 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["sections"] == [3, 4]
@@ -116,16 +120,33 @@ def test_chain_writes_every_output(tiny_run):
     assert 0 <= baseline["pixel_error"] <= 1 and 0 <= baseline["rand_error"] <= 1
     assert [point["threshold"] for point in metrics["sweep"]] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     assert (out / "metrics_sections.csv").read_text().count("\n") == 2
-    page = (out / "report.html").read_text()
-    assert "pixel error" in page and page.count("data:image/png;base64,") == 2  # one section, one weight map
-    assert "Threshold sweep" in page and "Configuration" in page
-    assert page.count("<svg") == 3  # matplotlib's charts, with their labels as text:
+    page = (run / "report.html").read_text()
+    # a section of each volume and the weight map of the training volume
+    assert "pixel error" in page and page.count("data:image/png;base64,") == 3
+    assert "Threshold sweep" in page and "Configuration" in page and "segments (random colours)" in page
+    assert page.count("<svg") == 4  # matplotlib's charts, with their labels as text:
     for label in ("iteration", "weighted cross-entropy", "Validation errors", "Rand error",
-                  "cell-probability threshold", "V_Rand"):
+                  "cell-probability threshold", "V_Rand", "merge threshold"):
         assert f">{label}<" in page, label
     assert ome_zarr.voxel_size(out / "segmentation.ome.zarr") == ([50.0, 4.0, 4.0], "nanometer")
     assert ome_zarr.image_attrs(out / "probabilities.ome.zarr")["provenance"]["stage"] == "predict"
-    assert not list(out.rglob("*.partial"))
+    assert not list(run.rglob("*.partial"))
+
+
+def test_an_unlabeled_volume_is_predicted_and_segmented_with_the_tuned_threshold(tiny_run):
+    """Volume b has no labels: no labels, weights or metrics of it; its segmentation applies the merge threshold
+    chosen on a's validation sections, and its provenance says so."""
+    _, run = tiny_run
+    b = run / "volumes" / "b"
+    assert sorted(p.name for p in b.iterdir()) == ["norm.ome.zarr", "probabilities.ome.zarr", "raw.ome.zarr",
+                                                   "segmentation.ome.zarr", "synthetic"]
+    tuned = ome_zarr.image_attrs(run / "volumes" / "a" / "segmentation.ome.zarr")["provenance"]["blocks"]["tuning"]
+    applied = ome_zarr.image_attrs(b / "segmentation.ome.zarr")["provenance"]["blocks"]["tuning"]
+    assert tuned["tune_sections"] == [2, 3] and len(tuned["curve"]) == 9
+    assert applied["merge_threshold"] == tuned["merge_threshold"] and applied["tune_sections"] == [2, 3]
+    assert applied["tuned_on"] == "results/tiny/volumes/a/segmentation.ome.zarr"
+    segmentation = ome_zarr.open_image(b / "segmentation.ome.zarr")[:]
+    assert segmentation.shape == (4, 64, 64) and segmentation.max() > 3
 
 
 def test_rerun_does_nothing_and_a_changed_value_reruns_only_its_stage_onwards(tiny_run):
@@ -138,6 +159,10 @@ def test_rerun_does_nothing_and_a_changed_value_reruns_only_its_stage_onwards(ti
         changed = {**TINY, "weights": {"w0": 5.0}}
         (workdir / "config.yaml").write_text(yaml.safe_dump(changed))
         assert planned_jobs(workdir) == {"weights", "train", "predict", "segment", "evaluate", "report", "all"}
+        changed = {**TINY, "volumes": {**TINY["volumes"], "b": {"synthetic": {"shape": [4, 64, 64], "seed": 3,
+                                                                               "labels": False}}}}
+        (workdir / "config.yaml").write_text(yaml.safe_dump(changed))  # another stack b: only b's chain
+        assert planned_jobs(workdir) == {"synth", "ingest", "preprocess", "predict", "segment", "report", "all"}
     finally:
         (workdir / "config.yaml").write_text(yaml.safe_dump(TINY))
 
@@ -161,15 +186,17 @@ def test_default_config_beats_the_raw_threshold_baseline(tmp_path):
     """README command 1's chain: the trained U-Net must beat the best global threshold of the raw."""
     result = snakemake(tmp_path, config=REPO / "config" / "config.yaml")
     assert result.returncode == 0, result.stderr[-5000:]
-    metrics = json.loads((tmp_path / "results" / "demo" / "metrics.json").read_text())
-    assert metrics["model"]["pixel_error"] < metrics["baseline_raw_threshold"]["pixel_error"]
-    assert metrics["model"]["rand_error"] < metrics["baseline_raw_threshold"]["rand_error"]
+    for volume in ("train", "scored"):  # held-out sections of the training volume, and a volume never trained on
+        metrics = json.loads((tmp_path / "results" / "demo" / "volumes" / volume / "metrics.json").read_text())
+        assert metrics["model"]["pixel_error"] < metrics["baseline_raw_threshold"]["pixel_error"], volume
+        assert metrics["model"]["rand_error"] < metrics["baseline_raw_threshold"]["rand_error"], volume
+    assert (tmp_path / "results" / "demo" / "volumes" / "unlabeled" / "segmentation.ome.zarr").is_dir()
 
 
 def test_work_an_orphaned_job_finished_after_snakemake_was_killed_is_kept(tmp_path):
     """SIGKILL Snakemake alone while predict runs (its job lives on and finishes), then `--unlock` and rerun with
     the local profile, as the README says: the finished probabilities are kept, not deleted and recomputed."""
-    config = {**TINY, "data": {"synthetic": {"shape": [4, 128, 128], "seed": 1}},
+    config = {**TINY, "volumes": {"a": {"synthetic": {"shape": [4, 128, 128], "seed": 1}}},
               "model": {"depth": 2, "base_features": 16}, "predict": {"tile": [1, 32, 32], "tta": True}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     profile = ("--profile", str(REPO / "profiles" / "local"))
@@ -177,7 +204,7 @@ def test_work_an_orphaned_job_finished_after_snakemake_was_killed_is_kept(tmp_pa
                               str(tmp_path), "--configfile", str(tmp_path / "config.yaml"), *profile],
                              env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = tmp_path / "results" / "tiny"
-    probabilities = out / "probabilities.ome.zarr"
+    probabilities = out / "volumes" / "a" / "probabilities.ome.zarr"
     deadline = time.monotonic() + 600
     while not (outputs.partial_path(probabilities) / records.RECORDS).exists():
         assert first.poll() is None and time.monotonic() < deadline, "predict never started"
@@ -193,7 +220,7 @@ def test_work_an_orphaned_job_finished_after_snakemake_was_killed_is_kept(tmp_pa
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "predict" not in scheduled_rules(rerun.stdout + rerun.stderr)
     assert ome_zarr.image_attrs(probabilities)["provenance"]["finished"] == finished  # the orphan's output, kept
-    assert (out / "segmentation.ome.zarr").exists() and (out / "report.html").exists()
+    assert (out / "volumes" / "a" / "segmentation.ome.zarr").exists() and (out / "report.html").exists()
 
 
 RUN_ONLY_CHANGES = [  # (config block, key, a new value): each changes only how a stage runs
@@ -240,9 +267,38 @@ def test_report_renders_in_headless_chromium_within_the_page_width(tiny_run, tmp
     dom = subprocess.run([*browser, "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
     measured = json.loads(html.unescape(re.search(r"<title>(.*?)</title>", dom.stdout).group(1)))
     assert measured["overflow"] <= 0, "the page is wider than the window"  # (negative: the scrollbar)
-    assert measured["charts"] == 3 and measured["images"] == 2
+    assert measured["charts"] == 4 and measured["images"] == 3
     shot = tmp_path / "report.png"
     subprocess.run([*browser, f"--screenshot={shot}", (out / "report.html").as_uri()], capture_output=True,
                    timeout=120, check=True)
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.shape[1] == 1280 and pixels.std() > 10  # text, tables and charts, not an empty page
+
+
+def test_a_run_with_a_checkpoint_only_processes_and_another_checkpoint_reruns_predict_onwards(tiny_run, tmp_path):
+    """`model.checkpoint` set: no labels are ingested, no weights, no training; a stack is predicted and
+    segmented with the model trained in the tiny run. Pointing at another checkpoint reruns predict and
+    segment of every processed volume, and nothing before them."""
+    _, trained = tiny_run
+    first = tmp_path / "first.pt"
+    shutil.copy(trained / "model" / "checkpoint.pt", first)
+    config = {"name": "apply", "volumes": {"stack": {"synthetic": {"shape": [2, 64, 64], "seed": 5}}},
+              "model": {"checkpoint": str(first)}, "evaluation": [], "storage": {"chunks": [1, 32, 32]},
+              "segment": {"merge_threshold": 0.5}, "predict": {"tile": [1, 64, 64]}, "cluster": {"workers": 1},
+              "report": {"sections": 1}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert scheduled_rules(result.stdout + result.stderr) == {"synth", "ingest", "preprocess", "predict", "segment",
+                                                                "report", "all"}
+    out = tmp_path / "results" / "apply"
+    assert sorted(p.name for p in (out / "volumes" / "stack").iterdir()) == [
+        "norm.ome.zarr", "probabilities.ome.zarr", "raw.ome.zarr", "segmentation.ome.zarr", "synthetic"]
+    assert not (out / "model").exists()
+    predicted = ome_zarr.image_attrs(out / "volumes" / "stack" / "probabilities.ome.zarr")["provenance"]
+    assert predicted["inputs"]["checkpoint"] == str(first)
+    assert "No training in this run" in (out / "report.html").read_text()
+    second = tmp_path / "second.pt"
+    torch.save({**torch.load(first, weights_only=True), "iteration": 6}, second)  # another file, another model
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "model": {"checkpoint": str(second)}}))
+    assert planned_jobs(tmp_path) == {"predict", "segment", "report", "all"}

@@ -40,12 +40,11 @@ def _stages() -> dict[str, tuple[Callable[..., Any], tuple[str, ...]]]:
         "ingest": (ingest, ("kind", "source", "output")),
         "preprocess": (preprocess, ("raw_path", "output")),
         "weights": (weights, ("labels_path", "output")),
-        "train": (train, ("norm_path", "labels_path", "weights_path", "checkpoint_path", "train_log_path")),
+        "train": (train, ("checkpoint_path", "train_log_path")),
         "predict": (predict, ("image_path", "checkpoint_path", "output")),
         "segment": (segment, ("probabilities_path", "output")),
         "evaluate": (evaluate, ("segmentation_path", "probabilities_path", "labels_path", "output")),
-        "report": (report, ("raw_path", "probabilities_path", "segmentation_path", "labels_path", "weights_path",
-                            "metrics_path", "train_log_path", "output")),
+        "report": (report, ("output",)),
     }
 
 

@@ -26,7 +26,7 @@ class Settings:
     agglomeration: str
     merge_threshold: float | Literal["auto"]
     merge_thresholds: tuple[float, ...]
-    tune_sections: tuple[int, int] | None
+    tune_sections: tuple[int, int] | None  # [first, last) sections 'auto' scores on; None: all
     min_size: int
 
     def check(self) -> None:
@@ -34,8 +34,8 @@ class Settings:
             raise ConfigError(f"segment.method must be one of {sorted(typing.get_args(Method))}, got {self.method!r}")
         check_connectivity(self.mode, self.connectivity)
         agglomerate.solver(self.agglomeration)
-        if self.tuned and not (self.tune_sections and self.merge_thresholds):
-            raise ConfigError("segment.merge_threshold 'auto' needs segment.tune_sections and segment.merge_thresholds")
+        if self.tuned and not self.merge_thresholds:
+            raise ConfigError("segment.merge_threshold 'auto' needs segment.merge_thresholds to choose from")
 
     @classmethod
     def of(cls, *, method: Method, mode: Literal["2d", "3d"], connectivity: int | None, threshold: float,

@@ -81,8 +81,8 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
     if voxel_size is None:
         found = source_voxel_size(source)
         if found is None:
-            raise InputError(f"{source}: its metadata has no voxel size; set data.voxel_size (z, y, x) and "
-                                "data.unit in the config")
+            raise InputError(f"{source}: its metadata has no voxel size; set the volume's voxel_size (z, y, x) "
+                                "and unit in the config (volumes.<volume>.voxel_size)")
         voxel_size, unit = found
     dtype = storage_dtype(kind, array.dtype)
     settings = {"kind": kind, "chunks": list(chunks), "compression": compression, "voxel_size": list(voxel_size),

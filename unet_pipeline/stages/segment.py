@@ -269,8 +269,9 @@ METHODS: dict[str, Callable[..., Segmented]] = {"components": component_pieces, 
 def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *, method: Method,
             mode: Literal["2d", "3d"], connectivity: int | None, threshold: float, seed_threshold: float,
             seed_distance: int, agglomeration: str, merge_threshold: float | Literal["auto"],
-            merge_thresholds: list[float], tune_sections: list[int] | None, labels: str | None, min_size: int,
-            block: list[int], context: list[int], compression: dict[str, Any], cluster_settings: dict[str, Any],
+            merge_thresholds: list[float], tune_sections: list[int] | None, labels: str | None,
+            threshold_from: str | None, min_size: int, block: list[int], context: list[int],
+            compression: dict[str, Any], cluster_settings: dict[str, Any],
             stall_timeout_s: float = 1800) -> dict[str, Any]:
     """Write the cell segmentation (consecutive ids 1..N, 0 = boundary) of a probability image at `output`.
 
@@ -289,10 +290,14 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
         merge_threshold: 'agglomerate': fragments whose shared boundary has a
             lower mean boundary probability (1 - p) merge; 'auto': the one of
             `merge_thresholds` with the lowest Rand error on `tune_sections` of
-            `labels` (see `distributed.tuning`).
+            `labels` (see `distributed.tuning`), or the one chosen so for the
+            segmentation `threshold_from`.
         merge_thresholds: the candidates of 'auto'.
-        tune_sections: [first, last) sections with labels that 'auto' scores on.
-        labels: the label image of 'auto' (None otherwise).
+        tune_sections: [first, last) sections with labels that 'auto' scores on; None: all.
+        labels: the label image of 'auto' (None otherwise, or with `threshold_from`).
+        threshold_from: 'auto' for a volume without labels: a segmentation this
+            stage wrote with a tuned threshold (of another volume), whose chosen
+            merge threshold is applied here (None: tune on `labels`).
         min_size: segments of fewer voxels become 0.
         block: (z, y, x) block shape, rounded up to whole output chunks.
         context: (z, y, x) voxels each block reads beyond its own region (z
@@ -311,18 +316,26 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
                            seed_threshold=seed_threshold, seed_distance=seed_distance, agglomeration=agglomeration,
                            merge_threshold=merge_threshold, merge_thresholds=merge_thresholds,
                            tune_sections=tune_sections, min_size=min_size)
-    if settings.tuned and labels is None:
-        raise ConfigError("segment.merge_threshold 'auto' needs the labels to tune on")
+    applied = {}
+    if settings.tuned and threshold_from is not None:
+        applied = tuned_threshold(threshold_from)
+        settings = dataclasses.replace(settings, merge_threshold=applied["merge_threshold"], tune_sections=None)
+    elif settings.tuned and labels is None:
+        raise ConfigError("segment.merge_threshold 'auto' needs the labels to tune on, or a segmentation whose "
+                          "tuned threshold to apply (threshold_from)")
     probabilities = ome_zarr.open_input(probabilities_path)
     if probabilities.ndim != 4 or probabilities.shape[0] <= CELL_CHANNEL:
         raise InputError(f"{probabilities_path}: expected class probabilities (c, z, y, x) with a cell channel, "
                             f"got shape {probabilities.shape}")
     volume = probabilities.shape[1:]
+    if settings.tuned and settings.tune_sections is None:
+        settings = dataclasses.replace(settings, tune_sections=(0, volume[0]))
     voxel, unit = ome_zarr.voxel_size(probabilities_path)
     layout = ome_zarr.layout(probabilities_path)
     chunks = chunk_files.stored_unit(probabilities)[1:]
     block_shape = aligned_block_shape(tuple(block), chunks, volume)
-    inputs = {"probabilities": str(probabilities_path), **({"labels": str(labels)} if settings.tuned else {})}
+    inputs = {"probabilities": str(probabilities_path), **({"labels": str(labels)} if settings.tuned else {}),
+              **({"tuned": str(threshold_from)} if applied else {})}
     fingerprints = provenance.fingerprint_inputs(inputs)
     key = records.run_key(inputs=fingerprints, settings=asdict(settings), block=block_shape, context=context,
                          layout=layout, compression=compression)
@@ -351,11 +364,22 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
             outputs.remove(target.partial / SCRATCH)
             target.levels_written = pyramid_writer.write_pyramid(target.partial, len(steps))  # the rest, on the workers
         stats = {"blocks": len(work.grid), "computed": runner.computed, "segments": segments,
-                 **({"tuning": tuning} if tuning else {})}
+                 **({"tuning": tuning or applied} if tuning or applied else {})}
         ome_zarr.set_attrs(target.partial, provenance=provenance.record(
             "segment", {**asdict(settings), "block": list(block_shape), "context": context}, inputs, started,
             fingerprints, blocks=stats))
     return stats
+
+
+def tuned_threshold(segmentation: str | os.PathLike) -> dict[str, Any]:
+    """The merge threshold that segment chose for `segmentation` (with 'auto', on labels), where, and on which
+    sections: what a volume without labels applies."""
+    tuning = (ome_zarr.image_attrs(segmentation).get("provenance", {}).get("blocks", {}).get("tuning") or {})
+    if "curve" not in tuning:
+        raise InputError(f"{segmentation}: its provenance holds no tuned merge threshold (blocks.tuning); it was "
+                         "not segmented with merge_threshold 'auto' on labels")
+    return {"merge_threshold": tuning["merge_threshold"], "tuned_on": str(segmentation),
+            "tune_sections": tuning["tune_sections"]}
 
 
 def _fit_dtype(partial: Path, segments: int) -> None:

@@ -41,7 +41,7 @@ from ..segmentation.in_memory import segmentations
 from ..segmentation.metrics import section_table
 from ..segmentation.settings import Settings
 from ..storage import ome_zarr, outputs, provenance
-from ..training.tiles import TileSource, batches, check_source
+from ..training.tiles import TileSource, batches, check_source, training_volumes
 
 LOG_FIELDS = ["iteration", "loss", "learning_rate", "seconds", "val_loss", "val_pixel_error", "val_rand_error"]
 
@@ -57,50 +57,84 @@ def schedule_factor(kind: str, iteration: int, iterations: int, step_size: int, 
     raise ConfigError(f"unknown train.schedule {kind!r}: expected constant, step or cosine")
 
 
-def validate(network: UNet, image: Any, labels: Any, weights: Any, sections: list[int], tile: int,
+def validate(network: UNet, volumes: list[tuple[str, Any, Any, Any, tuple[int, int]]], tile: int,
              segmentation: Settings, voxel_size: Sequence[float]) -> dict:
-    """Loss, pixel error and foreground-restricted Rand error on held-out sections; the Rand error of the
-    cells `segmentation` makes of the probabilities (the lowest over its merge thresholds)."""
-    first, last = sections
-    volume = np.asarray(image[first:last], dtype=np.float32)
+    """Loss, pixel error and foreground-restricted Rand error on held-out sections of each validation volume
+    (name, image, labels, weights, [first, last)), pooled over all of them (the Rand error of the cells
+    `segmentation` makes of the probabilities: the lowest over its merge thresholds of the pooled tables);
+    with several volumes, each one's figures too (suffixed by its name)."""
     network.eval()
-    probabilities = predict_in_memory(network, volume, tile)
+    pooled = Validation()
+    figures: dict[str, float] = {}
+    for name, image, labels, weights, (first, last) in volumes:
+        probabilities = predict_in_memory(network, np.asarray(image[first:last], dtype=np.float32), tile)
+        one = Validation.of(probabilities, np.asarray(labels[first:last]), np.asarray(weights[first:last]),
+                            segmentation, voxel_size, pooled.sections)
+        pooled.merge(one)
+        if len(volumes) > 1:
+            figures.update({f"{key}_{name}": value for key, value in one.figures().items()})
     network.train()
-    truth = np.asarray(labels[first:last])
-    weight = np.asarray(weights[first:last])
-    true_cell = np.stack([cell_mask(s) for s in truth])
-    picked = np.where(true_cell, probabilities[1], probabilities[0])
-    loss = float(np.mean(-np.log(np.clip(picked, 1e-7, 1)) * weight))
-    cells = [separate_cells(section) for section in truth]
-    rand_error = min(_rand_error(proposal, cells) for _, proposal in
-                     segmentations(probabilities[1], segmentation, voxel_size, segmentation.merge_thresholds))
-    pixel_error = float(np.mean((probabilities[1] > 0.5) != true_cell))
-    return {"val_loss": loss, "val_pixel_error": pixel_error, "val_rand_error": rand_error}
+    return {**pooled.figures(), **figures}
 
 
-def _rand_error(segmentation: np.ndarray, cells: list[np.ndarray]) -> float:
-    """Foreground-restricted Rand error of a (z, y, x) segmentation against each section's true cells."""
+@dataclass
+class Validation:
+    """Exactly poolable validation tallies: the weighted loss summed, pixels, mismatched pixels, and per merge
+    threshold the contingency table of the segmentation against the true cells."""
+
+    loss: float = 0.0
+    pixels: int = 0
+    mismatched: int = 0
+    tables: list[metrics.Contingency] = field(default_factory=list)
+    sections: int = 0  # sections tallied: the next volume's sections are numbered after them
+
+    @classmethod
+    def of(cls, probabilities: np.ndarray, truth: np.ndarray, weight: np.ndarray, segmentation: Settings,
+           voxel_size: Sequence[float], first_section: int) -> "Validation":
+        true_cell = np.stack([cell_mask(s) for s in truth])
+        picked = np.where(true_cell, probabilities[1], probabilities[0])
+        cells = [separate_cells(section) for section in truth]
+        tables = [_table(proposal, cells, first_section) for _, proposal in
+                  segmentations(probabilities[1], segmentation, voxel_size, segmentation.merge_thresholds)]
+        return cls(float(np.sum(-np.log(np.clip(picked, 1e-7, 1)) * weight)), true_cell.size,
+                   int(np.count_nonzero((probabilities[1] > 0.5) != true_cell)), tables, len(truth))
+
+    def merge(self, other: "Validation") -> None:
+        self.loss += other.loss
+        self.pixels += other.pixels
+        self.mismatched += other.mismatched
+        self.tables = [a.merge(b) for a, b in zip(self.tables, other.tables)] if self.tables else other.tables
+        self.sections += other.sections
+
+    def figures(self) -> dict[str, float]:
+        return {"val_loss": self.loss / self.pixels, "val_pixel_error": self.mismatched / self.pixels,
+                "val_rand_error": min(metrics.rand_scores(table)["rand_error"] for table in self.tables)}
+
+
+def _table(segmentation: np.ndarray, cells: list[np.ndarray], first_section: int) -> metrics.Contingency:
+    """The contingency table of a (z, y, x) segmentation against each section's true cells, its sections
+    numbered from `first_section` (so that the tables of several volumes pool)."""
     table = metrics.Contingency()
-    for z, (proposal, truth) in enumerate(zip(segmentation, cells)):
+    for z, (proposal, truth) in enumerate(zip(segmentation, cells), start=first_section):
         table.merge(section_table(proposal, truth, z))
-    return metrics.rand_scores(table)["rand_error"]
+    return table
 
 
-def validation_settings(segmentation: dict[str, Any], sections: list[int]) -> Settings:
-    """The segment settings of validation's segmentation (2D, face connectivity, merge threshold tuned on the
-    validation `sections`), from `train.validation_segmentation`."""
-    return Settings.of(**segmentation, mode="2d", connectivity=None, merge_threshold="auto", tune_sections=sections,
+def validation_settings(segmentation: dict[str, Any]) -> Settings:
+    """The segment settings of validation's segmentation (2D, face connectivity, the merge threshold chosen on
+    the validation sections), from `train.validation_segmentation`."""
+    return Settings.of(**segmentation, mode="2d", connectivity=None, merge_threshold="auto", tune_sections=None,
                        min_size=0)
 
 
 @checked_stage
-def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_path: str | os.PathLike,
-          checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike, *, model: dict[str, Any],
+def train(checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike, *, model: dict[str, Any],
+          training: list[dict[str, Any]], validation: list[dict[str, Any]],
           iterations: int, tile: int, batch_size: int, optimizer: Literal["adam", "sgd"], learning_rate: float,
           momentum: float, weight_decay: float, schedule: Literal["constant", "step", "cosine"], step_size: int,
           gamma: float, dice_weight: float,
-          foreground_bias: float, augment: dict[str, Any], sections: list[int],
-          validation_sections: list[int] | None, validate_every: int, validation_segmentation: dict[str, Any],
+          foreground_bias: float, augment: dict[str, Any], validate_every: int,
+          validation_segmentation: dict[str, Any],
           checkpoint_every: int, loader_workers: int,
           seed: int, threads: int, device: Literal["auto", "cpu", "cuda"],
           amp: Literal["none", "bf16", "fp16"]) -> None:
@@ -108,6 +142,10 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
 
     Args:
         model: the config's `model` block (see `nn.model_config.ModelConfig`).
+        training: the volumes tiles are drawn from, each a dict of volume (its name), image (normalised),
+            labels, weights (paths), sections ([first, last) or None: all) and weight (its share of tiles,
+            relative; None: by its voxels); see `training.tiles.training_volumes`.
+        validation: the volumes validated on, as `training` (weight unused); []: no validation.
         iterations: optimiser steps.
         tile: output tile side (rounded up to a valid U-Net output).
         batch_size: tiles per step.
@@ -118,8 +156,6 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
         dice_weight: weight of a soft Dice loss of the cell class added to the weighted cross-entropy.
         foreground_bias: probability of redrawing a tile that lacks either cells or membrane (up to 10 draws).
         augment: the config's `train.augment` block (see `nn.augment.AugmentSettings`).
-        sections: [first, last) sections to train on.
-        validation_sections: [first, last) sections to validate on; None: no validation.
         validate_every, checkpoint_every: steps between validations and between saved states.
         validation_segmentation: how validation makes cells for its Rand error: the config's
             `train.validation_segmentation` block (method 'components', 'watershed' or 'agglomerate').
@@ -132,34 +168,33 @@ def train(norm_path: str | os.PathLike, labels_path: str | os.PathLike, weights_
     with outputs.output_lock(checkpoint_path):
         started = provenance.now()
         settings = {key: value for key, value in locals().items() if key not in
-                    ("norm_path", "labels_path", "weights_path", "checkpoint_path", "train_log_path", "started")}
+                    ("checkpoint_path", "train_log_path", "started")}
         config = ModelConfig.from_dict(model)
         geometry = config.geometry
         output_size = geometry.smallest_output_at_least(tile)
-        source = TileSource(str(norm_path), str(labels_path), str(weights_path), tuple(sections), geometry, output_size,
-                            batch_size, foreground_bias, AugmentSettings(**augment), seed)
-        shape = check_source(source)
-        if validation_sections and not 0 <= validation_sections[0] < validation_sections[1] <= shape[0]:
-            raise ConfigError(f"train.validation_sections {validation_sections} do not fit {shape[0]} sections")
-        segmentation = validation_settings(validation_segmentation, validation_sections) if validation_sections \
-            else None
+        volumes = training_volumes(training, "training")
+        validated = training_volumes(validation, "validation")
+        source = TileSource(volumes, geometry, output_size, batch_size, foreground_bias, AugmentSettings(**augment),
+                            seed)
+        check_source(source)
+        segmentation = validation_settings(validation_segmentation) if validated else None
         torch.set_num_threads(threads)
         state_dir = Path(checkpoint_path).parent / "state"
         shaping = {key: value for key, value in settings.items() if key not in RUN_ONLY["train"]}
-        inputs = {"norm": str(norm_path), "labels": str(labels_path), "weights": str(weights_path)}
+        inputs = {f"{kind}:{volume.name}": path for volume in (*volumes, *validated)
+                  for kind, path in zip(("norm", "labels", "weights"), volume.paths)}
         fingerprints = provenance.fingerprint_inputs(inputs)
         key = records.run_key(settings=shaping, **fingerprints)
         run = build(config, select_device(device), seed, optimizer, learning_rate, momentum, weight_decay, schedule,
                     iterations, step_size, gamma, amp, warp_margin=source.device_margin)
         restore(run, state_dir, key)
-        arrays = [ome_zarr.open_input(p) for p in (norm_path, labels_path, weights_path)]
+        held_out = [(v.name, *(ome_zarr.open_input(p) for p in v.paths), v.sections) for v in validated]
         tiles = batches(source, run.start, iterations, loader_workers, pinned=run.device.type == "cuda")
-        loop(run, tiles, arrays, state_dir, key, iterations=iterations,
-             dice_weight=dice_weight, validation_sections=validation_sections, validate_every=validate_every,
-             checkpoint_every=checkpoint_every, validation_tile=max(tile, 128), segmentation=segmentation,
-             voxel_size=ome_zarr.voxel_size(norm_path)[0])
+        loop(run, tiles, held_out, state_dir, key, iterations=iterations, dice_weight=dice_weight,
+             validate_every=validate_every, checkpoint_every=checkpoint_every, validation_tile=max(tile, 128),
+             segmentation=segmentation, voxel_size=ome_zarr.voxel_size(volumes[0].image)[0])
         rows, best, target_device, network = run.rows, run.best, run.device, run.network
-        final = state_dir / ("best.pt" if validation_sections and best["iteration"] else "last.pt")
+        final = state_dir / ("best.pt" if validated and best["iteration"] else "last.pt")
         record = provenance.record("train", settings, inputs, started, fingerprints, best=best)
         network.load_state_dict(torch.load(final, map_location=target_device, weights_only=True)["state_dict"])
         _write_log(train_log_path, rows)
@@ -258,12 +293,12 @@ def restore(run: Run, state_dir: Path, key: str) -> None:
     print(f"train: resuming at iteration {run.start} from {state_dir}", flush=True)
 
 
-def loop(run: Run, tiles: Any, arrays: list[Any], state_dir: Path, key: str, *, iterations: int,
-         dice_weight: float, validation_sections: list[int] | None, validate_every: int, checkpoint_every: int,
+def loop(run: Run, tiles: Any, held_out: list[tuple[str, Any, Any, Any, tuple[int, int]]], state_dir: Path,
+         key: str, *, iterations: int, dice_weight: float, validate_every: int, checkpoint_every: int,
          validation_tile: int, segmentation: Settings | None, voxel_size: Sequence[float]) -> None:
-    """Train `run` from its start to `iterations` on `tiles` (batches of image, target, weight), validating
-    and saving its state (keyed by `key`) as it goes. Losses stay on the device until a validation or a
-    saved state needs them, so a CUDA run never waits for the device after each step."""
+    """Train `run` from its start to `iterations` on `tiles` (batches of image, target, weight), validating on
+    `held_out` (see `validate`) and saving its state (keyed by `key`) as it goes. Losses stay on the device
+    until a validation or a saved state needs them, so a CUDA run never waits for the device after each step."""
     network = run.network
     clock = time.monotonic() - (run.rows[-1]["seconds"] if run.rows else 0.0)
     meter = progress.Meter("train iterations", iterations)
@@ -277,7 +312,7 @@ def loop(run: Run, tiles: Any, arrays: list[Any], state_dir: Path, key: str, *, 
         run.rows.append(row)
         if segmentation and (iteration % validate_every == 0 or iteration == iterations):
             _settle_losses(run.rows)
-            row.update(validate(network, *arrays, validation_sections, validation_tile, segmentation, voxel_size))
+            row.update(validate(network, held_out, validation_tile, segmentation, voxel_size))
             if row["val_rand_error"] < run.best["val_rand_error"]:
                 run.best = {"val_rand_error": row["val_rand_error"], "iteration": iteration}
                 _save(state_dir / "best.pt", network, iteration=iteration)
@@ -323,6 +358,7 @@ def _save(path: Path, network: UNet, **extra: Any) -> None:
 
 def _write_log(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     with outputs.atomic_output(path) as partial, open(partial, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS)
+        per_volume = sorted({key for row in rows for key in row} - set(LOG_FIELDS))  # with several volumes
+        writer = csv.DictWriter(handle, fieldnames=LOG_FIELDS + per_volume)
         writer.writeheader()
         writer.writerows(rows)

@@ -7,8 +7,10 @@ and a resumed run sees exactly the batches an uninterrupted run would.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -23,13 +25,51 @@ from ..storage import ome_zarr
 
 
 @dataclass(frozen=True)
-class TileSource:
-    """Where tiles come from and how big they are."""
+class TrainingVolume:
+    """One annotated volume tiles are drawn from: its normalised image, labels and weight map, the sections
+    drawn from, and the share of tiles it gives."""
 
+    name: str
     image: str
     labels: str
     weights: str
     sections: tuple[int, int]
+    share: float = 1.0
+
+    @property
+    def paths(self) -> tuple[str, str, str]:
+        return self.image, self.labels, self.weights
+
+
+def training_volumes(entries: list[dict[str, Any]], what: str) -> tuple[TrainingVolume, ...]:
+    """The volumes of `entries` (dicts with volume, image, labels, weights, sections and weight, as the
+    workflow passes them), their arrays checked to agree and their sections resolved (None: all) and checked
+    to fit; shares: each entry's weight, or by default its share of all the entries' voxels, normalised."""
+    found, voxels = [], []
+    for index, entry in enumerate(entries):
+        image = ome_zarr.open_image(entry["image"])
+        for name in ("labels", "weights"):
+            shape = ome_zarr.open_image(entry[name]).shape
+            if shape != image.shape:
+                raise InputError(f"{entry[name]}: {name} of volume {entry['volume']!r} have shape {shape}, its "
+                                 f"image {entry['image']} has {image.shape}")
+        first, last = entry["sections"] or (0, image.shape[0])
+        if not 0 <= first < last <= image.shape[0]:
+            raise ConfigError(f"{what}[{index}].sections [{first}, {last}) do not fit volume {entry['volume']!r} "
+                              f"({entry['image']}: {image.shape[0]} sections)")
+        found.append(TrainingVolume(entry["volume"], entry["image"], entry["labels"], entry["weights"],
+                                    (first, last)))
+        voxels.append((last - first) * math.prod(image.shape[1:]))
+    fractions = [count / sum(voxels) for count in voxels]
+    weights = [entry.get("weight") or fraction for entry, fraction in zip(entries, fractions)]
+    return tuple(dataclasses.replace(volume, share=weight / sum(weights)) for volume, weight in zip(found, weights))
+
+
+@dataclass(frozen=True)
+class TileSource:
+    """Where tiles come from and how big they are."""
+
+    volumes: tuple[TrainingVolume, ...]
     geometry: UNetGeometry
     output_size: int  # the network's output edge (a valid size)
     batch_size: int
@@ -44,29 +84,26 @@ class TileSource:
         return self.geometry.halo if self.augment.elastic_on == "device" else None
 
 
-def check_source(source: TileSource) -> tuple[int, ...]:
-    """The volume shape, after checking the arrays agree and the sections fit."""
-    image = ome_zarr.open_image(source.image)
-    for name, path in (("labels", source.labels), ("weights", source.weights)):
-        shape = ome_zarr.open_image(path).shape
-        if shape != image.shape:
-            raise InputError(f"{path}: {name} shape {shape} differs from the image's {image.shape}")
-    first, last = source.sections
-    if not 0 <= first < last <= image.shape[0]:
-        raise ConfigError(f"train.sections [{first}, {last}) do not fit a volume of {image.shape[0]} sections")
-    if source.geometry.ndim == 3 and last - first < source.output_size:
-        raise ConfigError(f"a 3D tile needs {source.output_size} training sections, train.sections has {last - first}")
-    return image.shape
+def check_source(source: TileSource) -> None:
+    """Refuse training volumes too thin for a 3D tile."""
+    for volume in source.volumes:
+        first, last = volume.sections
+        if source.geometry.ndim == 3 and last - first < source.output_size:
+            raise ConfigError(f"a 3D tile needs {source.output_size} training sections, volume {volume.name!r} "
+                              f"gives {last - first}")
 
 
 def _sample_tiles(arrays: tuple, source: TileSource,
                    rng: np.random.Generator) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray, np.ndarray]:
-    """A random input region of the training sections (with `foreground_bias`, retried up to 10 times until
-    its output holds both classes): the output inside it, and its image (float32), labels and weights
-    (float32)."""
-    image, labels, weights = arrays
+    """A random input region of the training sections of a volume drawn by share (with `foreground_bias`,
+    retried up to 10 times until its output holds both classes): the output inside it, and its image
+    (float32), labels and weights (float32). With one volume no draw picks it, so the tiles are those of a
+    single-volume source."""
+    index = 0 if len(source.volumes) == 1 else int(rng.choice(len(source.volumes),
+                                                               p=[v.share for v in source.volumes]))
+    image, labels, weights = arrays[index]
     ndim, out, halo = source.geometry.ndim, source.output_size, source.geometry.halo
-    first, last = source.sections
+    first, last = source.volumes[index].sections
     for attempt in range(10):
         if ndim == 2:
             z = int(rng.integers(first, last))
@@ -115,7 +152,7 @@ class TileBatches(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         source = self.source
-        arrays = tuple(ome_zarr.open_checked(path) for path in (source.image, source.labels, source.weights))
+        arrays = tuple(tuple(ome_zarr.open_checked(path) for path in volume.paths) for volume in source.volumes)
         sample = sample_unwarped_tile if source.augment.elastic_on == "device" else sample_tile
         for iteration in range(self.start + worker, self.stop, workers):
             rng = np.random.default_rng([source.seed, iteration])

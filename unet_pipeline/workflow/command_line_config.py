@@ -16,15 +16,17 @@ import jsonschema
 import yaml
 
 
-def typed(value: Any, schema: dict[str, Any]) -> Any:
-    """`value` with its command-line strings read as the types `schema` expects (where that makes it valid)."""
+def typed(value: Any, schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
+    """`value` with its command-line strings read as the types `schema` expects (where that makes it valid);
+    `defs`: the root schema's `$defs`, which references inside `schema` point to."""
+    defs = schema.get("$defs", {}) if defs is None else defs
     if isinstance(value, dict):
         properties = schema.get("properties", {})
-        return {key: typed(item, properties[key]) if key in properties else item for key, item in value.items()}
-    if _valid(value, schema):
+        return {key: typed(item, properties[key], defs) if key in properties else item for key, item in value.items()}
+    if _valid(value, schema, defs):
         return value
     parsed = _parsed(value)
-    return parsed if _valid(parsed, schema) else value
+    return parsed if _valid(parsed, schema, defs) else value
 
 
 def type_command_line_values(config: dict[str, Any], schema_path: str | Path) -> None:
@@ -33,8 +35,8 @@ def type_command_line_values(config: dict[str, Any], schema_path: str | Path) ->
     config.update(typed(config, schema))
 
 
-def _valid(value: Any, schema: dict[str, Any]) -> bool:
-    return jsonschema.Draft7Validator(schema).is_valid(value)
+def _valid(value: Any, schema: dict[str, Any], defs: dict[str, Any]) -> bool:
+    return jsonschema.Draft202012Validator({**schema, "$defs": defs}).is_valid(value)
 
 
 def _parsed(value: Any) -> Any:

@@ -19,6 +19,7 @@ from ..core.errors import InputError
 from ..core.geometry import Box
 from ..nn.model_config import ModelConfig, activation_bytes
 from ..storage.sources import open_source
+from .stage_config import architecture
 
 MiB = 1 << 20
 SEGMENT_BYTES_PER_VOXEL = 64  # a segment block and its context: probabilities, boundary units, ids, watershed
@@ -27,11 +28,19 @@ SEGMENT_BYTES_PER_VOXEL = 64  # a segment block and its context: probabilities, 
 PLACEHOLDER_SHAPE = (1, 1024, 1024)
 
 
-def volume_shape(config: dict[str, Any]) -> tuple[int, int, int]:
-    """The raw volume's (z, y, x): the synthetic shape, or read from the raw file's header; a placeholder,
+def volume_shape(config: dict[str, Any], volume: str) -> tuple[int, int, int]:
+    """A raw volume's (z, y, x): the synthetic shape, or read from the raw file's header; a placeholder,
     said on stderr, while the file cannot be read (a dry run on another machine)."""
-    raw = config["data"]["raw"]
-    return tuple(config["data"]["synthetic"]["shape"]) if raw is None else _source_shape(raw)
+    given = config["volumes"][volume]
+    return tuple(given["synthetic"]["shape"]) if "synthetic" in given else _source_shape(given["raw"])
+
+
+def _stage_shape(config: dict[str, Any], stage: str, volume: str | None) -> tuple[int, int, int]:
+    """The volume a job works on: its own; for train and report (run once), the largest one they read."""
+    if volume is not None:
+        return volume_shape(config, volume)
+    names = [entry["volume"] for entry in config["training"]] if stage == "train" else list(config["volumes"])
+    return max((volume_shape(config, name) for name in names or config["volumes"]), key=math.prod)
 
 
 @functools.cache
@@ -39,7 +48,7 @@ def _source_shape(raw: str) -> tuple[int, int, int]:
     try:
         return tuple(open_source(raw).shape)
     except InputError as err:
-        print(f"unet-pipeline: cannot read the shape of data.raw ({err}); job resources (memory, run time) assume "
+        print(f"unet-pipeline: cannot read the shape of {raw} ({err}); job resources (memory, run time) assume "
               f"a volume of {' x '.join(map(str, PLACEHOLDER_SHAPE))} until it can be read", file=sys.stderr)
         return PLACEHOLDER_SHAPE
 
@@ -58,12 +67,12 @@ def stage_threads(config: dict[str, Any], stage: str) -> int:
     return 1
 
 
-def stage_resources(config: dict[str, Any], stage: str) -> dict[str, Any]:
-    """Keyword arguments of a rule's `resources` directive."""
-    depth, height, width = volume_shape(config)
+def stage_resources(config: dict[str, Any], stage: str, volume: str | None = None) -> dict[str, Any]:
+    """Keyword arguments of a rule's `resources` directive (of the job of `volume`, for a stage run per volume)."""
+    depth, height, width = _stage_shape(config, stage, volume)
     voxels = depth * height * width
     section_mb = height * width * 4 / MiB
-    model = ModelConfig.from_dict(config["model"])
+    model = ModelConfig.from_dict(architecture(config))  # an estimate, also for a given checkpoint
     slurm = config["slurm"]
     gpu = 0
     if stage == "train":

@@ -14,33 +14,40 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..core.errors import ConfigError
 from ..core.stage_settings import RUN_ONLY, STAGES
+from .layout import Layout
+from .volumes import Entry, plan
 
 RUN_ONLY_CONFIG = ("cluster", "slurm")  # config blocks that only shape runs
-Inputs = dict[str, str]  # the optional inputs a stage reads, by name (see `optional_inputs`), and their paths
 
 
-def stage_settings(config: dict[str, Any], stage: str, inputs: Inputs | None = None) -> dict[str, Any]:
-    """The settings of `stage` that shape its output (see the module docstring); `inputs`: the paths of the
-    optional inputs that `optional_inputs` names (the workflow owns the paths; a stage without them gets None)."""
-    return {key: value for key, value in _settings(config, stage, inputs or {}).items()
+def stage_settings(config: dict[str, Any], stage: str, volume: str | None = None) -> dict[str, Any]:
+    """The settings of `stage` (of `volume`, for a stage run per volume) that shape its output (see the module
+    docstring); the paths in them are those of `layout.Layout`."""
+    return {key: value for key, value in _settings(config, stage, volume).items()
             if key not in RUN_ONLY.get(stage, ())}
 
 
 def run_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
-    """The settings of `stage` that only shape how it runs."""
-    every = _settings(config, stage, {})
+    """The settings of `stage` that only shape how it runs (the same for every volume)."""
+    every = _settings(config, stage, _any_volume(config, stage))
     return {key: every[key] for key in RUN_ONLY.get(stage, ())}
 
 
-def optional_inputs(config: dict[str, Any], stage: str) -> list[str]:
-    """The inputs `stage` reads only under some settings, by name: 'labels' for segment when it tunes its merge
-    threshold, 'raw' for evaluate when it scores the raw-threshold baseline; the rule asks for these alone."""
-    if stage == "segment" and _tuned(config["segment"]):
-        return ["labels"]
+def optional_inputs(config: dict[str, Any], stage: str, volume: str | None = None) -> dict[str, str]:
+    """The inputs `stage` reads only under some settings, by name, with their paths (the rule asks for these
+    alone): for segment when it tunes its merge threshold, the labels of the volume it tunes on ('labels'), or,
+    for every other volume, the segmentation that chose it ('tuned'); for evaluate's raw-threshold baseline,
+    the raw ('raw')."""
+    layout, run = Layout.of(config), plan(config)
+    if stage == "segment" and run.tune is not None:
+        if volume == run.tune.volume:
+            return {"labels": layout.volume(volume, "labels.ome.zarr")}
+        return {"tuned": layout.volume(run.tune.volume, "segmentation.ome.zarr")}
     if stage == "evaluate" and config["evaluate"]["baseline"]:
-        return ["raw"]
-    return []
+        return {"raw": layout.volume(volume, "raw.ome.zarr")}
+    return {}
 
 
 def shown_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -51,63 +58,113 @@ def shown_config(config: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _tuned(segment: dict[str, Any]) -> bool:
-    return segment["method"] == "agglomerate" and segment["merge_threshold"] == "auto"
+def _ingest(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
+    storage, given = config["storage"], config["volumes"][volume]
+    return {"chunks": storage["chunks"], "compression": storage["compression"], "voxel_size": given["voxel_size"],
+            "unit": given["unit"], "shards": storage["shards"], "ngff": storage["ngff"], "pyramid": storage["pyramid"],
+            "missing_chunks": given["missing_chunks"]}
 
 
-def _ingest(config: dict[str, Any], inputs: Inputs) -> dict[str, Any]:
-    data, storage = config["data"], config["storage"]
-    return {"chunks": storage["chunks"], "compression": storage["compression"], "voxel_size": data["voxel_size"],
-            "unit": data["unit"], "shards": storage["shards"], "ngff": storage["ngff"], "pyramid": storage["pyramid"],
-            "missing_chunks": data["missing_chunks"]}
-
-
-def _preprocess(config: dict[str, Any], inputs: Inputs) -> dict[str, Any]:
+def _preprocess(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     return {**config["preprocess"], "compression": config["storage"]["compression"]}
 
 
-def _weights(config: dict[str, Any], inputs: Inputs) -> dict[str, Any]:
+def _weights(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     return {**config["weights"], "compression": config["storage"]["compression"]}
 
 
-def _train(config: dict[str, Any], inputs: Inputs) -> dict[str, Any]:
-    return {**config["train"], "model": config["model"]}
+def _train(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
+    layout, run = Layout.of(config), plan(config)
+
+    def volumes(entries: tuple[Entry, ...]) -> list[dict[str, Any]]:
+        return [{**entry.as_settings(), **{name: layout.volume(entry.volume, f"{kind}.ome.zarr")
+                                          for name, kind in TRAINING_ARRAYS.items()}} for entry in entries]
+
+    return {**config["train"], "model": architecture(config), "training": volumes(run.training),
+            "validation": volumes(run.validation)}
 
 
-def _predict(config: dict[str, Any], inputs: Inputs) -> dict[str, Any]:
+def _predict(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     return {**config["predict"], "compression": config["storage"]["compression"],
             "cluster_settings": {**config["cluster"], "slurm": config["slurm"]}}
 
 
-def _segment(config: dict[str, Any], inputs: Inputs) -> dict[str, Any]:
-    segment = config["segment"]
-    return {**segment, "tune_sections": segment["tune_sections"] or config["train"]["validation_sections"],
-            "labels": inputs.get("labels") if _tuned(segment) else None,
+def _segment(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
+    segment, run = config["segment"], plan(config)
+    optional = optional_inputs(config, "segment", volume)
+    tune_sections = run.tune.sections if run.tune and volume == run.tune.volume else None
+    settings = {key: value for key, value in segment.items() if key != "tune"}
+    return {**settings, "tune_sections": list(tune_sections) if tune_sections else None,
+            "labels": optional.get("labels"), "threshold_from": optional.get("tuned"),
             "compression": config["storage"]["compression"], **_cpu_cluster(config)}
 
 
-def _evaluate(config: dict[str, Any], inputs: Inputs) -> dict[str, Any]:
+def _evaluate(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     evaluate, segment = config["evaluate"], config["segment"]
-    return {"sections": evaluate["sections"], "thresholds": evaluate["thresholds"], "warping": evaluate["warping"],
-            "threshold": segment["threshold"], "baseline_raw": inputs.get("raw") if evaluate["baseline"] else None,
+    entry = plan(config).evaluated(volume) if volume else None
+    sections = entry.sections if entry else None
+    return {"sections": list(sections) if sections else None, "thresholds": evaluate["thresholds"],
+            "warping": evaluate["warping"], "threshold": segment["threshold"],
+            "baseline_raw": optional_inputs(config, "evaluate", volume).get("raw"),
             "block": segment["block"], "context": segment["context"], "stall_timeout_s": evaluate["stall_timeout_s"],
             **_cpu_cluster(config)}
 
 
-def _report(config: dict[str, Any], inputs: Inputs) -> dict[str, Any]:
-    return {**config["report"], "config": shown_config(config)}
+def _report(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
+    return {**config["report"], **report_inputs(config), "config": shown_config(config)}
+
+
+def report_inputs(config: dict[str, Any]) -> dict[str, Any]:
+    """What the report reads: every processed volume's images (and labels, weights and metrics where it has
+    them), the training log (None when the model came from a checkpoint) and the segmentation whose merge
+    threshold was tuned (None without tuning)."""
+    layout, run = Layout.of(config), plan(config)
+    weights_of = {entry.volume for entry in run.training}
+    volumes = []
+    for name in run.processed:
+        images = {kind: layout.volume(name, f"{kind}.ome.zarr") for kind in ("raw", "probabilities", "segmentation")}
+        scored = run.evaluated(name) is not None
+        volumes.append({"volume": name, **images,
+                        "labels": layout.volume(name, "labels.ome.zarr") if scored or name in weights_of else None,
+                        "weights": layout.volume(name, "weights.ome.zarr") if name in weights_of else None,
+                        "metrics": layout.volume(name, "metrics.json") if scored else None})
+    return {"volumes": volumes, "train_log": layout.model("train_log.csv") if run.trains else None,
+            "tuned": layout.volume(run.tune.volume, "segmentation.ome.zarr") if run.tune else None}
+
+
+def architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """The `model` block without `checkpoint`: the network to build (see `nn.model_config.ModelConfig`)."""
+    return {key: value for key, value in config["model"].items() if key != "checkpoint"}
+
+
+def model_checkpoint(config: dict[str, Any]) -> str:
+    """The checkpoint predict applies: `model.checkpoint`, or the one this run trains."""
+    return plan(config).checkpoint or Layout.of(config).model("checkpoint.pt")
 
 
 # stage -> its keyword arguments from a config that the schema has validated and filled with defaults
-_STAGE_SETTINGS: dict[str, Callable[[dict[str, Any], Inputs], dict[str, Any]]] = {
+_STAGE_SETTINGS: dict[str, Callable[[dict[str, Any], str | None], dict[str, Any]]] = {
     "ingest": _ingest, "preprocess": _preprocess, "weights": _weights, "train": _train, "predict": _predict,
     "segment": _segment, "evaluate": _evaluate, "report": _report}
 
 
-def _settings(config: dict[str, Any], stage: str, inputs: Inputs) -> dict[str, Any]:
+PER_VOLUME = ("ingest", "preprocess", "weights", "predict", "segment", "evaluate")  # run once per volume
+TRAINING_ARRAYS = {"image": "norm", "labels": "labels", "weights": "weights"}  # train's arrays of each volume
+
+
+def _settings(config: dict[str, Any], stage: str, volume: str | None) -> dict[str, Any]:
     if stage not in _STAGE_SETTINGS:
         raise ValueError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
-    return _STAGE_SETTINGS[stage](config, inputs)
+    if (stage in PER_VOLUME) != (volume is not None):
+        raise ValueError(f"stage {stage!r} {'needs' if stage in PER_VOLUME else 'takes no'} volume")
+    if volume is not None and volume not in config["volumes"]:
+        raise ConfigError(f"no volume {volume!r} in volumes ({', '.join(config['volumes'])})")
+    return _STAGE_SETTINGS[stage](config, volume)
+
+
+def _any_volume(config: dict[str, Any], stage: str) -> str | None:
+    """A volume for a per-volume stage's run-only settings (they are the same for every volume)."""
+    return plan(config).processed[0] if stage in PER_VOLUME else None
 
 
 def _cpu_cluster(config: dict[str, Any]) -> dict[str, Any]:

@@ -5,42 +5,58 @@ import os
 from unet_pipeline.core.stage_settings import RUN_ONLY
 from unet_pipeline.storage.sources import source_file
 from unet_pipeline.workflow.job_resources import stage_resources, stage_threads
-from unet_pipeline.workflow.stage_config import optional_inputs, run_settings, stage_settings
+from unet_pipeline.workflow.layout import Layout
+from unet_pipeline.workflow.stage_config import (
+    TRAINING_ARRAYS,
+    model_checkpoint,
+    optional_inputs,
+    report_inputs,
+    run_settings,
+    stage_settings,
+)
 
-RESULTS = f"{config['results_dir']}/{config['name']}"
+LAYOUT = Layout.of(config)
 ENV = "../envs/unet-pipeline.yaml"  # installs this checkout through UNET_PIPELINE_ROOT (set in the Snakefile)
+VOLUMES = config["volumes"]
 
 
 def result(name):
-    """Path of an output under results/<name>/."""
-    return f"{RESULTS}/{name}"
+    """Path of a run-wide output under results/<name>/."""
+    return LAYOUT.result(name)
 
 
-def log_file(rule_name):
-    return f"{RESULTS}/logs/{rule_name}.log"
+def of_volume(name):
+    """Path of an output of the rule's {volume} under results/<name>/volumes/<volume>/."""
+    return LAYOUT.volume("{volume}", name)
 
 
-def source(kind):
-    """What ingest reads as `kind` ('raw' or 'labels'): the user's source spec or the synthetic volume."""
-    given = config["data"][kind]
-    return given if given is not None else result(f"synthetic/{kind}.ome.zarr")
+def log_of(rule_name):
+    return LAYOUT.log(rule_name, "{volume}")
 
 
-def source_on_disk(kind):
+def source(volume, kind):
+    """What ingest reads as `kind` ('raw' or 'labels') of a volume: the user's source spec or the synthetic
+    volume."""
+    if "synthetic" in VOLUMES[volume]:
+        return LAYOUT.volume(volume, f"synthetic/{kind}.ome.zarr")
+    return VOLUMES[volume][kind]
+
+
+def source_on_disk(wildcards):
     """The file or folder of that source (an HDF5 file or N5 container for a dataset inside one)."""
-    return str(source_file(source(kind)))
+    return str(source_file(source(wildcards.volume, wildcards.kind)))
 
 
 def read_only_with_settings(stage):
-    """The inputs a stage reads only under some settings (segment's labels when it tunes, evaluate's raw for
-    its baseline), by name: the rule asks for these and no others."""
-    paths = {"labels": result("labels.ome.zarr"), "raw": result("raw.ome.zarr")}
-    return {name: paths[name] for name in optional_inputs(config, stage)}
+    """The inputs a stage reads only under some settings (segment's labels or the tuned segmentation,
+    evaluate's raw for its baseline), by name: the rule asks for these and no others."""
+    return lambda wildcards: optional_inputs(config, stage, wildcards.volume)
 
 
 def settings(stage):
-    """The stage settings as JSON, passed as params so that a change reruns exactly that stage."""
-    return json.dumps(stage_settings(config, stage, read_only_with_settings(stage)), sort_keys=True)
+    """The stage settings as JSON, passed as params so that a change reruns exactly that stage (of that
+    volume)."""
+    return lambda wildcards: json.dumps(stage_settings(config, stage, wildcards.get("volume")), sort_keys=True)
 
 
 def threads_of(stage):
@@ -48,10 +64,43 @@ def threads_of(stage):
     return stage_threads(config, stage)
 
 
-def resources_of(stage):
-    """Memory, run time, CPUs, GPUs and Slurm placement of a stage's job, derived from the config; for a stage
-    with settings that only shape how it runs (threads, device, cluster, timeouts), those too, as the JSON
-    resource `run_settings` passed on as `--run`. Resources are no rerun trigger, so changing these never
-    reruns a finished stage."""
+def resources_of(stage, per_volume=True):
+    """Memory, run time, CPUs, GPUs and Slurm placement of a stage's job (of the rule's {volume} when
+    `per_volume`), derived from the config; for a stage with settings that only shape how it runs (threads,
+    device, cluster, timeouts), those too, as the JSON resource `run_settings` passed on as `--run`. Resources
+    are no rerun trigger, so changing these never reruns a finished stage."""
     how = {"run_settings": json.dumps(run_settings(config, stage), sort_keys=True)} if stage in RUN_ONLY else {}
-    return {**stage_resources(config, stage), **how}
+    if not per_volume:
+        return {**stage_resources(config, stage), **how}
+    keys = stage_resources(config, stage, next(iter(VOLUMES)))  # the same keys for every volume
+    return {**{key: _of_volume_job(stage, key) for key in keys}, **how}
+
+
+def _of_volume_job(stage, key):
+    return lambda wildcards: stage_resources(config, stage, wildcards.volume)[key]
+
+
+def training_arrays(wildcards):
+    """Every array train reads: the normalised image, labels and weights of each training and validation
+    volume."""
+    train = stage_settings(config, "train")
+    return sorted({entry[name] for entry in train["training"] + train["validation"] for name in TRAINING_ARRAYS})
+
+
+def report_files(wildcards):
+    """Every file the report reads (see `stage_config.report_inputs`)."""
+    given = report_inputs(config)
+    paths = [path for volume in given["volumes"] for key, path in volume.items() if key != "volume" and path]
+    paths += [path.replace("metrics.json", "metrics_sections.csv") for path in paths if path.endswith("metrics.json")]
+    return sorted({*paths, *(path for path in (given["train_log"], given["tuned"]) if path)})
+
+
+def final_targets():
+    """What the target rule `all` asks for - every processed volume's segmentation, the metrics of the scored ones, and
+    the report."""
+    run = PLAN
+    return (
+        [LAYOUT.volume(name, "segmentation.ome.zarr") for name in run.processed]
+        + [LAYOUT.volume(entry.volume, "metrics.json") for entry in run.evaluation]
+        + [result("report.html")]
+    )

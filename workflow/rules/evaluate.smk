@@ -1,14 +1,14 @@
 rule evaluate:
     input:
-        **read_only_with_settings("evaluate"),
-        segmentation=result("segmentation.ome.zarr"),
-        probabilities=result("probabilities.ome.zarr"),
-        labels=result("labels.ome.zarr"),
+        unpack(read_only_with_settings("evaluate")),
+        segmentation=of_volume("segmentation.ome.zarr"),
+        probabilities=of_volume("probabilities.ome.zarr"),
+        labels=of_volume("labels.ome.zarr"),
     output:
-        metrics=result("metrics.json"),
-        sections=result("metrics_sections.csv"),
+        metrics=of_volume("metrics.json"),
+        sections=of_volume("metrics_sections.csv"),
     log:
-        log_file("evaluate"),
+        log_of("evaluate"),
     conda:
         ENV
     threads: threads_of("evaluate")

@@ -1,19 +1,19 @@
 rule synth:
     output:
-        raw=directory(result("synthetic/raw.ome.zarr")),
-        labels=directory(result("synthetic/labels.ome.zarr")),
+        raw=directory(of_volume("synthetic/raw.ome.zarr")),
+        labels=directory(of_volume("synthetic/labels.ome.zarr")),
     log:
-        log_file("synth"),
+        log_of("synth"),
     conda:
         ENV
     resources:
         **resources_of("ingest"),
     params:
         folder=lambda wildcards, output: os.path.dirname(output.raw),
-        shape=",".join(map(str, config["data"]["synthetic"]["shape"])),
-        seed=config["data"]["synthetic"]["seed"],
+        shape=lambda wildcards: ",".join(map(str, VOLUMES[wildcards.volume]["synthetic"]["shape"])),
+        seed=lambda wildcards: VOLUMES[wildcards.volume]["synthetic"]["seed"],
         chunks=",".join(map(str, config["storage"]["chunks"])),
-        voxel_size=",".join(map(str, config["data"]["synthetic"]["voxel_size"])),
+        voxel_size=lambda wildcards: ",".join(map(str, VOLUMES[wildcards.volume]["synthetic"]["voxel_size"])),
         compression=json.dumps(config["storage"]["compression"], sort_keys=True),
     shell:
         "unet-pipeline --on-busy wait synth {params.folder:q} --shape {params.shape} --seed {params.seed}"
@@ -23,11 +23,11 @@ rule synth:
 
 rule ingest:
     input:
-        lambda wildcards: source_on_disk(wildcards.kind),
+        source_on_disk,
     output:
-        directory(result("{kind}.ome.zarr")),
+        directory(of_volume("{kind}.ome.zarr")),
     log:
-        log_file("ingest_{kind}"),
+        log_of("ingest_{kind}"),
     wildcard_constraints:
         kind="raw|labels",
     conda:
@@ -35,7 +35,7 @@ rule ingest:
     resources:
         **resources_of("ingest"),
     params:
-        source=lambda wildcards: source(wildcards.kind),
+        source=lambda wildcards: source(wildcards.volume, wildcards.kind),
         settings=settings("ingest"),
     shell:
         "unet-pipeline --on-busy wait ingest {wildcards.kind} {params.source:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"

@@ -1,11 +1,11 @@
 rule predict:
     input:
-        image=result("norm.ome.zarr"),
-        checkpoint=result("model/checkpoint.pt"),
+        image=of_volume("norm.ome.zarr"),
+        checkpoint=model_checkpoint(config),
     output:
-        directory(result("probabilities.ome.zarr")),
+        directory(of_volume("probabilities.ome.zarr")),
     log:
-        log_file("predict"),
+        log_of("predict"),
     conda:
         ENV
     threads: threads_of("predict")

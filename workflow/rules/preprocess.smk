@@ -1,10 +1,10 @@
 rule preprocess:
     input:
-        result("raw.ome.zarr"),
+        of_volume("raw.ome.zarr"),
     output:
-        directory(result("norm.ome.zarr")),
+        directory(of_volume("norm.ome.zarr")),
     log:
-        log_file("preprocess"),
+        log_of("preprocess"),
     conda:
         ENV
     resources:

@@ -1,11 +1,11 @@
 rule segment:
     input:
-        **read_only_with_settings("segment"),
-        probabilities=result("probabilities.ome.zarr"),
+        unpack(read_only_with_settings("segment")),
+        probabilities=of_volume("probabilities.ome.zarr"),
     output:
-        directory(result("segmentation.ome.zarr")),
+        directory(of_volume("segmentation.ome.zarr")),
     log:
-        log_file("segment"),
+        log_of("segment"),
     conda:
         ENV
     threads: threads_of("segment")

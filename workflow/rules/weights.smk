@@ -1,10 +1,10 @@
 rule weights:
     input:
-        result("labels.ome.zarr"),
+        of_volume("labels.ome.zarr"),
     output:
-        directory(result("weights.ome.zarr")),
+        directory(of_volume("weights.ome.zarr")),
     log:
-        log_file("weights"),
+        log_of("weights"),
     conda:
         ENV
     resources:
