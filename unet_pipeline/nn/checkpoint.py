@@ -4,11 +4,12 @@ network from the file alone; a hash of the weights alone; the device to run on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import pickle
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -36,10 +37,41 @@ def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> UNet:
     """Rebuild a model from a checkpoint alone, in eval mode on `device`."""
-    try:
+    with _readable(path):
         checkpoint = torch.load(path, map_location=device, weights_only=True)
         model = UNet(ModelConfig.from_dict(checkpoint["model_config"]))
         model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()
+
+
+def load_weights(network: UNet, path: str | os.PathLike, key: str) -> str:
+    """Load the weights of the checkpoint at `path` (named by config `key` in errors) into `network`, which must
+    have the same architecture (a difference names the model keys, a weight of another shape the layer);
+    returns their `weights_hash`."""
+    with _readable(path):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        theirs, state = checkpoint["model_config"], checkpoint["state_dict"]
+    ours = dataclasses.asdict(network.config)
+    differs = [f"{name} ({theirs.get(name)!r} there, {value!r} here)" for name, value in ours.items()
+               if theirs.get(name) != value]
+    if differs:
+        raise ConfigError(f"{key} {path}: its model differs from the config's model block in {', '.join(differs)}")
+    mine = network.state_dict()
+    wrong = [f"{name} {tuple(state[name].shape)} there, {tuple(tensor.shape)} here" for name, tensor in mine.items()
+             if name in state and state[name].shape != tensor.shape]
+    wrong += [f"{name} missing" for name in sorted(set(mine) - set(state))]
+    wrong += [f"{name} not in the model" for name in sorted(set(state) - set(mine))]
+    if wrong:
+        raise InputError(f"{path}: its weights do not fit the model: {'; '.join(wrong)}")
+    network.load_state_dict(state)
+    return weights_hash(state)
+
+
+@contextlib.contextmanager
+def _readable(path: str | os.PathLike) -> Iterator[None]:
+    """Turn what reading a checkpoint can raise into an InputError naming the file and what is wrong."""
+    try:
+        yield
     except FileNotFoundError as err:
         raise InputError(f"{path}: no such checkpoint") from err
     except (OSError, EOFError) as err:  # a truncated, empty or unreadable file
@@ -47,7 +79,6 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> U
                          "retrain or restore it") from err
     except (KeyError, TypeError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
         raise InputError(f"{path}: not a checkpoint of a compatible unet-pipeline model ({err})") from err
-    return model.to(device).eval()
 
 
 def select_device(preferred: str = "auto") -> torch.device:

@@ -29,7 +29,7 @@ from ..core.errors import ConfigError
 from ..core.stage_settings import RUN_ONLY, checked_stage
 from ..distributed import records
 from ..nn.augment import AugmentSettings
-from ..nn.checkpoint import save_checkpoint, select_device
+from ..nn.checkpoint import load_weights, save_checkpoint, select_device
 from ..nn.device_augment import finish_batch
 from ..nn.inference import predict_in_memory
 from ..nn.losses import soft_dice_loss, weighted_cross_entropy
@@ -137,7 +137,7 @@ def train(checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike,
           validation_segmentation: dict[str, Any],
           checkpoint_every: int, loader_workers: int,
           seed: int, threads: int, device: Literal["auto", "cpu", "cuda"],
-          amp: Literal["none", "bf16", "fp16"]) -> None:
+          amp: Literal["none", "bf16", "fp16"], init_from: str | None = None) -> None:
     """Train a U-Net; write the best (by validation Rand error, else the last) checkpoint and the log.
 
     Args:
@@ -164,6 +164,8 @@ def train(checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike,
         threads: torch threads.
         device: 'auto' (CUDA when there is one), 'cpu' or 'cuda'.
         amp: autocast on CUDA: 'none', 'bf16' or 'fp16'.
+        init_from: fine-tune: a checkpoint of the same architecture whose weights the run starts from (with
+            a fresh optimiser and schedule); None: weights initialised from `seed`.
     """
     with outputs.output_lock(checkpoint_path):
         started = provenance.now()
@@ -183,10 +185,14 @@ def train(checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike,
         shaping = {key: value for key, value in settings.items() if key not in RUN_ONLY["train"]}
         inputs = {f"{kind}:{volume.name}": path for volume in (*volumes, *validated)
                   for kind, path in zip(("norm", "labels", "weights"), volume.paths)}
+        if init_from:
+            inputs["init_from"] = str(init_from)
         fingerprints = provenance.fingerprint_inputs(inputs)
         key = records.run_key(settings=shaping, **fingerprints)
         run = build(config, select_device(device), seed, optimizer, learning_rate, momentum, weight_decay, schedule,
                     iterations, step_size, gamma, amp, warp_margin=source.device_margin)
+        started_from = {"path": str(init_from), "weights_sha256": load_weights(run.network, init_from,
+                                                                             "train.init_from")} if init_from else None
         restore(run, state_dir, key)
         held_out = [(v.name, *(ome_zarr.open_input(p) for p in v.paths), v.sections) for v in validated]
         tiles = batches(source, run.start, iterations, loader_workers, pinned=run.device.type == "cuda")
@@ -195,7 +201,8 @@ def train(checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike,
              segmentation=segmentation, voxel_size=ome_zarr.voxel_size(volumes[0].image)[0])
         rows, best, target_device, network = run.rows, run.best, run.device, run.network
         final = state_dir / ("best.pt" if validated and best["iteration"] else "last.pt")
-        record = provenance.record("train", settings, inputs, started, fingerprints, best=best)
+        record = provenance.record("train", settings, inputs, started, fingerprints, best=best,
+                                   init_from=started_from)
         network.load_state_dict(torch.load(final, map_location=target_device, weights_only=True)["state_dict"])
         _write_log(train_log_path, rows)
         with outputs.atomic_output(checkpoint_path) as partial:

@@ -81,10 +81,11 @@ def _of_volume_job(stage, key):
 
 
 def training_arrays(wildcards):
-    """Every array train reads: the normalised image, labels and weights of each training and validation
-    volume."""
+    """Every file train reads: the normalised image, labels and weights of each training and validation
+    volume, and the checkpoint it fine-tunes (`train.init_from`)."""
     train = stage_settings(config, "train")
-    return sorted({entry[name] for entry in train["training"] + train["validation"] for name in TRAINING_ARRAYS})
+    arrays = {entry[name] for entry in train["training"] + train["validation"] for name in TRAINING_ARRAYS}
+    return sorted(arrays | ({train["init_from"]} if train["init_from"] else set()))
 
 
 def report_files(wildcards):
