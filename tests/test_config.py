@@ -265,3 +265,26 @@ def test_two_volumes_of_one_name_are_refused_not_merged(tmp_path):
                              str(tmp_path), "--configfile", str(path)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert f"{path}: line 4: 'a' is given twice (first on line 3)" in result.stderr
+
+
+def test_a_volume_ignore_label_reaches_every_stage_that_reads_its_labels():
+    config = default_config()
+    config["volumes"]["train"]["ignore_label"] = 255
+    assert stage_settings(config, "weights", "train")["ignore_label"] == 255
+    assert stage_settings(config, "evaluate", "train")["ignore_label"] == 255
+    assert stage_settings(config, "segment", "train")["ignore_label"] == 255  # it tunes on train's labels
+    assert stage_settings(config, "segment", "scored")["ignore_label"] is None  # it applies the tuned value
+    assert stage_settings(config, "evaluate", "scored")["ignore_label"] is None
+    train = stage_settings(config, "train")
+    assert [entry["ignore_label"] for entry in train["training"] + train["validation"]] == [255, 255]
+
+
+def test_a_missing_checkpoint_stops_before_any_work_naming_it(tmp_path):
+    config = {"name": "apply", "volumes": {"v": {"synthetic": {"shape": [2, 32, 32]}}},
+              "model": {"checkpoint": "missing.pt"}, "segment": {"merge_threshold": 0.5}}
+    path = tmp_path / "apply.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", "--directory",
+                             str(tmp_path), "--configfile", str(path)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"model.checkpoint: no such file 'missing.pt' (relative to {tmp_path})" in result.stderr

@@ -121,18 +121,16 @@ def test_a_tile_too_small_for_the_model_is_rounded_up_to_a_valid_output():
 
 
 def test_labels_or_predictions_of_another_shape_are_named(tmp_path):
-    from unet_pipeline.core.geometry import UNetGeometry
-    from unet_pipeline.nn.augment import AugmentSettings
     from unet_pipeline.stages.evaluate import evaluate
-    from unet_pipeline.training.tiles import TileSource, check_source
+    from unet_pipeline.training.tiles import training_volumes
 
     image = write_image(tmp_path / "norm.ome.zarr", np.zeros((2, 16, 16), np.float32), (1, 16, 16))
     labels = write_image(tmp_path / "labels.ome.zarr", np.eye(12, dtype=np.uint8)[None].repeat(2, 0), (1, 12, 12))
-    source = TileSource(str(image), str(labels), str(image), (0, 2), UNetGeometry(depth=1), 8, 1, 0.0,
-                        AugmentSettings(), 0)
-    with pytest.raises(InputError, match=r"labels.ome.zarr: labels shape \(2, 12, 12\) differs from the image's "
-                                            r"\(2, 16, 16\)"):
-        check_source(source)
+    entry = {"volume": "crop", "image": str(image), "labels": str(labels), "weights": str(image), "sections": None,
+             "weight": None}
+    with pytest.raises(InputError, match=r"labels.ome.zarr: labels of volume 'crop' have shape \(2, 12, 12\), its "
+                                         r"image .*norm.ome.zarr has \(2, 16, 16\)"):
+        training_volumes([entry], "training")
     cells = write_image(tmp_path / "seg.ome.zarr", np.ones((2, 16, 16), np.uint32), (1, 16, 16))
     with pytest.raises(InputError, match=r"seg.ome.zarr: shape \(2, 16, 16\) does not match the labels' "
                                             r"\(2, 12, 12\)"):

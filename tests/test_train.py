@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from conftest import COMPRESSION, REPO, kill_process_group, write_image
+from snakemake.utils import validate
 
 from unet_pipeline.core.errors import ConfigError, InputError
 from unet_pipeline.nn import device_augment
@@ -55,7 +56,8 @@ def settings(data, sections=(0, 4), validation_sections=(4, 6), **changes) -> di
     config["train"].update(iterations=20, tile=36, batch_size=2, validate_every=5, checkpoint_every=10,
                            loader_workers=1, threads=1, device="cpu")
     config["train"]["augment"]["elastic_probability"] = 1.0
-    config["train"].update(changes)
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))  # and fill in the defaults
+    config["train"].update(changes)  # after: a learning rate of 0 is the stage's to take, not the schema's
     given = {**stage_settings(config, "train"), **run_settings(config, "train")}
     return {**given, "training": entries(data, list(sections)),
             "validation": entries(data, list(validation_sections)) if validation_sections else []}
@@ -248,3 +250,31 @@ def test_fine_tuning_from_another_architecture_names_the_keys(tmp_path, data, ra
     with pytest.raises(InputError, match="nope.pt"):
         train(tmp_path / "m" / "checkpoint.pt", tmp_path / "log.csv",
               **settings(data, iterations=2, loader_workers=0, init_from=str(missing)))
+
+
+def test_tiles_are_drawn_across_volumes_by_share(tmp_path, data):
+    """Two volumes told apart by their intensity (0 and 1, nothing augmented): the share of tiles from each
+    follows the entries' weights, and by default their voxels (6 sections against 2)."""
+    bright = write_image(tmp_path / "bright.ome.zarr", np.ones((6, 96, 96), np.float32), (1, 48, 48))
+    config = ModelConfig(depth=1, base_features=2)
+    still = AugmentSettings(elastic_probability=0, flips=False, contrast=0, brightness=0, gamma=0, noise=0)
+    dark_entry = entries(data, [0, 6], name="dark")[0]
+    bright_entry = {**entries(data, [0, 2], name="bright")[0], "image": str(bright)}
+    for given, expected in (((None, None), 0.75), ((1.0, 3.0), 0.25)):
+        volumes = training_volumes([{**dark_entry, "weight": given[0]}, {**bright_entry, "weight": given[1]}],
+                                   "training")
+        assert [v.share for v in volumes] == pytest.approx([expected, 1 - expected])
+        source = TileSource(volumes, config.geometry, 20, 4, 0.0, still, seed=3)
+        means = torch.cat([batch[0].mean(dim=(1, 2, 3)) for batch in batches(source, 0, 100, 0)])
+        dark_share = float((means < 0.99).float().mean())  # the synthetic image's tiles are never all 1
+        assert abs(dark_share - expected) < 0.07, (given, dark_share)  # 400 tiles: 3.5 standard deviations
+
+
+def test_validation_pools_its_volumes_and_logs_each(tmp_path, data):
+    options = settings(data, iterations=4, validate_every=4, loader_workers=0)
+    options["validation"] = entries(data, [4, 5], name="first") + entries(data, [5, 6], name="second")
+    train(tmp_path / "m" / "checkpoint.pt", tmp_path / "log.csv", **options)
+    row = list(csv.DictReader((tmp_path / "log.csv").open()))[-1]
+    for key in ("val_loss", "val_pixel_error"):  # one section each: the pooled figure is their mean
+        assert float(row[key]) == pytest.approx((float(row[f"{key}_first"]) + float(row[f"{key}_second"])) / 2)
+    assert float(row["val_rand_error"]) >= 0 and "val_rand_error_first" in row

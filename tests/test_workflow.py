@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 import yaml
 from conftest import REPO
@@ -23,6 +24,7 @@ from scipy import ndimage
 from unet_pipeline.distributed import records
 from unet_pipeline.segmentation import metrics as scoring
 from unet_pipeline.segmentation.cells import cell_mask
+from unet_pipeline.stages.synth import synthetic_volume
 from unet_pipeline.storage import ome_zarr, outputs
 
 TINY = {  # a labeled volume trained on, validated on and scored, and an unlabeled one that is only processed
@@ -125,7 +127,7 @@ def test_chain_writes_every_output(tiny_run):
     assert "pixel error" in page and page.count("data:image/png;base64,") == 3
     assert "Threshold sweep" in page and "Configuration" in page and "segments (random colours)" in page
     assert page.count("<svg") == 4  # matplotlib's charts, with their labels as text:
-    for label in ("iteration", "weighted cross-entropy", "Validation errors", "Rand error",
+    for label in ("iteration", "weighted cross-entropy", "Validation errors (pooled over volumes)", "Rand error",
                   "cell-probability threshold", "V_Rand", "merge threshold"):
         assert f">{label}<" in page, label
     assert ome_zarr.voxel_size(out / "segmentation.ome.zarr") == ([50.0, 4.0, 4.0], "nanometer")
@@ -276,24 +278,27 @@ def test_report_renders_in_headless_chromium_within_the_page_width(tiny_run, tmp
 
 
 def test_a_run_with_a_checkpoint_only_processes_and_another_checkpoint_reruns_predict_onwards(tiny_run, tmp_path):
-    """`model.checkpoint` set: no labels are ingested, no weights, no training; a stack is predicted and
+    """`model.checkpoint` set: no labels are ingested, no weights, no training; a TIFF stack is predicted and
     segmented with the model trained in the tiny run. Pointing at another checkpoint reruns predict and
-    segment of every processed volume, and nothing before them."""
+    segment of every processed volume, and nothing before them; a stack that changed on disk after the run is
+    processed again from ingest on, never kept."""
     _, trained = tiny_run
     first = tmp_path / "first.pt"
     shutil.copy(trained / "model" / "checkpoint.pt", first)
-    config = {"name": "apply", "volumes": {"stack": {"synthetic": {"shape": [2, 64, 64], "seed": 5}}},
+    stack = tmp_path / "stack.tif"
+    tifffile.imwrite(stack, synthetic_volume((2, 64, 64), seed=5)[0])
+    config = {"name": "apply", "volumes": {"stack": {"raw": str(stack), "voxel_size": [50.0, 4.0, 4.0]}},
               "model": {"checkpoint": str(first)}, "evaluation": [], "storage": {"chunks": [1, 32, 32]},
               "segment": {"merge_threshold": 0.5}, "predict": {"tile": [1, 64, 64]}, "cluster": {"workers": 1},
               "report": {"sections": 1}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path)
     assert result.returncode == 0, result.stderr[-5000:]
-    assert scheduled_rules(result.stdout + result.stderr) == {"synth", "ingest", "preprocess", "predict", "segment",
-                                                                "report", "all"}
+    assert scheduled_rules(result.stdout + result.stderr) == {"ingest", "preprocess", "predict", "segment", "report",
+                                                                "all"}
     out = tmp_path / "results" / "apply"
     assert sorted(p.name for p in (out / "volumes" / "stack").iterdir()) == [
-        "norm.ome.zarr", "probabilities.ome.zarr", "raw.ome.zarr", "segmentation.ome.zarr", "synthetic"]
+        "norm.ome.zarr", "probabilities.ome.zarr", "raw.ome.zarr", "segmentation.ome.zarr"]
     assert not (out / "model").exists()
     predicted = ome_zarr.image_attrs(out / "volumes" / "stack" / "probabilities.ome.zarr")["provenance"]
     assert predicted["inputs"]["checkpoint"] == str(first)
@@ -302,3 +307,7 @@ def test_a_run_with_a_checkpoint_only_processes_and_another_checkpoint_reruns_pr
     torch.save({**torch.load(first, weights_only=True), "iteration": 6}, second)  # another file, another model
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "model": {"checkpoint": str(second)}}))
     assert planned_jobs(tmp_path) == {"predict", "segment", "report", "all"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(tmp_path) == set()
+    tifffile.imwrite(stack, synthetic_volume((2, 64, 64), seed=6)[0])  # the stack changed under the run
+    assert planned_jobs(tmp_path) == {"ingest", "preprocess", "predict", "segment", "report", "all"}

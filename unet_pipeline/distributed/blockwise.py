@@ -27,7 +27,7 @@ import zarr
 from ..core.geometry import Box, Shape, ceil_division
 from ..core.probabilities import CELL_CHANNEL, as_probability
 from ..segmentation import agglomerate
-from ..segmentation.cells import cell_mask
+from ..segmentation.cells import annotated, cell_mask, without_ignored
 from ..segmentation.labeling import forward_offsets, label_components, touching_pairs
 from ..segmentation.region_graph import merge_tables
 from ..storage import ome_zarr
@@ -164,16 +164,34 @@ class Mask:
     image: str
     kind: Literal["probability", "intensity", "labels"]
     threshold: float = 0.5
+    ignore_label: int | None = None  # 'labels': the value of unannotated voxels, which are no cell
+    within: Annotation | None = None  # only the voxels annotated there are foreground
 
     def read(self, box: Box, work: Work) -> np.ndarray:
+        inside = self.within.read(box, work) if self.within else True
         if self.kind == "probability":
-            return read_cell_probability(self.image, box, work.run_key) > self.threshold
+            return (read_cell_probability(self.image, box, work.run_key) > self.threshold) & inside
         if self.kind == "intensity":
             values = open_array(str(Path(self.image) / ome_zarr.LEVEL0), work.run_key)[box.slices()]
-            return np.asarray(values) >= self.threshold
+            return (np.asarray(values) >= self.threshold) & inside
         read = box.grow((0, 1, 1), (0, 1, 1)).clip(work.volume)  # cells of each section, as the 2D metrics see them
         labels = np.asarray(open_array(str(Path(self.image) / ome_zarr.LEVEL0), work.run_key)[read.slices()])
+        labels = without_ignored(labels, self.ignore_label)
         return np.stack([cell_mask(section) for section in labels])[box.relative_to(read)]
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """The annotated voxels of a label image read on a worker: all but those of `ignore_label`."""
+
+    labels: str
+    ignore_label: int | None
+
+    def read(self, box: Box, work: Work) -> np.ndarray:
+        if self.ignore_label is None:
+            return np.ones(box.shape, bool)
+        return annotated(np.asarray(open_array(str(Path(self.labels) / ome_zarr.LEVEL0), work.run_key)[box.slices()]),
+                         self.ignore_label)
 
 
 def label_block(block: Block, work: Work, name: str, mask: Mask, mode: str, connectivity: int) -> None:

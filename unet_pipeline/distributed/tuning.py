@@ -38,14 +38,15 @@ def score_candidates(block: Block, work: Work, source: str, truth_ids: np.ndarra
 
 def choose_merge_threshold(runner: Runner, graph: PieceGraph, graph_blocks: list[Block],
                            solve: Callable[[float], np.ndarray], candidates: list[float], min_size: int,
-                           labels: str, sections: list[int], source: str,
-                           chunks: tuple[int, ...]) -> tuple[float, list[dict[str, Any]]]:
+                           labels: str, sections: list[int], source: str, chunks: tuple[int, ...],
+                           ignore_label: int | None = None) -> tuple[float, list[dict[str, Any]]]:
     """The candidate whose segmentation (`solve(threshold)`: the segment of each fragment of `graph`, the piece
-    graph of `graph_blocks`, which hold `sections`) has the lowest Rand error on `sections` of `labels`, and every
-    candidate's errors."""
+    graph of `graph_blocks`, which hold `sections`) has the lowest Rand error on `sections` of `labels` (their
+    annotated voxels: all but those of `ignore_label`), and every candidate's errors."""
     work = dataclasses.replace(runner.work, sections=(sections[0], sections[1]))
     tuning = Runner(runner.client, work, runner.stall_timeout_s)
-    truth_graph, truth_of = components(tuning, TRUTH, Mask(labels, "labels"), "2d", 4, chunks)
+    truth_graph, truth_of = components(tuning, TRUTH, Mask(labels, "labels", ignore_label=ignore_label), "2d", 4,
+                                       chunks)
     truth_ids = truth_graph.lookups(truth_of + 1)
     lookups = [graph.lookups(agglomerate.consecutive(solve(t)[graph.fragment_of_piece], graph.sizes, min_size))
                for t in candidates]

@@ -13,7 +13,29 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage
 
+from ..core.errors import InputError
 from . import agglomerate
+
+
+def without_ignored(labels: np.ndarray, ignore_label: int | None) -> np.ndarray:
+    """Labels with the unannotated voxels (value `ignore_label`) made 0: neither cell nor a cell's neighbour
+    (a cell next to them is not split from them); `labels` itself when nothing is ignored."""
+    return labels if ignore_label is None else np.where(labels == ignore_label, 0, labels)
+
+
+def annotated(labels: np.ndarray, ignore_label: int | None) -> np.ndarray:
+    """Where the labels say something (True), as opposed to `ignore_label` (not annotated)."""
+    return np.ones(labels.shape, bool) if ignore_label is None else labels != ignore_label
+
+
+def check_ignore_label(ignore_label: int | None, dtype: Any, where: str) -> None:
+    """Refuse an `ignore_label` that labels of `dtype` (read from `where`) cannot hold, or that is 0 (membrane)."""
+    if ignore_label is None:
+        return
+    info = np.iinfo(np.dtype(dtype))
+    if not 0 < ignore_label <= info.max:
+        raise InputError(f"{where}: ignore_label {ignore_label} cannot mark unannotated voxels of labels of dtype "
+                         f"{np.dtype(dtype)} (expected 1 to {info.max}; 0 is membrane)")
 
 
 def cell_mask(labels: np.ndarray) -> np.ndarray:

@@ -40,9 +40,10 @@ from ..core.intensity import FLOAT_BINS
 from ..core.stage_settings import checked_stage
 from ..distributed import cluster, records
 from ..distributed.blocks import Block, aligned_block_shape
-from ..distributed.blockwise import Mask, Runner, Work, components, open_array, read_cell_probability
+from ..distributed.blockwise import Annotation, Mask, Runner, Work, components, open_array, read_cell_probability
 from ..distributed.tuning import TRUTH
 from ..segmentation import metrics
+from ..segmentation.cells import check_ignore_label
 from ..segmentation.metrics import section_table
 from ..storage import chunk_files, ome_zarr, outputs, provenance
 from ..storage.tables import SECTION_FIELDS, sections_table_path
@@ -97,8 +98,10 @@ class Tally:
 
 
 def score_block(block: Block, work: Work, segmentation: str, probabilities: str, labels: str, threshold: float,
-                warping: bool, truth_ids: np.ndarray, sweep_ids: list[np.ndarray]) -> dict[int, Tally]:
-    """Worker: the tallies of each section of a block (the segmentation's thinning sees the block's context)."""
+                warping: bool, truth_ids: np.ndarray, sweep_ids: list[np.ndarray],
+                ignore_label: int | None) -> dict[int, Tally]:
+    """Worker: the tallies of each section of a block (the segmentation's thinning sees the block's context),
+    over its annotated pixels (all but those of `ignore_label`)."""
     read = block.read_box(work.context, work.volume)
     own = block.box.relative_to(read)
     proposal_read = np.asarray(open_array(str(Path(segmentation) / ome_zarr.LEVEL0), work.run_key)[read.slices()])
@@ -106,33 +109,38 @@ def score_block(block: Block, work: Work, segmentation: str, probabilities: str,
     truth = truth_ids[work.scratch(TRUTH)[block.box.slices()]]
     sweeps = [ids[work.scratch(f"sweep-{i}")[block.box.slices()]] for i, ids in enumerate(sweep_ids)]
     predicted_cell = read_cell_probability(probabilities, block.box, work.run_key) > threshold
-    true_cell = Mask(labels, "labels").read(block.box, work)
+    true_cell = Mask(labels, "labels", ignore_label=ignore_label).read(block.box, work)
+    counted = Annotation(labels, ignore_label).read(block.box, work)
     tallies = {}
     for index, z in enumerate(range(block.box.start[0], block.box.stop[0])):
         thinned = thin_boundaries(proposal_read[index + own[0].start])[own[1:]]
         tally = Tally(section_table(proposal[index], truth[index], z), section_table(thinned, truth[index], z),
                       [section_table(s[index], truth[index], z) for s in sweeps],
-                      int(np.count_nonzero(predicted_cell[index] != true_cell[index])), true_cell[index].size)
-        membrane, true_membrane = ~predicted_cell[index], ~true_cell[index]
+                      int(np.count_nonzero((predicted_cell[index] != true_cell[index]) & counted[index])),
+                      int(np.count_nonzero(counted[index])))
+        membrane, true_membrane = ~predicted_cell[index] & counted[index], ~true_cell[index] & counted[index]
         tally.membrane = {"predicted": int(membrane.sum()), "true": int(true_membrane.sum()),
                           "both": int((membrane & true_membrane).sum())}
         tallies[z] = tally
     if warping:  # warped over the block and its context, errors counted in the block
         predicted_around = read_cell_probability(probabilities, read, work.run_key) > threshold
-        true_around = Mask(labels, "labels").read(read, work)
+        true_around = Mask(labels, "labels", ignore_label=ignore_label).read(read, work)
         for index, z in enumerate(range(block.box.start[0], block.box.stop[0])):
             errors = metrics.warping_error(predicted_around[index], true_around[index])[1]
-            tallies[z].warped = int(np.count_nonzero(errors[own[1:]]))
+            tallies[z].warped = int(np.count_nonzero(errors[own[1:]] & counted[index]))
     return tallies
 
 
 def intensity_histograms(block: Block, work: Work, raw: str, labels: str, low: float, step: float,
-                         bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Worker: histograms of the raw intensity levels (see `_levels`) on membrane and on cells of a block."""
+                         bins: int, ignore_label: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Worker: histograms of the raw intensity levels (see `_levels`) on the annotated membrane and cells of a
+    block."""
     values = open_array(str(Path(raw) / ome_zarr.LEVEL0), work.run_key)[block.box.slices()]
     levels = _levels(np.asarray(values), low, step)
-    true_cell = Mask(labels, "labels").read(block.box, work)
-    return (np.bincount(levels[~true_cell], minlength=bins), np.bincount(levels[true_cell], minlength=bins))
+    true_cell = Mask(labels, "labels", ignore_label=ignore_label).read(block.box, work)
+    counted = Annotation(labels, ignore_label).read(block.box, work)
+    return (np.bincount(levels[~true_cell & counted], minlength=bins),
+            np.bincount(levels[true_cell & counted], minlength=bins))
 
 
 def intensity_range(block: Block, work: Work, raw: str) -> tuple[float, float]:
@@ -162,7 +170,7 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
              labels_path: str | os.PathLike, output: str | os.PathLike, *, sections: list[int] | None,
              threshold: float, thresholds: list[float], warping: bool, baseline_raw: str | None,
              block: list[int], context: list[int], cluster_settings: dict[str, Any],
-             stall_timeout_s: float = 1800) -> dict:
+             stall_timeout_s: float = 1800, ignore_label: int | None = None) -> dict:
     """Score the segmentation against the labels; write metrics.json and <name>_sections.csv; return the metrics.
 
     Args:
@@ -178,9 +186,12 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
         context: (z, y, x) voxels a block reads around it for thinning boundaries and warping.
         cluster_settings: the Dask cluster (see `cluster.connect`).
         stall_timeout_s: stop when no block finishes for this long.
+        ignore_label: the label value of unannotated voxels: every figure counts the annotated voxels only
+            (the threshold sweep and the baseline label components within them); None: all are annotated.
     """
     started = provenance.now()
     segmentation, labels = ome_zarr.open_input(segmentation_path), ome_zarr.open_input(labels_path)
+    check_ignore_label(ignore_label, labels.dtype, str(labels_path))
     probabilities = ome_zarr.open_input(probabilities_path)
     for path, array in ((segmentation_path, segmentation), (probabilities_path, probabilities)):
         if array.shape[-3:] != labels.shape:
@@ -194,7 +205,7 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
               "labels": str(labels_path), "baseline_raw": baseline_raw}
     fingerprints = provenance.fingerprint_inputs(inputs)
     settings = {"sections": [first, last], "threshold": threshold, "thresholds": thresholds, "warping": warping,
-                "block": list(block_shape), "context": list(context)}
+                "block": list(block_shape), "context": list(context), "ignore_label": ignore_label}
     key = records.run_key(inputs=fingerprints, settings=settings)  # workers cache opened arrays by it
     work_dir = Path(str(output) + ".work")
     with outputs.output_lock(output):
@@ -202,20 +213,24 @@ def evaluate(segmentation_path: str | os.PathLike, probabilities_path: str | os.
         work = Work(str(work_dir), labels.shape, block_shape, (0, *context[1:]), key, (first, last))
         with cluster.connect(**cluster_settings) as client:
             runner = Runner(client, work, stall_timeout_s)
-            truth_graph, truth_of = components(runner, TRUTH, Mask(str(labels_path), "labels"), "2d", 4, chunks)
+            within = Annotation(str(labels_path), ignore_label) if ignore_label is not None else None
+            truth = Mask(str(labels_path), "labels", ignore_label=ignore_label)
+            truth_graph, truth_of = components(runner, TRUTH, truth, "2d", 4, chunks)
             truth_ids = truth_graph.lookups(truth_of + 1)
             sweep_ids = []
             for i, t in enumerate(thresholds):
-                graph, component_of = components(runner, f"sweep-{i}", Mask(str(probabilities_path), "probability", t),
-                                                 "2d", 4, chunks)
+                sweep = Mask(str(probabilities_path), "probability", t, within=within)
+                graph, component_of = components(runner, f"sweep-{i}", sweep, "2d", 4, chunks)
                 sweep_ids.append(graph.lookups(component_of + 1))
             per_block = [{"truth_ids": truth_ids[i], "sweep_ids": [ids[i] for ids in sweep_ids]}
                          for i in range(len(work.grid))]
             scored = runner.completed("evaluate blocks", score_block, work.grid, per_block,
                                       segmentation=str(segmentation_path), probabilities=str(probabilities_path),
-                                      labels=str(labels_path), threshold=threshold, warping=warping)
+                                      labels=str(labels_path), threshold=threshold, warping=warping,
+                                      ignore_label=ignore_label)
             sections_done = _fold_sections(scored, work.grid, Tally.summed)
-            baseline = _baseline(runner, baseline_raw, str(labels_path), truth_ids, chunks) if baseline_raw else None
+            baseline = _baseline(runner, baseline_raw, str(labels_path), truth_ids, chunks, ignore_label) \
+                if baseline_raw else None
         outputs.remove(work_dir)
     result = _summary(sections_done, first, last, threshold, thresholds, warping)
     made = ome_zarr.image_attrs(segmentation_path).get("provenance", {})  # what segment chose, e.g. a tuned threshold
@@ -280,7 +295,7 @@ def _write(output: str | os.PathLike, result: dict[str, Any], rows: list[dict[st
 
 
 def _baseline(runner: Runner, raw_path: str, labels: str, truth_ids: list[np.ndarray],
-              chunks: tuple[int, ...]) -> dict[str, float]:
+              chunks: tuple[int, ...], ignore_label: int | None) -> dict[str, float]:
     """Best global raw threshold (chosen on these sections: an upper bound for thresholding), then components."""
     raw = ome_zarr.open_input(raw_path)
     if raw.shape != runner.work.volume:
@@ -292,13 +307,15 @@ def _baseline(runner: Runner, raw_path: str, labels: str, truth_ids: list[np.nda
         low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
         step, bins = max(high - low, 1e-6) / (FLOAT_BINS - 1), FLOAT_BINS
     histograms = runner.map("baseline histograms", intensity_histograms, runner.work.grid, raw=raw_path,
-                            labels=labels, low=low, step=step, bins=bins)
+                            labels=labels, low=low, step=step, bins=bins, ignore_label=ignore_label)
     membrane = np.sum([h[0][:bins] for h in histograms], axis=0)
     cell = np.sum([h[1][:bins] for h in histograms], axis=0)
     errors = metrics.threshold_errors(membrane, cell)
     best = int(np.argmin(errors))
     cut = low + (best - 0.5) * step  # level >= best
-    graph, component_of = components(runner, "baseline", Mask(raw_path, "intensity", cut), "2d", 4, chunks)
+    within = Annotation(labels, ignore_label) if ignore_label is not None else None
+    graph, component_of = components(runner, "baseline", Mask(raw_path, "intensity", cut, within=within), "2d", 4,
+                                     chunks)
     baseline_ids = graph.lookups(component_of + 1)
     tables = runner.completed("baseline blocks", baseline_block, runner.work.grid,
                               [{"truth_ids": t, "baseline_ids": b} for t, b in zip(truth_ids, baseline_ids)])

@@ -171,9 +171,11 @@ def _training(train_log: str | None, checkpoint: Any) -> str:
     training = line_chart({"training loss": (iterations, [float(r["loss"]) for r in log]),
                            "validation loss": (checked, [float(r["val_loss"]) for r in validated])},
                           "iteration", "weighted cross-entropy", "Loss")
+    per_volume = {f"Rand error, {key.removeprefix('val_rand_error_')}": (checked, [float(r[key]) for r in validated])
+                  for key in (log[0] if log else {}) if key.startswith("val_rand_error_")}  # several volumes
     validation = line_chart({"pixel error": (checked, [float(r["val_pixel_error"]) for r in validated]),
-                             "Rand error": (checked, [float(r["val_rand_error"]) for r in validated])},
-                            "iteration", "error (fraction, 0 = perfect)", "Validation errors")
+                             "Rand error": (checked, [float(r["val_rand_error"]) for r in validated]), **per_volume},
+                            "iteration", "error (fraction, 0 = perfect)", "Validation errors (pooled over volumes)")
     return training + validation
 
 

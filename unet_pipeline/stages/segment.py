@@ -173,11 +173,12 @@ Segmented = tuple[str, list[list[Block]], dict[str, Any]]
 
 
 def segment_blocks(runner: Runner, probabilities: str, settings: Settings, voxel_size: tuple[float, ...],
-                   chunks: tuple[int, ...], labels: str | None) -> Segmented:
+                   chunks: tuple[int, ...], labels: str | None, ignore_label: int | None = None) -> Segmented:
     """Every phase before relabelling, by the method of `settings` (see `METHODS`): each block's table of phase
     `SEGMENTS` saved; returns the scratch array that holds the block-local ids, the groups of blocks numbered
-    on their own (see `save_segments`), and how the merge threshold was chosen."""
-    return METHODS[settings.method](runner, probabilities, settings, voxel_size, chunks, labels)
+    on their own (see `save_segments`), and how the merge threshold was chosen (on `labels`, whose voxels of
+    `ignore_label` are not annotated)."""
+    return METHODS[settings.method](runner, probabilities, settings, voxel_size, chunks, labels, ignore_label)
 
 
 def _numbered(work: Work, graph: PieceGraph, segment_of: np.ndarray, min_size: int) -> list[list[Block]]:
@@ -187,7 +188,7 @@ def _numbered(work: Work, graph: PieceGraph, segment_of: np.ndarray, min_size: i
 
 
 def component_pieces(runner: Runner, probabilities: str, s: Settings, voxel_size: tuple[float, ...],
-                     chunks: tuple[int, ...], labels: str | None) -> Segmented:
+                     chunks: tuple[int, ...], labels: str | None, ignore_label: int | None) -> Segmented:
     """Connected components of the cell probability above `threshold`."""
     graph, segment_of = components(runner, FRAGMENTS, Mask(probabilities, "probability", s.threshold), s.mode,
                                    s.connectivity, chunks)
@@ -195,7 +196,7 @@ def component_pieces(runner: Runner, probabilities: str, s: Settings, voxel_size
 
 
 def watershed_pieces(runner: Runner, probabilities: str, s: Settings, voxel_size: tuple[float, ...],
-                     chunks: tuple[int, ...], labels: str | None) -> Segmented:
+                     chunks: tuple[int, ...], labels: str | None, ignore_label: int | None) -> Segmented:
     """Seeds (components above `seed_threshold`) flooded over the cells of each block."""
     work = runner.work
     seeds, seed_of = components(runner, SEEDS, Mask(probabilities, "probability", s.seed_threshold), s.mode,
@@ -223,7 +224,7 @@ def agglomerate_group(blocks: list[Block], work: Work, settings: Settings, thres
 
 
 def agglomerated_pieces(runner: Runner, probabilities: str, s: Settings, voxel_size: tuple[float, ...],
-                        chunks: tuple[int, ...], labels: str | None) -> Segmented:
+                        chunks: tuple[int, ...], labels: str | None, ignore_label: int | None) -> Segmented:
     """Watershed fragments per block, their region graph, and the agglomeration of each group of blocks (see
     `agglomerate`); the merge threshold is chosen on the groups that hold the tune sections."""
     work = runner.work
@@ -241,7 +242,8 @@ def agglomerated_pieces(runner: Runner, probabilities: str, s: Settings, voxel_s
             return agglomerate.solve(s.agglomeration, graph.edges, graph.stats, graph.fragments, candidate)
 
         threshold, curve = choose_merge_threshold(runner, graph, tune_blocks, solve, list(s.merge_thresholds),
-                                                  s.min_size, str(labels), list(s.tune_sections), FRAGMENTS, chunks)
+                                                  s.min_size, str(labels), list(s.tune_sections), FRAGMENTS, chunks,
+                                                  ignore_label)
         tuning = {"merge_threshold": threshold, "tune_sections": list(s.tune_sections), "curve": curve}
     missing = {b.index for b in work.grid if f"{SEGMENTS}-{b.name}" not in runner.finished}
     todo = _groups_holding(groups, missing)
@@ -272,7 +274,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
             merge_thresholds: list[float], tune_sections: list[int] | None, labels: str | None,
             threshold_from: str | None, min_size: int, block: list[int], context: list[int],
             compression: dict[str, Any], cluster_settings: dict[str, Any],
-            stall_timeout_s: float = 1800) -> dict[str, Any]:
+            stall_timeout_s: float = 1800, ignore_label: int | None = None) -> dict[str, Any]:
     """Write the cell segmentation (consecutive ids 1..N, 0 = boundary) of a probability image at `output`.
 
     Args:
@@ -305,6 +307,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
         compression: the output's codec (see `ome_zarr.make_compressor`).
         cluster_settings: the Dask cluster (see `cluster.connect`).
         stall_timeout_s: stop when no block finishes for this long.
+        ignore_label: 'auto' on `labels`: the label value of unannotated voxels, which the tuning does not score.
 
     Returns the number of blocks, the block tasks computed in this run (over
     all phases), the number of segments and, for 'auto', the chosen merge
@@ -337,8 +340,10 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
     inputs = {"probabilities": str(probabilities_path), **({"labels": str(labels)} if settings.tuned else {}),
               **({"tuned": str(threshold_from)} if applied else {})}
     fingerprints = provenance.fingerprint_inputs(inputs)
+    ignore_label = ignore_label if settings.tuned else None
     key = records.run_key(inputs=fingerprints, settings=asdict(settings), block=block_shape, context=context,
-                         layout=layout, compression=compression)
+                         layout=layout, compression=compression, **({"ignore_label": ignore_label}
+                                                                    if ignore_label is not None else {}))
 
     def create(partial: Path) -> zarr.Array:
         return ome_zarr.create_image(partial, volume, np.uint32, compression=compression, voxel_size=voxel, unit=unit,
@@ -352,7 +357,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
         with cluster.connect(**cluster_settings) as client:
             runner = Runner(client, work, stall_timeout_s)
             source, groups, tuning = segment_blocks(runner, str(probabilities_path), settings, tuple(voxel),
-                                                    chunks, labels)
+                                                    chunks, labels, ignore_label)
             counts = [int(work.load_table(SEGMENTS, group[0])["segments"]) for group in groups]
             offsets = np.cumsum([0, *counts[:-1]])
             segments = sum(counts)

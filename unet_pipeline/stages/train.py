@@ -36,7 +36,7 @@ from ..nn.losses import soft_dice_loss, weighted_cross_entropy
 from ..nn.model_config import ModelConfig
 from ..nn.unet import UNet
 from ..segmentation import metrics
-from ..segmentation.cells import cell_mask, separate_cells
+from ..segmentation.cells import annotated, cell_mask, separate_cells, without_ignored
 from ..segmentation.in_memory import segmentations
 from ..segmentation.metrics import section_table
 from ..segmentation.settings import Settings
@@ -57,19 +57,23 @@ def schedule_factor(kind: str, iteration: int, iterations: int, step_size: int, 
     raise ConfigError(f"unknown train.schedule {kind!r}: expected constant, step or cosine")
 
 
-def validate(network: UNet, volumes: list[tuple[str, Any, Any, Any, tuple[int, int]]], tile: int,
-             segmentation: Settings, voxel_size: Sequence[float]) -> dict:
-    """Loss, pixel error and foreground-restricted Rand error on held-out sections of each validation volume
-    (name, image, labels, weights, [first, last)), pooled over all of them (the Rand error of the cells
-    `segmentation` makes of the probabilities: the lowest over its merge thresholds of the pooled tables);
-    with several volumes, each one's figures too (suffixed by its name)."""
+HeldOut = list[tuple[str, Any, Any, Any, tuple[int, int], int | None]]  # see `validate`
+
+
+def validate(network: UNet, volumes: HeldOut, tile: int, segmentation: Settings,
+             voxel_size: Sequence[float]) -> dict:
+    """Loss, pixel error and foreground-restricted Rand error on the annotated voxels of held-out sections of
+    each validation volume (name, image, labels, weights, [first, last), ignore label), pooled over all of
+    them (the Rand error of the cells `segmentation` makes of the probabilities: the lowest over its merge
+    thresholds of the pooled tables); with several volumes, each one's figures too (suffixed by its name)."""
     network.eval()
     pooled = Validation()
     figures: dict[str, float] = {}
-    for name, image, labels, weights, (first, last) in volumes:
+    for name, image, labels, weights, (first, last), ignore_label in volumes:
         probabilities = predict_in_memory(network, np.asarray(image[first:last], dtype=np.float32), tile)
-        one = Validation.of(probabilities, np.asarray(labels[first:last]), np.asarray(weights[first:last]),
-                            segmentation, voxel_size, pooled.sections)
+        truth = np.asarray(labels[first:last])
+        one = Validation.of(probabilities, without_ignored(truth, ignore_label), annotated(truth, ignore_label),
+                            np.asarray(weights[first:last]), segmentation, voxel_size, pooled.sections)
         pooled.merge(one)
         if len(volumes) > 1:
             figures.update({f"{key}_{name}": value for key, value in one.figures().items()})
@@ -89,15 +93,17 @@ class Validation:
     sections: int = 0  # sections tallied: the next volume's sections are numbered after them
 
     @classmethod
-    def of(cls, probabilities: np.ndarray, truth: np.ndarray, weight: np.ndarray, segmentation: Settings,
-           voxel_size: Sequence[float], first_section: int) -> "Validation":
+    def of(cls, probabilities: np.ndarray, truth: np.ndarray, counted: np.ndarray, weight: np.ndarray,
+           segmentation: Settings, voxel_size: Sequence[float], first_section: int) -> "Validation":
+        """The tallies of one volume's sections: `truth` its labels (unannotated voxels 0), `counted` where it is
+        annotated."""
         true_cell = np.stack([cell_mask(s) for s in truth])
         picked = np.where(true_cell, probabilities[1], probabilities[0])
-        cells = [separate_cells(section) for section in truth]
+        cells = [separate_cells(section) for section in truth]  # unannotated: no cell, so outside the Rand
         tables = [_table(proposal, cells, first_section) for _, proposal in
                   segmentations(probabilities[1], segmentation, voxel_size, segmentation.merge_thresholds)]
-        return cls(float(np.sum(-np.log(np.clip(picked, 1e-7, 1)) * weight)), true_cell.size,
-                   int(np.count_nonzero((probabilities[1] > 0.5) != true_cell)), tables, len(truth))
+        return cls(float(np.sum(-np.log(np.clip(picked, 1e-7, 1)) * weight)), int(np.count_nonzero(counted)),
+                   int(np.count_nonzero(((probabilities[1] > 0.5) != true_cell) & counted)), tables, len(truth))
 
     def merge(self, other: "Validation") -> None:
         self.loss += other.loss
@@ -143,8 +149,9 @@ def train(checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike,
     Args:
         model: the config's `model` block (see `nn.model_config.ModelConfig`).
         training: the volumes tiles are drawn from, each a dict of volume (its name), image (normalised),
-            labels, weights (paths), sections ([first, last) or None: all) and weight (its share of tiles,
-            relative; None: by its voxels); see `training.tiles.training_volumes`.
+            labels, weights (paths), sections ([first, last) or None: all), weight (its share of tiles,
+            relative; None: by its voxels) and ignore_label (the label of unannotated voxels, or None); see
+            `training.tiles.training_volumes`.
         validation: the volumes validated on, as `training` (weight unused); []: no validation.
         iterations: optimiser steps.
         tile: output tile side (rounded up to a valid U-Net output).
@@ -194,7 +201,8 @@ def train(checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike,
         started_from = {"path": str(init_from), "weights_sha256": load_weights(run.network, init_from,
                                                                              "train.init_from")} if init_from else None
         restore(run, state_dir, key)
-        held_out = [(v.name, *(ome_zarr.open_input(p) for p in v.paths), v.sections) for v in validated]
+        held_out = [(v.name, *(ome_zarr.open_input(p) for p in v.paths), v.sections, v.ignore_label)
+                    for v in validated]
         tiles = batches(source, run.start, iterations, loader_workers, pinned=run.device.type == "cuda")
         loop(run, tiles, held_out, state_dir, key, iterations=iterations, dice_weight=dice_weight,
              validate_every=validate_every, checkpoint_every=checkpoint_every, validation_tile=max(tile, 128),
@@ -247,7 +255,7 @@ class Run:
             logits = self.network(image).float()
             loss = weighted_cross_entropy(logits, target, weight)
             if dice_weight:
-                loss = loss + dice_weight * soft_dice_loss(logits, target)
+                loss = loss + dice_weight * soft_dice_loss(logits, target, weight)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -300,9 +308,9 @@ def restore(run: Run, state_dir: Path, key: str) -> None:
     print(f"train: resuming at iteration {run.start} from {state_dir}", flush=True)
 
 
-def loop(run: Run, tiles: Any, held_out: list[tuple[str, Any, Any, Any, tuple[int, int]]], state_dir: Path,
-         key: str, *, iterations: int, dice_weight: float, validate_every: int, checkpoint_every: int,
-         validation_tile: int, segmentation: Settings | None, voxel_size: Sequence[float]) -> None:
+def loop(run: Run, tiles: Any, held_out: HeldOut, state_dir: Path, key: str, *, iterations: int, dice_weight: float,
+         validate_every: int, checkpoint_every: int, validation_tile: int, segmentation: Settings | None,
+         voxel_size: Sequence[float]) -> None:
     """Train `run` from its start to `iterations` on `tiles` (batches of image, target, weight), validating on
     `held_out` (see `validate`) and saving its state (keyed by `key`) as it goes. Losses stay on the device
     until a validation or a saved state needs them, so a CUDA run never waits for the device after each step."""

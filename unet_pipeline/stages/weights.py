@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import dask.array as da
@@ -37,7 +38,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.stage_settings import checked_stage
 from ..distributed import records
-from ..segmentation.cells import cell_mask, separate_cells, volume_cells
+from ..segmentation.cells import annotated, cell_mask, check_ignore_label, separate_cells, volume_cells, without_ignored
 from ..storage import ome_zarr, provenance
 
 
@@ -125,21 +126,24 @@ def weight_map(cells: np.ndarray, w0: float, sigma: float, balance: tuple[float,
         cells, w0, sigma, spacing, tolerance)
 
 
-def cell_fraction(labels: da.Array, mode: str) -> float:
-    """The share of cell pixels once touching instances are split by background (what training sees as cell),
-    per section ('2d') or in 3D ('3d')."""
+def cell_fraction(labels: da.Array, mode: str, ignore_label: int | None = None) -> float:
+    """The share of cell pixels among the annotated ones (all but those of `ignore_label`) once touching instances
+    are split by background (what training sees as cell), per section ('2d') or in 3D ('3d')."""
+    cells = labels.map_blocks(without_ignored, ignore_label, dtype=labels.dtype)
     if mode == "2d":
-        mask = labels.map_overlap(lambda block: np.stack([cell_mask(section) for section in block]),
-                                  depth=(0, 1, 1), boundary="none", dtype=bool)
+        mask = cells.map_overlap(lambda block: np.stack([cell_mask(section) for section in block]),
+                                 depth=(0, 1, 1), boundary="none", dtype=bool)
     else:
-        mask = labels.map_overlap(cell_mask, depth=(1, 1, 1), boundary="none", dtype=bool)
-    return float(mask.mean().compute())
+        mask = cells.map_overlap(cell_mask, depth=(1, 1, 1), boundary="none", dtype=bool)
+    counted = labels.map_blocks(annotated, ignore_label, dtype=bool)
+    cell, total = da.compute(mask.sum(), counted.sum())
+    return float(cell / total) if total else 0.0
 
 
 @checked_stage
 def weights(labels_path: str | os.PathLike, output: str | os.PathLike, *, w0: float, sigma: float,
             class_balance: Literal["balanced", "none"] | list[float], mode: Literal["2d", "3d"], tolerance: float,
-            compression: dict[str, Any]) -> dict[str, int]:
+            compression: dict[str, Any], ignore_label: int | None = None) -> dict[str, int]:
     """Write the weight map of the label image at `output` (float32, same chunks); returns slab counts.
 
     Work is chunked along z; in 3D each slab reads the z-halo that the cutoff
@@ -153,18 +157,22 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, *, w0: fl
         mode: '2d' (cells connected per section) or '3d' (connected in 3D, distances in voxel spacing).
         tolerance: border terms below `tolerance * w0` are dropped.
         compression: the config's `storage.compression` block.
+        ignore_label: the label value of unannotated voxels: their weight is 0, they count in no class
+            balance and are neither cell nor membrane for the distances; None: every voxel is annotated.
     """
     started = provenance.now()
     labels_array = ome_zarr.open_input(labels_path)
+    check_ignore_label(ignore_label, labels_array.dtype, str(labels_path))
     labels = da.from_array(labels_array, chunks=labels_array.chunks, name=False)
-    settings = {"w0": w0, "sigma": sigma, "class_balance": class_balance, "mode": mode, "tolerance": tolerance}
+    settings = {"w0": w0, "sigma": sigma, "class_balance": class_balance, "mode": mode, "tolerance": tolerance,
+                **({"ignore_label": ignore_label} if ignore_label is not None else {})}
     inputs = {"labels": str(labels_path)}
     fingerprints = provenance.fingerprint_inputs(inputs)
     key = records.run_key(labels=fingerprints["labels"], compression=compression, **settings)
     voxel = ome_zarr.voxel_size(labels_path)[0]
-    foreground = cell_fraction(labels, mode)
+    foreground = cell_fraction(labels, mode, ignore_label)
     if not 0 < foreground < 1:
-        raise InputError(f"{labels_path}: the labels have "
+        raise InputError(f"{labels_path}: the {'annotated ' if ignore_label is not None else ''}labels have "
                          f"{'no cell (all 0)' if foreground == 0 else 'no membrane (no 0, and no touching cells)'}"
                          "; training needs both classes")
     balance = class_weights(foreground, class_balance)
@@ -177,14 +185,37 @@ def weights(labels_path: str | os.PathLike, output: str | os.PathLike, *, w0: fl
         spacing = tuple(v / voxel[-1] for v in voxel)
         if mode == "2d":
             cells = labels.rechunk((labels_array.chunks[0], -1, -1)).map_blocks(
-                lambda block: np.stack([separate_cells(section) for section in block]), dtype=np.int64)
+                lambda block: np.stack([separate_cells(without_ignored(section, ignore_label)) for section in block]),
+                dtype=np.int64)
             weight = cells.map_blocks(weight_map, w0, sigma, balance, spacing, tolerance, True, dtype=np.float32)
         else:
-            weight = _volume_weights(labels_array, w0, sigma, balance, spacing, tolerance)
+            weight = _volume_weights(_Ignoring(labels_array, ignore_label), w0, sigma, balance, spacing, tolerance)
+        if ignore_label is not None:  # unannotated: no weight
+            weight = da.map_blocks(lambda w, labels: np.where(annotated(labels, ignore_label), w, 0).astype(w.dtype),
+                                   weight, labels.rechunk(weight.chunks), dtype=np.float32)
         stats = records.store_slabs(weight, target, "weights")
         ome_zarr.set_attrs(target.partial, provenance=provenance.record(
             "weights", settings, inputs, started, fingerprints, class_weights=list(balance), slabs=stats))
     return stats
+
+
+@dataclass(frozen=True)
+class _Ignoring:
+    """A label array read with its unannotated voxels made 0 (see `cells.without_ignored`)."""
+
+    array: Any
+    ignore_label: int | None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return self.array.chunks
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return without_ignored(np.asarray(self.array[key]), self.ignore_label)
 
 
 def _volume_weights(labels: Any, w0: float, sigma: float, balance: tuple[float, float], spacing: tuple[float, ...],

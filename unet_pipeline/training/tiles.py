@@ -20,7 +20,7 @@ from ..core.errors import ConfigError, InputError
 from ..core.geometry import Box, UNetGeometry
 from ..nn.augment import AugmentSettings, augment_tile, augment_unwarped
 from ..nn.mirror import read_mirrored
-from ..segmentation.cells import cell_mask
+from ..segmentation.cells import cell_mask, without_ignored
 from ..storage import ome_zarr
 
 
@@ -35,6 +35,7 @@ class TrainingVolume:
     weights: str
     sections: tuple[int, int]
     share: float = 1.0
+    ignore_label: int | None = None  # the label of unannotated voxels (their weight is 0)
 
     @property
     def paths(self) -> tuple[str, str, str]:
@@ -58,7 +59,7 @@ def training_volumes(entries: list[dict[str, Any]], what: str) -> tuple[Training
             raise ConfigError(f"{what}[{index}].sections [{first}, {last}) do not fit volume {entry['volume']!r} "
                               f"({entry['image']}: {image.shape[0]} sections)")
         found.append(TrainingVolume(entry["volume"], entry["image"], entry["labels"], entry["weights"],
-                                    (first, last)))
+                                    (first, last), ignore_label=entry.get("ignore_label")))
         voxels.append((last - first) * math.prod(image.shape[1:]))
     fractions = [count / sum(voxels) for count in voxels]
     weights = [entry.get("weight") or fraction for entry, fraction in zip(entries, fractions)]
@@ -104,6 +105,7 @@ def _sample_tiles(arrays: tuple, source: TileSource,
     image, labels, weights = arrays[index]
     ndim, out, halo = source.geometry.ndim, source.output_size, source.geometry.halo
     first, last = source.volumes[index].sections
+    ignore_label = source.volumes[index].ignore_label
     for attempt in range(10):
         if ndim == 2:
             z = int(rng.integers(first, last))
@@ -115,13 +117,14 @@ def _sample_tiles(arrays: tuple, source: TileSource,
             output = Box(tuple(starts), tuple(s + out for s in starts))
         grow = (0 if ndim == 2 else halo, halo, halo)
         box = output.grow(grow, grow)
-        labels_tile = read_mirrored(labels, box)
+        labels_tile = without_ignored(read_mirrored(labels, box), ignore_label)
+        weights_tile = read_mirrored(weights, box)
         inner = Box(grow, output.shape + grow).slices()
-        both_classes = 0 < np.count_nonzero(labels_tile[inner]) < labels_tile[inner].size
+        seen = labels_tile[inner][weights_tile[inner] > 0]  # the annotated output pixels: weight 0 marks the rest
+        both_classes = 0 < np.count_nonzero(seen) < seen.size
         if both_classes or rng.random() >= source.foreground_bias or attempt == 9:
             break
-    return (inner, read_mirrored(image, box).astype(np.float32), labels_tile,
-            read_mirrored(weights, box).astype(np.float32))
+    return inner, read_mirrored(image, box).astype(np.float32), labels_tile, weights_tile.astype(np.float32)
 
 
 def sample_tile(arrays: tuple, source: TileSource, rng: np.random.Generator) -> tuple[np.ndarray, ...]:

@@ -70,7 +70,8 @@ def _preprocess(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
 
 
 def _weights(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
-    return {**config["weights"], "compression": config["storage"]["compression"]}
+    return {**config["weights"], "compression": config["storage"]["compression"],
+            "ignore_label": config["volumes"][volume]["ignore_label"]}
 
 
 def _train(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
@@ -78,7 +79,8 @@ def _train(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
 
     def volumes(entries: tuple[Entry, ...]) -> list[dict[str, Any]]:
         return [{**entry.as_settings(), **{name: layout.volume(entry.volume, f"{kind}.ome.zarr")
-                                          for name, kind in TRAINING_ARRAYS.items()}} for entry in entries]
+                                          for name, kind in TRAINING_ARRAYS.items()},
+                 "ignore_label": config["volumes"][entry.volume]["ignore_label"]} for entry in entries]
 
     return {**config["train"], "model": architecture(config), "training": volumes(run.training),
             "validation": volumes(run.validation)}
@@ -96,6 +98,7 @@ def _segment(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     settings = {key: value for key, value in segment.items() if key != "tune"}
     return {**settings, "tune_sections": list(tune_sections) if tune_sections else None,
             "labels": optional.get("labels"), "threshold_from": optional.get("tuned"),
+            "ignore_label": config["volumes"][volume]["ignore_label"] if "labels" in optional else None,
             "compression": config["storage"]["compression"], **_cpu_cluster(config)}
 
 
@@ -107,7 +110,7 @@ def _evaluate(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
             "warping": evaluate["warping"], "threshold": segment["threshold"],
             "baseline_raw": optional_inputs(config, "evaluate", volume).get("raw"),
             "block": segment["block"], "context": segment["context"], "stall_timeout_s": evaluate["stall_timeout_s"],
-            **_cpu_cluster(config)}
+            "ignore_label": config["volumes"][volume]["ignore_label"] if volume else None, **_cpu_cluster(config)}
 
 
 def _report(config: dict[str, Any], volume: str | None) -> dict[str, Any]:

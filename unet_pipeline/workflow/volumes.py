@@ -11,6 +11,7 @@ the volume and the config file named.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -106,6 +107,8 @@ def plan(config: dict[str, Any], config_files: Sequence[str] = ()) -> Plan:
     if checkpoint is not None and training:
         raise ConfigError(f"model.checkpoint is {checkpoint!r} and training names {len(training)} entries: a run "
                           f"either trains (training) or uses a trained model (model.checkpoint), not both{where}")
+    if checkpoint is not None and not os.path.isfile(checkpoint):
+        raise ConfigError(f"model.checkpoint: no such file {checkpoint!r} (relative to {os.getcwd()}){where}")
     if checkpoint is None and not training:
         raise ConfigError(f"training is empty and model.checkpoint is null: name the volumes to train on, or a "
                           f"checkpoint to process with{where}")
