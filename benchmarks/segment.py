@@ -51,7 +51,8 @@ SWEEP = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 def settings(cluster: dict[str, Any], **changes: Any) -> dict[str, Any]:
     base = {"method": "agglomerate", "mode": "2d", "connectivity": None, "threshold": 0.5, "seed_threshold": 0.9,
             "seed_distance": 4, "agglomeration": "gasp", "merge_threshold": 0.5, "merge_thresholds": [0.5],
-            "tune_sections": None, "labels": None, "threshold_from": None, "min_size": 0, "block": [4, 1024, 1024],
+            "tune_sections": None, "labels": None, "threshold_from": None, "ignore_label": None, "min_size": 0,
+            "block": [4, 1024, 1024],
             "context": [0, 64, 64],
             "compression": COMPRESSION, "cluster_settings": cluster, "stall_timeout_s": 3600}
     return {**base, **changes}

@@ -57,9 +57,9 @@ def segment_settings(cluster_settings: dict, **changes) -> dict:
     mean_threshold, no minimum size: not the schema's defaults), with `changes`."""
     settings = {"method": "agglomerate", "mode": "2d", "connectivity": None, "threshold": 0.5, "seed_threshold": 0.9,
                 "seed_distance": 4, "agglomeration": "mean_threshold", "merge_threshold": 0.5,
-                "merge_thresholds": [0.5], "tune_sections": None, "labels": None, "threshold_from": None, "min_size": 0,
-                "block": [4, 1024, 1024], "context": [2, 64, 64], "compression": COMPRESSION,
-                "cluster_settings": cluster_settings, "stall_timeout_s": 120}
+                "merge_thresholds": [0.5], "tune_sections": None, "labels": None, "threshold_from": None,
+                "ignore_label": None, "min_size": 0, "block": [4, 1024, 1024], "context": [2, 64, 64],
+                "compression": COMPRESSION, "cluster_settings": cluster_settings, "stall_timeout_s": 120}
     return {**settings, **changes}
 
 
@@ -85,7 +85,7 @@ def evaluate_settings(cluster_settings: dict, **changes) -> dict:
     no baseline), with `changes`."""
     settings = {"sections": None, "threshold": 0.5, "thresholds": [0.5], "warping": True, "baseline_raw": None,
                 "block": [4, 1024, 1024], "context": [2, 64, 64], "cluster_settings": cluster_settings,
-                "stall_timeout_s": 120}
+                "stall_timeout_s": 120, "ignore_label": None}
     return {**settings, **changes}
 
 

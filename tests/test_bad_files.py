@@ -17,7 +17,7 @@ from conftest import COMPRESSION, write_image
 from unet_pipeline.storage import ome_zarr, outputs
 
 WEIGHTS = {"w0": 10.0, "sigma": 5.0, "class_balance": "none", "mode": "2d", "tolerance": 1e-3,
-           "compression": COMPRESSION}
+           "compression": COMPRESSION, "ignore_label": None}
 PREPROCESS = {"low_percentile": 0.5, "high_percentile": 99.5, "compression": COMPRESSION}
 PREDICT = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=False,
                device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION,

@@ -49,7 +49,7 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not_stuck(tmp_path):
 def test_cli_reports_a_busy_output_with_exit_code_2(tmp_path):
     labels = write_image(tmp_path / "labels.ome.zarr", np.eye(8, dtype=np.uint8)[None], (1, 8, 8))
     settings = {"w0": 10, "sigma": 5, "class_balance": "none", "mode": "2d", "tolerance": 1e-3,
-                "compression": COMPRESSION}
+                "compression": COMPRESSION, "ignore_label": None}
     holder = hold_lock(tmp_path / "w.ome.zarr", 60)
     try:
         result = subprocess.run([sys.executable, "-m", "unet_pipeline.cli", "weights", str(labels),

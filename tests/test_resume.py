@@ -160,7 +160,8 @@ def test_an_ingest_killed_while_it_builds_the_pyramid_keeps_every_slab(tmp_path)
 def test_a_killed_weights_run_resumes_and_equals_an_uninterrupted_one(tmp_path):
     _, labels = synthetic_volume((240, 128, 128), seed=5)
     image = write_image(tmp_path / "labels.ome.zarr", labels, (2, 128, 128))
-    options = dict(w0=10.0, sigma=5.0, class_balance="balanced", mode="2d", tolerance=1e-3, compression=COMPRESSION)
+    options = dict(w0=10.0, sigma=5.0, class_balance="balanced", mode="2d", tolerance=1e-3, compression=COMPRESSION,
+                   ignore_label=None)
     weights(image, tmp_path / "reference.ome.zarr", **options)
     output = tmp_path / "weights.ome.zarr"
     done_before = kill_after(stage_command("weights", image, output, **options), output, 5)
