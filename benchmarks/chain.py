@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 import time
@@ -51,7 +52,8 @@ def run_workflow(folder: Path, targets: list[Path], cores: int) -> float:
     command = [sys.executable, "-m", "snakemake", *map(str, targets), "--cores", str(cores), "--snakefile",
                str(REPO / "Snakefile"), "--directory", str(REPO), "--configfile", str(folder / "config.yaml")]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # the rules call unet-pipeline
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PATH": path})
     if done.returncode:
         sys.exit(f"the workflow failed:\n{done.stderr[-4000:]}")
     return time.perf_counter() - start
