@@ -95,8 +95,8 @@ def test_evaluate_on_a_half_annotated_volume_scores_the_annotated_half_alone(tmp
     scores = {}
     for name, image in images.items():
         scores[name] = evaluate(image["seg"], image["p"], image["labels"], tmp_path / f"{name}.json",
-                                **{**settings, "baseline_raw": str(image["raw"])},
-                                ignore_label=IGNORE if name == "full" else None)
+                                **{**settings, "baseline_raw": str(image["raw"]),
+                                   "ignore_label": IGNORE if name == "full" else None})
     full, half = scores["full"], scores["half"]
     for key in ("pixel_error", "rand_error", "rand_split", "rand_merge", "info_error", "variation_of_information",
                 "membrane_dice", "membrane_jaccard", "rand_error_best_threshold"):
