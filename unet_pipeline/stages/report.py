@@ -17,7 +17,7 @@ from ..core.probabilities import CELL_CHANNEL, as_probability
 from ..core.stage_settings import checked_stage
 from ..figures.charts import line_chart
 from ..segmentation.cells import cell_mask
-from ..storage import ome_zarr, outputs
+from ..storage import ome_zarr, outputs, provenance
 from ..storage.tables import SECTION_FIELDS, sections_table_path
 
 
@@ -179,11 +179,12 @@ def _training(train_log: str | None, checkpoint: Any) -> str:
     return training + validation
 
 
-def _tuning(tuned: str | None) -> str:
-    """The merge-threshold tuning curve that chose every segmentation's threshold."""
+def _tuning(tuned: str | None, volumes: list[dict[str, Any]]) -> str:
+    """The merge-threshold tuning curve that chose every segmentation's threshold (that of `tuned`, the
+    segmentation of one of `volumes`)."""
     if tuned is None:
         return "<p>The merge threshold was set, not tuned.</p>"
-    tuning = ome_zarr.image_attrs(tuned)["provenance"]["blocks"]["tuning"]
+    tuning = provenance.recorded_tuning(tuned)
     curve = tuning["curve"]
     first, last = tuning["tune_sections"]
     chosen = tuning["merge_threshold"]
@@ -192,7 +193,7 @@ def _tuning(tuned: str | None) -> str:
                                               [p["info_error"] for p in curve])},
                        "merge threshold", "error (0 = perfect)",
                        f"Merge threshold tuning on sections {first}..{last - 1} (chosen: {chosen})", markers=True)
-    where = html.escape(str(tuned).split("/volumes/")[-1].split("/")[0])
+    where = html.escape(next(volume["volume"] for volume in volumes if volume["segmentation"] == tuned))
     return f"<p>Chosen on volume {where}, applied to every volume: merge threshold {chosen}.</p>{chart}"
 
 
@@ -229,7 +230,7 @@ def report(output: str | os.PathLike, *, volumes: list[dict[str, Any]], train_lo
         figures.append(f"<h3>{html.escape(volume['volume'])}</h3>{_volume_figures(volume, shown, threshold)}")
     weighted = next((volume for volume in volumes if volume["weights"] is not None), None)
     weight_figure = _weight_figure(weighted) if weighted else ""
-    provenance = {volume["volume"]: {kind: ome_zarr.image_attrs(volume[kind]).get("provenance", {})
+    made_by = {volume["volume"]: {kind: ome_zarr.image_attrs(volume[kind]).get("provenance", {})
                                      for kind in ("probabilities", "segmentation")} for volume in volumes}
     name = html.escape(str(config.get("name", "")))
     page = f"""<!DOCTYPE html>
@@ -242,12 +243,12 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>
 <body><h1>unet-pipeline report: {name}</h1>
 <p>Volumes: {html.escape(", ".join(v["volume"] for v in volumes))}; scored: {len(scored)}.</p>
 <h2>Metrics</h2>{_summary(scored) if scored else "<p>No volume has labels to score.</p>"}{"".join(scored_text)}
-<h2>Merge threshold</h2>{_tuning(tuned)}
+<h2>Merge threshold</h2>{_tuning(tuned, volumes)}
 <h2>Training</h2>{_training(train_log, config.get("model", {}).get("checkpoint"))}
 {f"<h2>Weight map</h2>{weight_figure}" if weight_figure else ""}
 <h2>Sections</h2>{"".join(figures)}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>
-<h2>Provenance</h2><pre>{html.escape(json.dumps(provenance, indent=2))}</pre>
+<h2>Provenance</h2><pre>{html.escape(json.dumps(made_by, indent=2))}</pre>
 </body></html>
 """
     with outputs.atomic_output(output) as partial:

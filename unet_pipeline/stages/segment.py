@@ -379,7 +379,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
 def tuned_threshold(segmentation: str | os.PathLike) -> dict[str, Any]:
     """The merge threshold that segment chose for `segmentation` (with 'auto', on labels), where, and on which
     sections: what a volume without labels applies."""
-    tuning = (ome_zarr.image_attrs(segmentation).get("provenance", {}).get("blocks", {}).get("tuning") or {})
+    tuning = provenance.recorded_tuning(segmentation)
     if "curve" not in tuning:
         raise InputError(f"{segmentation}: its provenance holds no tuned merge threshold (blocks.tuning); it was "
                          "not segmented with merge_threshold 'auto' on labels")

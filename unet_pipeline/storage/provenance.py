@@ -101,3 +101,9 @@ def record(stage: str, settings: dict[str, Any], inputs: dict[str, str], started
         "finished": now(),
         **extra,
     }
+
+
+def recorded_tuning(image: str | os.PathLike) -> dict[str, Any]:
+    """How segment chose the merge threshold of the segmentation `image` (its provenance's `blocks.tuning`:
+    the value, the sections, and the curve where it was tuned there); {} when it was set, not tuned."""
+    return ome_zarr.image_attrs(image).get("provenance", {}).get("blocks", {}).get("tuning") or {}

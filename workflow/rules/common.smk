@@ -4,6 +4,7 @@ import os
 
 from unet_pipeline.core.stage_settings import RUN_ONLY
 from unet_pipeline.storage.sources import source_file
+from unet_pipeline.storage.tables import sections_table_path
 from unet_pipeline.workflow.job_resources import stage_resources, stage_threads
 from unet_pipeline.workflow.layout import Layout
 from unet_pipeline.workflow.stage_config import (
@@ -92,7 +93,7 @@ def report_files(wildcards):
     """Every file the report reads (see `stage_config.report_inputs`)."""
     given = report_inputs(config)
     paths = [path for volume in given["volumes"] for key, path in volume.items() if key != "volume" and path]
-    paths += [path.replace("metrics.json", "metrics_sections.csv") for path in paths if path.endswith("metrics.json")]
+    paths += [str(sections_table_path(volume["metrics"])) for volume in given["volumes"] if volume["metrics"]]
     return sorted({*paths, *(path for path in (given["train_log"], given["tuned"]) if path)})
 
 
