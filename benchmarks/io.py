@@ -66,8 +66,7 @@ def stored_bytes(path: Path) -> tuple[int, int]:
 def our_write(volume: da.Array, target_path: Path, chunks: tuple[int, ...], pyramid: bool) -> None:
     def create(partial: Path) -> zarr.Array:
         return ome_zarr.create_image(partial, volume.shape, volume.dtype, chunks, COMPRESSION, VOXEL, "nanometer",
-                                     "norm",
-                               pyramid=pyramid)
+                                     "written", pyramid=pyramid)
 
     with records.resumable_image(target_path, "benchmark", create) as target:
         records.store_slabs(volume, target, "write")

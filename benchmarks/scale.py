@@ -123,10 +123,12 @@ class PeakTree:
         self.total = max(self.total, sum(sizes))
 
 
-def run_stage(stage: str, paths: list[Path], config: dict[str, Any], log: Path) -> tuple[float, PeakTree]:
-    """Run one stage as the workflow does; its wall seconds and memory peaks. Exits with its log if it fails."""
+def run_stage(stage: str, paths: list[Path], config: dict[str, Any], log: Path,
+              **inputs: str) -> tuple[float, PeakTree]:
+    """Run one stage as the workflow does (`inputs`: the paths among its settings, here instead of the
+    workflow's); its wall seconds and memory peaks. Exits with its log if it fails."""
     command = [sys.executable, "-m", "unet_pipeline.cli", stage, *map(str, paths),
-               "--settings", json.dumps(stage_settings(config, stage, VOLUME)),
+               "--settings", json.dumps({**stage_settings(config, stage, VOLUME), **inputs}),
                "--run", json.dumps(run_settings(config, stage))]
     start = time.perf_counter()
     with open(log, "w") as output:
@@ -145,18 +147,19 @@ def run_scale(folder: Path, sections: int, block: tuple[np.ndarray, np.ndarray],
               config: dict[str, Any]) -> dict[str, tuple[float, PeakTree]]:
     folder.mkdir(parents=True)
     write_inputs(folder, sections, block, config)
-    raw, norm = folder / "raw.ome.zarr", folder / "norm.ome.zarr"
+    raw, intensity = folder / "raw.ome.zarr", folder / "intensity.json"
     probabilities, segmentation = folder / "probabilities.ome.zarr", folder / "segmentation.ome.zarr"
     stages = {
         "ingest": ["raw", folder / "raw.tif", raw],
-        "preprocess": [raw, norm],
-        "predict": [norm, checkpoint, probabilities],
+        "preprocess": [raw, intensity],
+        "predict": [raw, checkpoint, probabilities],
         "segment": [probabilities, segmentation],
         "evaluate": [segmentation, probabilities, folder / "labels.ome.zarr", folder / "metrics.json"],
     }
     measured = {}
     for stage, paths in stages.items():
-        measured[stage] = run_stage(stage, paths, config, folder / f"{stage}.log")
+        inputs = {"intensity": str(intensity)} if stage == "predict" else {}
+        measured[stage] = run_stage(stage, paths, config, folder / f"{stage}.log", **inputs)
         print(f"  {sections} sections: {stage} {measured[stage][0]:.1f} s", flush=True)
     return measured
 

@@ -18,9 +18,9 @@ from unet_pipeline.storage import ome_zarr, outputs
 
 WEIGHTS = {"w0": 10.0, "sigma": 5.0, "class_balance": "none", "mode": "2d", "tolerance": 1e-3,
            "compression": COMPRESSION, "ignore_label": None}
-PREPROCESS = {"low_percentile": 0.5, "high_percentile": 99.5, "compression": COMPRESSION}
+PREPROCESS = {"low_percentile": 0.5, "high_percentile": 99.5}
 PREDICT = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=False,
-               device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION,
+               device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION, intensity=None,
                cluster_settings={"kind": "local", "workers": 1, "threads_per_worker": 1})
 INGEST = dict(chunks=[2, 16, 16], compression=COMPRESSION, voxel_size=[40.0, 4.0, 4.0], unit="nanometer",
               shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse")
@@ -64,10 +64,10 @@ def test_a_corrupt_chunk_of_a_stage_input_is_named(tmp_path):
     raw = write_image(tmp_path / "raw.ome.zarr", np.arange(2 * 32 * 32, dtype=np.uint16).reshape(2, 32, 32),
                       (1, 16, 16))
     (raw / "0" / "1" / "0" / "1").write_bytes(b"\x02\x01garbage that is not a blosc frame")
-    result = cli("preprocess", raw, tmp_path / "norm.ome.zarr", settings=PREPROCESS)
+    result = cli("preprocess", raw, tmp_path / "intensity.json", settings=PREPROCESS)
     assert result.returncode == 2, result.stderr
     assert f"{raw / '0'}: chunk file 1/0/1 cannot be read" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "norm.ome.zarr").exists()
+    assert "Traceback" not in result.stderr and not list(tmp_path.glob("intensity.json*"))
 
 
 def test_wrong_types_in_hand_written_settings_are_named_before_any_work(tmp_path):
@@ -105,12 +105,13 @@ def test_a_full_disk_is_named_and_the_rerun_with_space_resumes(tmp_path):
     raw = write_image(tmp_path / "raw.ome.zarr", np.random.default_rng(0).integers(0, 65535, (16, 128, 128),
                                                                                     dtype=np.uint16), (1, 64, 64))
     with small_file_system(tmp_path / "small", "size=256k") as folder:
-        output = folder / "norm.ome.zarr"
-        result = cli("preprocess", raw, output, settings=PREPROCESS)
+        output = folder / "copy.ome.zarr"
+        copy = {**INGEST, "chunks": [1, 64, 64]}
+        result = cli("ingest", "raw", raw, output, settings=copy)
         assert result.returncode == 2, result.stderr
-        assert "No space left on device" in result.stderr and "norm.ome.zarr" in result.stderr
+        assert "No space left on device" in result.stderr and "copy.ome.zarr" in result.stderr
         assert "Traceback" not in result.stderr and not output.exists()
         subprocess.run(["mount", "-o", "remount,size=16m", str(folder)], check=True)
-        rerun = cli("preprocess", raw, output, settings=PREPROCESS)
+        rerun = cli("ingest", "raw", raw, output, settings=copy)
         assert rerun.returncode == 0, rerun.stderr
         assert ome_zarr.open_input(output).shape == (16, 128, 128)

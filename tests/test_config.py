@@ -181,7 +181,8 @@ def test_a_user_config_gets_the_schema_defaults_not_the_demo_values(tmp_path):
     evaluate = json.loads(commands["evaluate"].split("--settings ")[1].split(" --run")[0].strip("'"))
     train = json.loads(commands["train"].split("--settings ")[1].split(" --run")[0].strip("'"))
     assert evaluate["sections"] is None
-    assert train["training"][0]["sections"] is None and train["training"][0]["image"].endswith("v/norm.ome.zarr")
+    assert train["training"][0]["sections"] is None and train["training"][0]["image"].endswith("v/raw.ome.zarr")
+    assert train["training"][0]["intensity"].endswith("v/intensity.json")
 
 
 def test_the_cli_turns_only_pipeline_errors_into_exit_2(tmp_path, monkeypatch, capsys):

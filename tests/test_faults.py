@@ -149,7 +149,7 @@ def test_stopped_workers_hit_the_stall_timeout_every_time(tmp_path, random_check
                         (1, 32, 32))
     output = tmp_path / "p.ome.zarr"
     settings = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=True,
-                    device="cpu", torch_threads=1, stall_timeout_s=STALL_S, compression=COMPRESSION,
+                    device="cpu", torch_threads=1, stall_timeout_s=STALL_S, compression=COMPRESSION, intensity=None,
                     cluster_settings={"kind": "local", "workers": 2, "threads_per_worker": 1})
     process = subprocess.Popen([sys.executable, "-m", "unet_pipeline.cli", "predict", str(image),
                                 str(random_checkpoint(depth=2, base_features=8)), str(output), "--settings",

@@ -34,7 +34,7 @@ def test_predict_refuses_an_input_with_a_deleted_chunk_naming_it(tmp_path, rando
     (tmp_path / "norm.ome.zarr" / "0" / "1" / "1" / "0").unlink()
     output = tmp_path / "probabilities.ome.zarr"
     settings = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=False,
-                    device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION,
+                    device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION, intensity=None,
                     cluster_settings={"kind": "local", "workers": 1, "threads_per_worker": 1})
     result = subprocess.run([sys.executable, "-m", "unet_pipeline.cli", "predict", str(tmp_path / "norm.ome.zarr"),
                              str(random_checkpoint()), str(output), "--settings", json.dumps(settings)],

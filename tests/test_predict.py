@@ -8,16 +8,18 @@ import torch
 from conftest import COMPRESSION, write_image
 
 from unet_pipeline.core.errors import InputError
+from unet_pipeline.core.intensity import normalise
 from unet_pipeline.distributed import cluster
 from unet_pipeline.nn.checkpoint import load_model
 from unet_pipeline.nn.model_config import ModelConfig
 from unet_pipeline.stages.predict import _tile_bytes, auto_tile, predict
-from unet_pipeline.storage import ome_zarr, outputs
+from unet_pipeline.stages.preprocess import preprocess
+from unet_pipeline.storage import intensity_stats, ome_zarr, outputs
 
 
 def run_predict(image, checkpoint, output, workers=1, **options):
     settings = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=False,
-                    device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION,
+                    device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION, intensity=None,
                     cluster_settings={"kind": "local", "workers": workers, "threads_per_worker": 1})
     settings.update(options)
     return predict(image, checkpoint, output, **settings)
@@ -76,6 +78,23 @@ def test_tiled_equals_whole_volume(tmp_path, random_checkpoint, shape, chunks, t
     assert not outputs.partial_path(output).exists()
     attrs = ome_zarr.image_attrs(output)
     assert attrs["provenance"]["tiles"] == stats and ome_zarr.voxel_size(output) == ([50.0, 4.0, 4.0], "nanometer")
+
+
+def test_normalising_each_tile_equals_predicting_the_normalised_copy(tmp_path, random_checkpoint):
+    """Raw uint8 with preprocess's statistics, normalised tile by tile (mirrored halos included), gives exactly
+    the probabilities of the float32 copy the chain used to write."""
+    raw = np.random.default_rng(6).integers(0, 256, size=(2, 45, 38)).astype(np.uint8)
+    raw_image = write_image(tmp_path / "raw.ome.zarr", raw, (1, 16, 16))
+    preprocess(raw_image, tmp_path / "intensity.json", low_percentile=2.0, high_percentile=97.0)
+    low, high = intensity_stats.intensity_range(tmp_path / "intensity.json")
+    copy = write_image(tmp_path / "norm.ome.zarr", normalise(raw, low, high), (1, 16, 16))
+    checkpoint = random_checkpoint(depth=2)
+    run_predict(raw_image, checkpoint, tmp_path / "fly.ome.zarr", intensity=str(tmp_path / "intensity.json"))
+    run_predict(copy, checkpoint, tmp_path / "copy.ome.zarr")
+    assert np.array_equal(ome_zarr.open_image(tmp_path / "fly.ome.zarr")[:],
+                          ome_zarr.open_image(tmp_path / "copy.ome.zarr")[:])
+    provenance = ome_zarr.image_attrs(tmp_path / "fly.ome.zarr")["provenance"]
+    assert provenance["intensity_range"] == [low, high] and provenance["input_fingerprints"]["intensity"]
 
 
 def test_test_time_augmentation_equals_whole_volume_average(tmp_path, random_checkpoint):

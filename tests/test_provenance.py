@@ -18,11 +18,11 @@ from test_segment import cells_probability
 from unet_pipeline.nn.checkpoint import save_checkpoint
 from unet_pipeline.nn.model_config import ModelConfig
 from unet_pipeline.nn.unet import UNet
-from unet_pipeline.stages.preprocess import preprocess
+from unet_pipeline.stages.ingest import ingest
 from unet_pipeline.stages.segment import segment
 from unet_pipeline.storage import chunk_hashes, ome_zarr
 
-PREPROCESS = {"low_percentile": 0.5, "high_percentile": 99.5, "compression": COMPRESSION}
+INGEST = {"chunks": (1, 32, 32), "compression": COMPRESSION, "voxel_size": (50.0, 4.0, 4.0), "unit": "nanometer"}
 
 
 def verify(*paths) -> tuple[int, dict]:
@@ -38,15 +38,15 @@ def raw_image(path, seed=0):
 
 def test_two_byte_identical_runs_get_the_same_fingerprints_and_verify_says_identical(tmp_path):
     raw = raw_image(tmp_path / "raw.ome.zarr")
-    preprocess(raw, tmp_path / "a.ome.zarr", **PREPROCESS)
+    ingest("raw", raw, tmp_path / "a.ome.zarr", **INGEST)
     time.sleep(0.01)
-    preprocess(raw, tmp_path / "b.ome.zarr", **{**PREPROCESS, "compression": {**COMPRESSION, "level": 1}})
+    ingest("raw", raw, tmp_path / "b.ome.zarr", **{**INGEST, "compression": {**COMPRESSION, "level": 1}})
     a, b = (ome_zarr.image_attrs(tmp_path / f"{name}.ome.zarr")["provenance"] for name in "ab")
     assert a["content_sha256"] == b["content_sha256"] is not None  # same values, another codec level
     assert a["finished"] <= b["finished"] and a["input_fingerprints"] == b["input_fingerprints"]
     status, report = verify(tmp_path / "a.ome.zarr", tmp_path / "b.ome.zarr")
     assert status == 0 and report["identical"] and all(o["intact"] for o in report["outputs"])
-    preprocess(raw, tmp_path / "c.ome.zarr", **{**PREPROCESS, "high_percentile": 90.0})
+    ingest("raw", raw_image(tmp_path / "other.ome.zarr", seed=1), tmp_path / "c.ome.zarr", **INGEST)
     status, report = verify(tmp_path / "a.ome.zarr", tmp_path / "c.ome.zarr")
     assert status == 1 and not report["identical"]
 
@@ -54,8 +54,8 @@ def test_two_byte_identical_runs_get_the_same_fingerprints_and_verify_says_ident
 @pytest.mark.parametrize("damage", ["deleted", "corrupt", "changed"])
 def test_verify_names_missing_damaged_and_changed_chunks(tmp_path, damage):
     raw = raw_image(tmp_path / "raw.ome.zarr")
-    output = tmp_path / "norm.ome.zarr"
-    preprocess(raw, output, **PREPROCESS)
+    output = tmp_path / "copy.ome.zarr"
+    ingest("raw", raw, output, **INGEST)
     assert verify(output)[0] == 0
     chunk = output / "0" / "1" / "0" / "1"
     if damage == "deleted":
@@ -64,7 +64,7 @@ def test_verify_names_missing_damaged_and_changed_chunks(tmp_path, damage):
         chunk.write_bytes(b"\x02\x01 not a blosc frame")
     else:
         array = ome_zarr.open_image(output, mode="r+")
-        array[1, :32, 32:] = array[1, :32, 32:] + 1e-3  # a valid chunk with other values
+        array[1, :32, 32:] = array[1, :32, 32:] + 1  # a valid chunk with other values
     status, report = verify(output)
     found = report["outputs"][0]
     assert status == 2 and not found["intact"]

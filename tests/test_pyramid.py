@@ -8,9 +8,9 @@ import pytest
 import tifffile
 from conftest import COMPRESSION
 from skimage.measure import block_reduce
+from test_predict import run_predict
 
 from unet_pipeline.stages.ingest import ingest
-from unet_pipeline.stages.preprocess import preprocess
 from unet_pipeline.storage import ome_zarr, pyramid_writer
 from unet_pipeline.storage.pyramid import downsample, level_factors
 
@@ -105,14 +105,13 @@ def test_levels_written_slab_by_slab_with_level_0_equal_the_whole_volume_chain(t
     assert_pyramid_equals(out, volume, (30.0, 5.0, 5.0), (1, 32, 32), "mean" if kind == "raw" else "mode")
 
 
-def test_without_a_pyramid_every_derived_image_keeps_level_0_alone(tmp_path):
+def test_without_a_pyramid_every_derived_image_keeps_level_0_alone(tmp_path, random_checkpoint):
     volume = (np.random.default_rng(4).random((3, 150, 70)) * 200).astype(np.uint8)
     tifffile.imwrite(tmp_path / "stack.tif", volume)
     ingest("raw", tmp_path / "stack.tif", tmp_path / "raw.ome.zarr", chunks=(1, 32, 32), compression=COMPRESSION,
            voxel_size=(30.0, 5.0, 5.0), unit="nanometer", pyramid=False)
-    preprocess(tmp_path / "raw.ome.zarr", tmp_path / "norm.ome.zarr", low_percentile=0.5, high_percentile=99.5,
-               compression=COMPRESSION)
-    for name in ("raw", "norm"):
+    run_predict(tmp_path / "raw.ome.zarr", random_checkpoint(depth=1), tmp_path / "probabilities.ome.zarr")
+    for name in ("raw", "probabilities"):
         datasets = ome_zarr.image_attrs(tmp_path / f"{name}.ome.zarr")["multiscales"][0]["datasets"]
         assert [d["path"] for d in datasets] == ["0"]
         assert not (tmp_path / f"{name}.ome.zarr" / "1").exists()

@@ -25,7 +25,7 @@ from unet_pipeline.storage import ome_zarr, outputs
 
 def settings(workers: int = 2) -> dict:
     return dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=False,
-                device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION,
+                device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION, intensity=None,
                 cluster_settings={"kind": "local", "workers": workers, "threads_per_worker": 1, "address": None})
 
 

@@ -17,6 +17,7 @@ from conftest import COMPRESSION, REPO, kill_process_group, write_image
 from snakemake.utils import validate
 
 from unet_pipeline.core.errors import ConfigError, InputError
+from unet_pipeline.core.intensity import normalise
 from unet_pipeline.nn import device_augment
 from unet_pipeline.nn.augment import AugmentSettings, augment_tile, elastic_field, warp
 from unet_pipeline.nn.checkpoint import load_model, select_device
@@ -24,10 +25,12 @@ from unet_pipeline.nn.device_augment import finish_batch
 from unet_pipeline.nn.model_config import ModelConfig
 from unet_pipeline.nn.unet import UNet
 from unet_pipeline.segmentation.cells import cell_mask
+from unet_pipeline.stages.preprocess import preprocess
 from unet_pipeline.stages.synth import synthetic_volume
 from unet_pipeline.stages.train import fast_layout, schedule_factor, train
 from unet_pipeline.stages.weights import weights
-from unet_pipeline.storage import outputs
+from unet_pipeline.storage import ome_zarr, outputs
+from unet_pipeline.storage.intensity_stats import intensity_range
 from unet_pipeline.training.tiles import TileSource, batches, training_volumes
 from unet_pipeline.workflow.stage_config import run_settings, stage_settings
 
@@ -36,18 +39,20 @@ from unet_pipeline.workflow.stage_config import run_settings, stage_settings
 def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("train-data")
     raw, labels = synthetic_volume((6, 96, 96), seed=3, cell_diameter=30)
-    norm = write_image(folder / "norm.ome.zarr", (raw / 255).astype(np.float32), (1, 48, 48))
+    raw_image = write_image(folder / "raw.ome.zarr", raw, (1, 48, 48))
+    preprocess(raw_image, folder / "intensity.json", low_percentile=0.5, high_percentile=99.5)
     labels_image = write_image(folder / "labels.ome.zarr", labels, (1, 48, 48))
     weights(labels_image, folder / "weights.ome.zarr", w0=10.0, sigma=5.0, class_balance="balanced", mode="2d",
             tolerance=1e-3, compression=COMPRESSION)
-    return norm, labels_image, folder / "weights.ome.zarr"
+    return raw_image, folder / "intensity.json", labels_image, folder / "weights.ome.zarr"
 
 
 def entries(data, *sections: list[int] | None, name: str = "v") -> list[dict]:
-    """Training or validation entries of the one volume `data` (norm, labels, weights), one per sections."""
-    image, labels, weights_path = map(str, data)
-    return [{"volume": name, "image": image, "labels": labels, "weights": weights_path, "sections": part,
-             "weight": None} for part in sections]
+    """Training or validation entries of the one volume `data` (raw, intensity, labels, weights), one per
+    sections."""
+    image, intensity, labels, weights_path = map(str, data)
+    return [{"volume": name, "image": image, "intensity": intensity, "labels": labels, "weights": weights_path,
+             "sections": part, "weight": None} for part in sections]
 
 
 def settings(data, sections=(0, 4), validation_sections=(4, 6), **changes) -> dict:
@@ -252,6 +257,22 @@ def test_fine_tuning_from_another_architecture_names_the_keys(tmp_path, data, ra
               **settings(data, iterations=2, loader_workers=0, init_from=str(missing)))
 
 
+def test_tiles_normalised_as_read_equal_tiles_of_the_normalised_copy(tmp_path, data):
+    """Training reads raw and normalises each tile with preprocess's statistics: the batches (augmented) are
+    exactly those of the float32 copy the chain used to write."""
+    raw, intensity = data[0], data[1]
+    low, high = intensity_range(intensity)
+    copy = write_image(tmp_path / "norm.ome.zarr", normalise(ome_zarr.open_image(raw)[:], low, high), (1, 48, 48))
+    config = ModelConfig(depth=1, base_features=2)
+    made = []
+    for entry in (entries(data, [0, 6])[0], {**entries(data, [0, 6])[0], "image": str(copy), "intensity": None}):
+        source = TileSource(training_volumes([entry], "training"), config.geometry, 20, 2, 0.5, AugmentSettings(),
+                            seed=4)
+        made.append([batch for batch in batches(source, 0, 3, 0)])
+    for fly, stored in zip(*made):
+        assert all(torch.equal(a, b) for a, b in zip(fly, stored))
+
+
 def test_tiles_are_drawn_across_volumes_by_share(tmp_path, data):
     """Two volumes told apart by their intensity (0 and 1, nothing augmented): the share of tiles from each
     follows the entries' weights, and by default their voxels (6 sections against 2)."""
@@ -259,7 +280,7 @@ def test_tiles_are_drawn_across_volumes_by_share(tmp_path, data):
     config = ModelConfig(depth=1, base_features=2)
     still = AugmentSettings(elastic_probability=0, flips=False, contrast=0, brightness=0, gamma=0, noise=0)
     dark_entry = entries(data, [0, 6], name="dark")[0]
-    bright_entry = {**entries(data, [0, 2], name="bright")[0], "image": str(bright)}
+    bright_entry = {**entries(data, [0, 2], name="bright")[0], "image": str(bright), "intensity": None}
     for given, expected in (((None, None), 0.75), ((1.0, 3.0), 0.25)):
         volumes = training_volumes([{**dark_entry, "weight": given[0]}, {**bright_entry, "weight": given[1]}],
                                    "training")

@@ -26,6 +26,7 @@ from unet_pipeline.segmentation import metrics as scoring
 from unet_pipeline.segmentation.cells import cell_mask
 from unet_pipeline.stages.synth import synthetic_volume
 from unet_pipeline.storage import ome_zarr, outputs
+from unet_pipeline.storage.intensity_stats import intensity_range
 
 TINY = {  # a labeled volume trained on, validated on and scored, and an unlabeled one that is only processed
     "name": "tiny",
@@ -93,8 +94,9 @@ def test_chain_writes_every_output(tiny_run):
     raw, labels = ome_zarr.open_image(out / "raw.ome.zarr"), ome_zarr.open_image(out / "labels.ome.zarr")
     assert raw.shape == labels.shape == (4, 64, 64) and raw.dtype == np.uint8
     assert raw.chunks == (1, 32, 32)
-    norm = ome_zarr.open_image(out / "norm.ome.zarr")[:]
-    assert norm.dtype == np.float32 and 0 <= norm.min() and norm.max() <= 1
+    low, high = intensity_range(out / "intensity.json")  # no normalised copy: predict and train apply these
+    assert (low, high) == tuple(float(v) for v in np.percentile(raw[:], [0.5, 99.5], method="inverted_cdf"))
+    assert not (out / "norm.ome.zarr").exists()
     weights = ome_zarr.open_image(out / "weights.ome.zarr")[:]
     assert weights.shape == (4, 64, 64) and weights.min() > 0
     probs = ome_zarr.open_image(out / "probabilities.ome.zarr")[:]
@@ -140,7 +142,7 @@ def test_an_unlabeled_volume_is_predicted_and_segmented_with_the_tuned_threshold
     chosen on a's validation sections, and its provenance says so."""
     _, run = tiny_run
     b = run / "volumes" / "b"
-    assert sorted(p.name for p in b.iterdir()) == ["norm.ome.zarr", "probabilities.ome.zarr", "raw.ome.zarr",
+    assert sorted(p.name for p in b.iterdir()) == ["intensity.json", "probabilities.ome.zarr", "raw.ome.zarr",
                                                    "segmentation.ome.zarr", "synthetic"]
     tuned = ome_zarr.image_attrs(run / "volumes" / "a" / "segmentation.ome.zarr")["provenance"]["blocks"]["tuning"]
     applied = ome_zarr.image_attrs(b / "segmentation.ome.zarr")["provenance"]["blocks"]["tuning"]
@@ -298,7 +300,7 @@ def test_a_run_with_a_checkpoint_only_processes_and_another_checkpoint_reruns_pr
                                                                 "all"}
     out = tmp_path / "results" / "apply"
     assert sorted(p.name for p in (out / "volumes" / "stack").iterdir()) == [
-        "norm.ome.zarr", "probabilities.ome.zarr", "raw.ome.zarr", "segmentation.ome.zarr"]
+        "intensity.json", "probabilities.ome.zarr", "raw.ome.zarr", "segmentation.ome.zarr"]
     assert not (out / "model").exists()
     predicted = ome_zarr.image_attrs(out / "volumes" / "stack" / "probabilities.ome.zarr")["provenance"]
     assert predicted["inputs"]["checkpoint"] == str(first)

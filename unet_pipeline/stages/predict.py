@@ -22,6 +22,7 @@ import zarr
 
 from ..core.errors import InputError
 from ..core.geometry import Box, Coordinate, Shape, Tile, UNetGeometry, iter_tiles, round_up, tile_count, tile_shape
+from ..core.intensity import normalised
 from ..core.probabilities import to_storage
 from ..core.stage_settings import checked_stage
 from ..distributed import blocks, cluster, records, tasks
@@ -30,7 +31,7 @@ from ..nn.inference import forward_probabilities
 from ..nn.mirror import read_mirrored
 from ..nn.model_config import ModelConfig, activation_bytes
 from ..nn.unet import UNet
-from ..storage import chunk_files, chunk_hashes, ome_zarr, provenance, pyramid_writer
+from ..storage import chunk_files, chunk_hashes, intensity_stats, ome_zarr, provenance, pyramid_writer
 from ..storage.chunk_files import CheckedReads
 from ..storage.tensorstore_io import RegionWriter
 
@@ -40,6 +41,7 @@ class Job:
     """What every task of one predict run shares."""
 
     image: str
+    intensity: tuple[float, float] | None  # (low, high) normalising each tile's image; None: read as it is
     output: str
     checkpoint: str
     checksum: str
@@ -70,7 +72,7 @@ def run_tiles(tiles: list[Tile], job: Job) -> int:
     """Worker task: read the tiles' inputs, run one batched forward pass, write whole chunks, record them."""
     torch.set_num_threads(job.torch_threads)
     model = _worker_model(job.checkpoint, job.checksum, job.device)
-    image = _worker_array(job.image, "r", job.run_key)
+    image = normalised(_worker_array(job.image, "r", job.run_key), job.intensity)
     ndim = model.config.ndim
     region = Box.union([tile.input for tile in tiles])  # neighbours share their halos: one read for the batch
     block = read_mirrored(image, region)
@@ -125,7 +127,7 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
             tile: list[int] | Literal["auto"], batch_tiles: int, memory_budget_mb: int,
             dtype: Literal["float16", "float32", "uint8"], amp: Literal["none", "bf16", "fp16"], tta: bool,
             device: Literal["auto", "cpu", "cuda"], torch_threads: int, stall_timeout_s: float,
-            compression: dict[str, Any], cluster_settings: dict[str, Any]) -> dict[str, int]:
+            compression: dict[str, Any], intensity: str | None, cluster_settings: dict[str, Any]) -> dict[str, int]:
     """Write class probabilities (c, z, y, x) of the model over the whole image at `output`.
 
     Returns how many tiles there are, how many were computed and how many were
@@ -143,6 +145,8 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
         torch_threads: torch threads per worker.
         stall_timeout_s: stop when no tile finishes for this long.
         compression: the config's `storage.compression` block.
+        intensity: preprocess's intensity statistics of the image (see `storage.intensity_stats`), which
+            normalise every tile as it is read; None: the image is read as it is (already normalised).
         cluster_settings: the Dask cluster (see `cluster.connect`).
     """
     started = provenance.now()
@@ -160,9 +164,11 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
         shape = tile_shape(config.geometry, unit_shape, tuple(tile), image.shape)
     tiles = tile_count(image.shape, shape)
     layout = ome_zarr.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
-    inputs = {"image": str(image_path), "checkpoint": str(checkpoint_path)}
+    intensity_range = intensity_stats.intensity_range(intensity)
+    inputs = {"image": str(image_path), "checkpoint": str(checkpoint_path), "intensity": intensity}
     fingerprints = provenance.fingerprint_inputs(inputs)
     key = records.run_key(model=asdict(config), weights=weights_sha256, image=fingerprints["image"],
+                         intensity_range=intensity_range,
                          tile=shape, layout=layout, dtype=dtype, amp=amp, tta=tta, compression=compression)
 
     def create(partial: Path) -> zarr.Array:
@@ -177,8 +183,8 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
         todo = (t for t in iter_tiles(config.geometry, image.shape, shape)  # lazily: drawn wave by wave
                 if blocks.block_name(t.output.start) not in target.finished)
         print(f"predict: {tiles} tiles of {shape}, {resumed} already done", flush=True)
-        job = Job(str(image_path), str(target.partial), str(checkpoint_path), checksum, device, amp, tta, dtype,
-                  torch_threads, key)
+        job = Job(str(image_path), intensity_range, str(target.partial), str(checkpoint_path), checksum, device, amp,
+                  tta, dtype, torch_threads, key)
         with cluster.connect(**cluster_settings, device=device, torch_threads=torch_threads) as client:
             tasks.run_tasks(client, run_tiles, tasks.batched(todo, batch_tiles), "predict tiles", stall_timeout_s,
                             describe=_describe, weight=len, total=tiles - resumed,
@@ -190,7 +196,7 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
                     "device": device, "torch_threads": torch_threads}
         ome_zarr.set_attrs(target.partial, provenance=provenance.record(
             "predict", settings, inputs, started, fingerprints, checkpoint_sha256=checksum,
-            weights_sha256=weights_sha256, model=asdict(config), tiles=stats))
+            weights_sha256=weights_sha256, model=asdict(config), intensity_range=intensity_range, tiles=stats))
     return stats
 
 

@@ -1,4 +1,4 @@
-"""Intensity normalisation with statistics of the whole volume.
+"""Intensity statistics of the whole volume, for normalising it on the fly.
 
 The percentiles come from an intensity histogram summed over all chunks with
 Dask, so they do not depend on chunking and need no more memory than one
@@ -9,28 +9,27 @@ minimum and maximum (percentiles to within one bin width).
 
 from __future__ import annotations
 
-import functools
 import os
-from typing import Any
 
 import dask.array as da
 import numpy as np
 
-from ..core.intensity import FLOAT_BINS, histogram_percentiles, normalise
+from ..core.intensity import FLOAT_BINS, histogram_percentiles
 from ..core.stage_settings import checked_stage
 from ..distributed import records
-from ..storage import ome_zarr, provenance
+from ..storage import intensity_stats, ome_zarr, provenance
 
 
 @checked_stage
 def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, *, low_percentile: float,
-               high_percentile: float, compression: dict[str, Any]) -> dict[str, int]:
-    """Write the normalised float32 copy of the raw image at `output`; returns slab counts.
+               high_percentile: float) -> dict[str, float]:
+    """Write the raw image's intensity statistics (the values at the two percentiles) at `output` (JSON, see
+    `storage.intensity_stats`); returns them. Predict and train normalise every tile they read with these:
+    no normalised copy of the volume is written.
 
     Args:
         low_percentile: the intensity percentile (0-100) mapped to 0.
         high_percentile: the intensity percentile (0-100) mapped to 1.
-        compression: the config's `storage.compression` block.
     """
     started = provenance.now()
     raw_array = ome_zarr.open_input(raw_path)
@@ -38,18 +37,13 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, *, low_pe
     settings = {"low_percentile": low_percentile, "high_percentile": high_percentile}
     inputs = {"raw": str(raw_path)}
     fingerprints = provenance.fingerprint_inputs(inputs)
-    key = records.run_key(raw=fingerprints["raw"], compression=compression, **settings)
-
-    create = functools.partial(ome_zarr.create_like, source=raw_path, dtype=np.float32, compression=compression,
-                               name="norm")
-    with records.resumable_image(output, key, create) as target:
-        if target is None:
-            return records.kept_complete(output, "preprocess")
-        low, high = histogram_percentiles(*_histogram(raw), (low_percentile, high_percentile))
-        stats = records.store_slabs(raw.map_blocks(normalise, low, high, dtype=np.float32), target, "preprocess")
-        ome_zarr.set_attrs(target.partial, provenance=provenance.record(
-            "preprocess", settings, inputs, started, fingerprints, intensity_range=[low, high], slabs=stats))
-    return stats
+    print(f"preprocess: intensity histogram of {raw_path} ({raw.shape}, {raw.dtype})", flush=True)
+    low, high = histogram_percentiles(*_histogram(raw), (low_percentile, high_percentile))
+    statistics = {"low": low, "high": high, **settings, "dtype": str(raw.dtype), "shape": list(raw.shape)}
+    intensity_stats.write_statistics(output, {**statistics, "provenance": provenance.record(
+        "preprocess", settings, inputs, started, fingerprints)})
+    print(f"preprocess: [{low}, {high}] maps to [0, 1]", flush=True)
+    return {"low": low, "high": high}
 
 
 def _histogram(raw: da.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -148,7 +148,8 @@ def train(checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike,
 
     Args:
         model: the config's `model` block (see `nn.model_config.ModelConfig`).
-        training: the volumes tiles are drawn from, each a dict of volume (its name), image (normalised),
+        training: the volumes tiles are drawn from, each a dict of volume (its name), image, intensity (its
+            statistics from preprocess, which normalise every tile read; None: the image is normalised already),
             labels, weights (paths), sections ([first, last) or None: all), weight (its share of tiles,
             relative; None: by its voxels) and ignore_label (the label of unannotated voxels, or None); see
             `training.tiles.training_volumes`.
@@ -190,8 +191,8 @@ def train(checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike,
         torch.set_num_threads(threads)
         state_dir = Path(checkpoint_path).parent / "state"
         shaping = {key: value for key, value in settings.items() if key not in RUN_ONLY["train"]}
-        inputs = {f"{kind}:{volume.name}": path for volume in (*volumes, *validated)
-                  for kind, path in zip(("norm", "labels", "weights"), volume.paths)}
+        inputs = {f"{kind}:{entry['volume']}": entry.get(kind) for entry in (*training, *validation)
+                  for kind in ("image", "intensity", "labels", "weights")}
         if init_from:
             inputs["init_from"] = str(init_from)
         fingerprints = provenance.fingerprint_inputs(inputs)
@@ -201,8 +202,7 @@ def train(checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike,
         started_from = {"path": str(init_from), "weights_sha256": load_weights(run.network, init_from,
                                                                              "train.init_from")} if init_from else None
         restore(run, state_dir, key)
-        held_out = [(v.name, *(ome_zarr.open_input(p) for p in v.paths), v.sections, v.ignore_label)
-                    for v in validated]
+        held_out = [(v.name, *v.arrays(ome_zarr.open_input), v.sections, v.ignore_label) for v in validated]
         tiles = batches(source, run.start, iterations, loader_workers, pinned=run.device.type == "cuda")
         loop(run, tiles, held_out, state_dir, key, iterations=iterations, dice_weight=dice_weight,
              validate_every=validate_every, checkpoint_every=checkpoint_every, validation_tile=max(tile, 128),

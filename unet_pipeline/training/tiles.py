@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -18,16 +18,17 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..core.errors import ConfigError, InputError
 from ..core.geometry import Box, UNetGeometry
+from ..core.intensity import normalised
 from ..nn.augment import AugmentSettings, augment_tile, augment_unwarped
 from ..nn.mirror import read_mirrored
 from ..segmentation.cells import cell_mask, without_ignored
-from ..storage import ome_zarr
+from ..storage import intensity_stats, ome_zarr
 
 
 @dataclass(frozen=True)
 class TrainingVolume:
-    """One annotated volume tiles are drawn from: its normalised image, labels and weight map, the sections
-    drawn from, and the share of tiles it gives."""
+    """One annotated volume tiles are drawn from: its image (with the intensity range that normalises it),
+    labels and weight map, the sections drawn from, and the share of tiles it gives."""
 
     name: str
     image: str
@@ -36,16 +37,23 @@ class TrainingVolume:
     sections: tuple[int, int]
     share: float = 1.0
     ignore_label: int | None = None  # the label of unannotated voxels (their weight is 0)
+    intensity: tuple[float, float] | None = None  # (low, high) of preprocess; None: the image is normalised
 
     @property
     def paths(self) -> tuple[str, str, str]:
         return self.image, self.labels, self.weights
 
+    def arrays(self, open_array: Callable[[str], Any]) -> tuple[Any, Any, Any]:
+        """Its image (normalised as it is read), labels and weights, each opened by `open_array`."""
+        image, labels, weights = (open_array(path) for path in self.paths)
+        return normalised(image, self.intensity), labels, weights
+
 
 def training_volumes(entries: list[dict[str, Any]], what: str) -> tuple[TrainingVolume, ...]:
-    """The volumes of `entries` (dicts with volume, image, labels, weights, sections and weight, as the
-    workflow passes them), their arrays checked to agree and their sections resolved (None: all) and checked
-    to fit; shares: each entry's weight, or by default its share of all the entries' voxels, normalised."""
+    """The volumes of `entries` (dicts with volume, image, intensity, labels, weights, sections, weight and
+    ignore_label, as the workflow passes them), their arrays checked to agree and their sections resolved
+    (None: all) and checked to fit; shares: each entry's weight, or by default its share of all the entries'
+    voxels, normalised."""
     found, voxels = [], []
     for index, entry in enumerate(entries):
         image = ome_zarr.open_image(entry["image"])
@@ -59,7 +67,8 @@ def training_volumes(entries: list[dict[str, Any]], what: str) -> tuple[Training
             raise ConfigError(f"{what}[{index}].sections [{first}, {last}) do not fit volume {entry['volume']!r} "
                               f"({entry['image']}: {image.shape[0]} sections)")
         found.append(TrainingVolume(entry["volume"], entry["image"], entry["labels"], entry["weights"],
-                                    (first, last), ignore_label=entry.get("ignore_label")))
+                                    (first, last), ignore_label=entry.get("ignore_label"),
+                                    intensity=intensity_stats.intensity_range(entry.get("intensity"))))
         voxels.append((last - first) * math.prod(image.shape[1:]))
     fractions = [count / sum(voxels) for count in voxels]
     weights = [entry.get("weight") or fraction for entry, fraction in zip(entries, fractions)]
@@ -155,7 +164,7 @@ class TileBatches(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         source = self.source
-        arrays = tuple(tuple(ome_zarr.open_checked(path) for path in volume.paths) for volume in source.volumes)
+        arrays = tuple(volume.arrays(ome_zarr.open_checked) for volume in source.volumes)
         sample = sample_unwarped_tile if source.augment.elastic_on == "device" else sample_tile
         for iteration in range(self.start + worker, self.stop, workers):
             rng = np.random.default_rng([source.seed, iteration])

@@ -1,6 +1,7 @@
 """Where a run's outputs go: one folder per volume, one for the model, one report.
 
-    <results_dir>/<name>/volumes/<volume>/{raw,labels,norm,weights,probabilities,segmentation}.ome.zarr
+    <results_dir>/<name>/volumes/<volume>/{raw,labels,weights,probabilities,segmentation}.ome.zarr
+    <results_dir>/<name>/volumes/<volume>/intensity.json: the statistics that normalise its raw
     <results_dir>/<name>/volumes/<volume>/metrics.json (and metrics_sections.csv), where it has labels
     <results_dir>/<name>/volumes/<volume>/synthetic/{raw,labels}.ome.zarr, for a synthetic volume
     <results_dir>/<name>/model/checkpoint.pt, train_log.csv

@@ -66,7 +66,7 @@ def _ingest(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
 
 
 def _preprocess(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
-    return {**config["preprocess"], "compression": config["storage"]["compression"]}
+    return dict(config["preprocess"])
 
 
 def _weights(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
@@ -78,8 +78,8 @@ def _train(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     layout, run = Layout.of(config), plan(config)
 
     def volumes(entries: tuple[Entry, ...]) -> list[dict[str, Any]]:
-        return [{**entry.as_settings(), **{name: layout.volume(entry.volume, f"{kind}.ome.zarr")
-                                          for name, kind in TRAINING_ARRAYS.items()},
+        return [{**entry.as_settings(), **{name: layout.volume(entry.volume, file)
+                                          for name, file in TRAINING_ARRAYS.items()},
                  "ignore_label": config["volumes"][entry.volume]["ignore_label"]} for entry in entries]
 
     return {**config["train"], "model": architecture(config), "training": volumes(run.training),
@@ -88,6 +88,7 @@ def _train(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
 
 def _predict(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     return {**config["predict"], "compression": config["storage"]["compression"],
+            "intensity": Layout.of(config).volume(volume, "intensity.json"),
             "cluster_settings": {**config["cluster"], "slurm": config["slurm"]}}
 
 
@@ -152,7 +153,9 @@ _STAGE_SETTINGS: dict[str, Callable[[dict[str, Any], str | None], dict[str, Any]
 
 
 PER_VOLUME = ("ingest", "preprocess", "weights", "predict", "segment", "evaluate")  # run once per volume
-TRAINING_ARRAYS = {"image": "norm", "labels": "labels", "weights": "weights"}  # train's arrays of each volume
+# what train reads of each volume: its raw image, normalised by its intensity statistics, labels and weights
+TRAINING_ARRAYS = {"image": "raw.ome.zarr", "intensity": "intensity.json", "labels": "labels.ome.zarr",
+                   "weights": "weights.ome.zarr"}
 
 
 def _settings(config: dict[str, Any], stage: str, volume: str | None) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 rule predict:
     input:
-        image=of_volume("norm.ome.zarr"),
+        image=of_volume("raw.ome.zarr"),
+        intensity=of_volume("intensity.json"),
         checkpoint=model_checkpoint(config),
     output:
         directory(of_volume("probabilities.ome.zarr")),

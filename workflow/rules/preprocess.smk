@@ -2,7 +2,7 @@ rule preprocess:
     input:
         of_volume("raw.ome.zarr"),
     output:
-        directory(of_volume("norm.ome.zarr")),
+        of_volume("intensity.json"),
     log:
         log_of("preprocess"),
     conda:
