@@ -23,7 +23,7 @@ PREDICT = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="flo
                device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION, intensity=None,
                cluster_settings={"kind": "local", "workers": 1, "threads_per_worker": 1})
 INGEST = dict(chunks=[2, 16, 16], compression=COMPRESSION, voxel_size=[40.0, 4.0, 4.0], unit="nanometer",
-              shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse")
+              shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse", in_place=True)
 
 
 def cli(stage: str, *paths, settings: dict) -> subprocess.CompletedProcess:
@@ -54,7 +54,8 @@ def test_a_corrupt_chunk_of_an_ingest_source_is_named(tmp_path):
                                zarr_format=2)
     source[:] = 7
     (tmp_path / "source.zarr" / "1.0.1").write_bytes(b"not blosc")
-    result = cli("ingest", "raw", tmp_path / "source.zarr", tmp_path / "raw.ome.zarr", settings=INGEST)
+    copy = {**INGEST, "in_place": False}  # read in place, the stage that reads it names the file (test_in_place)
+    result = cli("ingest", "raw", tmp_path / "source.zarr", tmp_path / "raw.ome.zarr", settings=copy)
     assert result.returncode == 2, result.stderr
     assert f"{tmp_path / 'source.zarr'}: chunk file 1.0.1 cannot be read" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "raw.ome.zarr").exists()
@@ -106,7 +107,7 @@ def test_a_full_disk_is_named_and_the_rerun_with_space_resumes(tmp_path):
                                                                                     dtype=np.uint16), (1, 64, 64))
     with small_file_system(tmp_path / "small", "size=256k") as folder:
         output = folder / "copy.ome.zarr"
-        copy = {**INGEST, "chunks": [1, 64, 64]}
+        copy = {**INGEST, "chunks": [1, 64, 64], "in_place": False}
         result = cli("ingest", "raw", raw, output, settings=copy)
         assert result.returncode == 2, result.stderr
         assert "No space left on device" in result.stderr and "copy.ome.zarr" in result.stderr

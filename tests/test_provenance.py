@@ -22,7 +22,8 @@ from unet_pipeline.stages.ingest import ingest
 from unet_pipeline.stages.segment import segment
 from unet_pipeline.storage import chunk_hashes, ome_zarr
 
-INGEST = {"chunks": (1, 32, 32), "compression": COMPRESSION, "voxel_size": (50.0, 4.0, 4.0), "unit": "nanometer"}
+INGEST = {"chunks": (1, 32, 32), "compression": COMPRESSION, "voxel_size": (50.0, 4.0, 4.0), "unit": "nanometer",
+          "in_place": False}  # a copy, with its chunk hashes
 
 
 def verify(*paths) -> tuple[int, dict]:

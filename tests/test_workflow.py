@@ -17,6 +17,7 @@ import pytest
 import tifffile
 import torch
 import yaml
+import zarr
 from conftest import REPO
 from PIL import Image
 from scipy import ndimage
@@ -61,6 +62,13 @@ def planned_jobs(workdir: Path) -> set[str]:
     result = snakemake(workdir, "--dry-run", "--quiet", "rules")
     assert result.returncode == 0, result.stderr
     return scheduled_rules(result.stdout + result.stderr)
+
+
+def planned_volumes(workdir: Path) -> set[str]:
+    """The volumes whose jobs a dry run would execute."""
+    result = snakemake(workdir, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    return set(re.findall(r"wildcards:.*?\bvolume=([\w-]+)", result.stdout + result.stderr))
 
 
 def scheduled_rules(log: str) -> set[str]:
@@ -281,15 +289,21 @@ def test_report_renders_in_headless_chromium_within_the_page_width(tiny_run, tmp
 
 def test_a_run_with_a_checkpoint_only_processes_and_another_checkpoint_reruns_predict_onwards(tiny_run, tmp_path):
     """`model.checkpoint` set: no labels are ingested, no weights, no training; a TIFF stack is predicted and
-    segmented with the model trained in the tiny run. Pointing at another checkpoint reruns predict and
-    segment of every processed volume, and nothing before them; a stack that changed on disk after the run is
-    processed again from ingest on, never kept."""
+    segmented with the model trained in the tiny run, and so is a Zarr array, read in place. Pointing at
+    another checkpoint reruns predict and segment of every processed volume, and nothing before them; a stack
+    that changed on disk after the run (the TIFF file, or one chunk file rewritten in place in the Zarr
+    array) is processed again from ingest on, never kept."""
     _, trained = tiny_run
     first = tmp_path / "first.pt"
     shutil.copy(trained / "model" / "checkpoint.pt", first)
     stack = tmp_path / "stack.tif"
     tifffile.imwrite(stack, synthetic_volume((2, 64, 64), seed=5)[0])
-    config = {"name": "apply", "volumes": {"stack": {"raw": str(stack), "voxel_size": [50.0, 4.0, 4.0]}},
+    chunked = zarr.create_array(str(tmp_path / "chunked.zarr"), shape=(2, 64, 64), chunks=(1, 32, 32),
+                                dtype=np.uint8, zarr_format=2)
+    chunked[:] = synthetic_volume((2, 64, 64), seed=7)[0]
+    volumes = {"stack": {"raw": str(stack)}, "chunked": {"raw": str(tmp_path / "chunked.zarr")}}
+    config = {"name": "apply", "volumes": {name: {**given, "voxel_size": [50.0, 4.0, 4.0]}
+                                           for name, given in volumes.items()},
               "model": {"checkpoint": str(first)}, "evaluation": [], "storage": {"chunks": [1, 32, 32]},
               "segment": {"merge_threshold": 0.5}, "predict": {"tile": [1, 64, 64]}, "cluster": {"workers": 1},
               "report": {"sections": 1}}
@@ -302,6 +316,8 @@ def test_a_run_with_a_checkpoint_only_processes_and_another_checkpoint_reruns_pr
     assert sorted(p.name for p in (out / "volumes" / "stack").iterdir()) == [
         "intensity.json", "probabilities.ome.zarr", "raw.ome.zarr", "segmentation.ome.zarr"]
     assert not (out / "model").exists()
+    assert ome_zarr.linked_level0(out / "volumes" / "chunked" / "raw.ome.zarr") == tmp_path / "chunked.zarr"
+    assert ome_zarr.linked_level0(out / "volumes" / "stack" / "raw.ome.zarr") is None  # a TIFF is copied
     predicted = ome_zarr.image_attrs(out / "volumes" / "stack" / "probabilities.ome.zarr")["provenance"]
     assert predicted["inputs"]["checkpoint"] == str(first)
     assert "No training in this run" in (out / "report.html").read_text()
@@ -311,5 +327,9 @@ def test_a_run_with_a_checkpoint_only_processes_and_another_checkpoint_reruns_pr
     assert planned_jobs(tmp_path) == {"predict", "segment", "report", "all"}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     assert planned_jobs(tmp_path) == set()
+    chunked[1, :32, :32] = 0  # one chunk file of the Zarr source rewritten: the folder's own mtime stays
+    assert planned_jobs(tmp_path) == {"ingest", "preprocess", "predict", "segment", "report", "all"}
+    assert planned_volumes(tmp_path) == {"chunked"}
     tifffile.imwrite(stack, synthetic_volume((2, 64, 64), seed=6)[0])  # the stack changed under the run
     assert planned_jobs(tmp_path) == {"ingest", "preprocess", "predict", "segment", "report", "all"}
+    assert planned_volumes(tmp_path) == {"chunked", "stack"}

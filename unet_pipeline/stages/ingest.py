@@ -1,9 +1,14 @@
-"""Ingest: bring a raw or label stack into our OME-Zarr layout, resumably.
+"""Ingest: bring a raw or label stack into our OME-Zarr layout, resumably, or link a chunked raw in place.
 
 Sources (see `sources`) are read lazily and copied in slabs of whole output
 chunks along z, on Dask's threads, so memory stays bounded by a few slabs
 whatever the volume size. Each finished slab is recorded: a killed ingest
 resumes at the first missing slab.
+
+A raw source that is already a chunked (z, y, x) uint8 or uint16 Zarr array
+(plain, or level 0 of an OME-Zarr image) with every chunk stored is not
+copied: the output is a linked image (`ome_zarr.link_image`) that reads it in
+place. Float sources are copied, as the copy is where NaN and Inf are refused.
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ from typing import Any, Literal, Sequence
 
 import dask.array as da
 import numpy as np
+import zarr
 
 from ..core.errors import InputError
 from ..core.geometry import Shape
 from ..core.stage_settings import checked_stage
 from ..distributed import records
-from ..storage import chunk_files, ome_zarr, provenance
-from ..storage.sources import open_source, source_file, source_voxel_size
+from ..storage import chunk_files, ome_zarr, outputs, provenance
+from ..storage.sources import open_source, source_file, source_voxel_size, zarr_level0
 
 RAW_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
+IN_PLACE_DTYPES = (np.uint8, np.uint16)
 
 
 def check_source(spec: str | os.PathLike, array: Any, kind: str) -> None:
@@ -43,6 +50,15 @@ def storage_dtype(kind: str, dtype: Any) -> np.dtype:
     return dtype if np.issubdtype(dtype, np.unsignedinteger) else np.dtype(np.uint32)
 
 
+def in_place_level0(kind: str, source: str | os.PathLike, array: Any, in_place: bool,
+                    missing_chunks: str) -> os.PathLike | None:
+    """The Zarr array ingest links instead of copying (see the module docstring), or None to copy."""
+    if kind != "raw" or not in_place or missing_chunks != "refuse" or np.dtype(array.dtype) not in IN_PLACE_DTYPES:
+        return None
+    level0 = zarr_level0(source)
+    return level0 if level0 is not None and zarr.open_array(str(level0), mode="r").ndim == 3 else None
+
+
 def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
                   block_info: dict | None = None) -> np.ndarray:
     """A source block converted to `dtype`, refusing NaN/Inf raw values and negative labels by position."""
@@ -60,8 +76,9 @@ def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
 def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: str | os.PathLike, *, chunks: Shape,
            compression: dict[str, Any], voxel_size: Sequence[float] | None, unit: str,
            shards: Shape | None = None, ngff: Literal["0.4", "0.5"] = "0.4", pyramid: bool = True,
-           missing_chunks: Literal["refuse", "fill"] = "refuse") -> dict[str, int]:
-    """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'); returns slab counts.
+           missing_chunks: Literal["refuse", "fill"] = "refuse", in_place: bool = True) -> dict[str, int]:
+    """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'), or link a chunked raw source
+    (see the module docstring); returns slab counts (none for a link).
 
     Args:
         chunks: (z, y, x) chunk shape of the image; every later stage inherits it.
@@ -74,6 +91,8 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
         pyramid: write the downsampled levels too.
         missing_chunks: a Zarr or N5 source with chunk files that were never
             written is refused ('refuse') or read as its fill value ('fill').
+        in_place: link a raw source that can be read in place instead of copying it; with False,
+            every source is copied.
     """
     started = provenance.now()
     array = open_source(source, refuse_missing_chunks=missing_chunks == "refuse")
@@ -85,12 +104,17 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
                                 "and unit in the config (volumes.<volume>.voxel_size)")
         voxel_size, unit = found
     dtype = storage_dtype(kind, array.dtype)
+    level0 = in_place_level0(kind, source, array, in_place, missing_chunks)
     settings = {"kind": kind, "chunks": list(chunks), "compression": compression, "voxel_size": list(voxel_size),
                 "unit": unit, "shards": list(shards) if shards else None, "ngff": ngff,
-                "pyramid": pyramid}
+                "pyramid": pyramid, "in_place": level0 is not None}
     inputs = {"source": str(source_file(source))}
     fingerprints = provenance.fingerprint_inputs(inputs)
     key = records.run_key(source=str(source), fingerprint=fingerprints["source"], dtype=str(dtype), **settings)
+    if level0 is not None:
+        record = provenance.record("ingest", settings, inputs, started, fingerprints, source_spec=str(source),
+                                   in_place=str(level0), run_key=key)
+        return _link(output, level0, record)
 
     def create(partial: os.PathLike) -> Any:
         return ome_zarr.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind,
@@ -106,3 +130,17 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
         ome_zarr.set_attrs(target.partial, provenance=provenance.record(
             "ingest", settings, inputs, started, fingerprints, source_spec=str(source), slabs=stats))
     return stats
+
+
+def _link(output: str | os.PathLike, level0: os.PathLike, record: dict[str, Any]) -> dict[str, int]:
+    """Write the linked image `output` reading `level0` in place (kept when complete for this run key)."""
+    with outputs.output_lock(output):
+        if records.complete_for(output, record["run_key"]):
+            return records.kept_complete(output, "ingest")
+        settings = record["settings"]
+        with outputs.atomic_output(output) as partial:
+            ome_zarr.link_image(partial, level0, settings["voxel_size"], settings["unit"], name="raw",
+                                derived={key: settings[key] for key in ("chunks", "shards", "ngff", "pyramid")})
+            ome_zarr.set_attrs(partial, provenance=record)
+    print(f"ingest: {output} reads {level0} in place (nothing copied)", flush=True)
+    return {"blocks": 0, "computed": 0, "resumed": 0}

@@ -31,7 +31,7 @@ from ..nn.inference import forward_probabilities
 from ..nn.mirror import read_mirrored
 from ..nn.model_config import ModelConfig, activation_bytes
 from ..nn.unet import UNet
-from ..storage import chunk_files, chunk_hashes, intensity_stats, ome_zarr, provenance, pyramid_writer
+from ..storage import chunk_hashes, intensity_stats, ome_zarr, provenance, pyramid_writer
 from ..storage.chunk_files import CheckedReads
 from ..storage.tensorstore_io import RegionWriter
 
@@ -157,13 +157,14 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
     if image.ndim != 3:
         raise InputError(f"{image_path}: expected a (z, y, x) image, got shape {image.shape}")
     voxel, unit = ome_zarr.voxel_size(image_path)
-    unit_shape = chunk_files.stored_unit(image)  # tiles own whole chunks (whole shards when sharded)
+    layout = ome_zarr.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
+    # tiles own whole output chunks (whole shards when sharded)
+    unit_shape = ome_zarr.stored_unit(image.shape, layout["chunks"], layout["shards"])
     if tile == "auto":
         shape = auto_tile(config, unit_shape, image.shape, memory_budget_mb << 20, batch_tiles)
     else:
         shape = tile_shape(config.geometry, unit_shape, tuple(tile), image.shape)
     tiles = tile_count(image.shape, shape)
-    layout = ome_zarr.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
     intensity_range = intensity_stats.intensity_range(intensity)
     inputs = {"image": str(image_path), "checkpoint": str(checkpoint_path), "intensity": intensity}
     fingerprints = provenance.fingerprint_inputs(inputs)

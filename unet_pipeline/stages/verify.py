@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import InputError
 from ..storage import chunk_hashes, ome_zarr
 
 INTACT, DIFFERENT, DAMAGED = 0, 1, 2  # exit statuses
@@ -16,6 +17,11 @@ def check(path: str | os.PathLike) -> dict[str, Any]:
     """What `path` (an image or a checkpoint) holds against what its writer recorded."""
     if Path(path).suffix == ".pt":
         return _check_checkpoint(path)
+    linked = ome_zarr.linked_level0(path)
+    if linked is not None:
+        raise InputError(f"{path}: reads {linked} in place; a source this pipeline did not write has no recorded "
+                         "chunk hashes (each later stage's provenance holds its fingerprint over file names, sizes and "
+                         "times)")
     return {"path": str(path), **chunk_hashes.check_manifest(path, ome_zarr.open_image(path))}
 
 

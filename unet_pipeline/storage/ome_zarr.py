@@ -1,7 +1,9 @@
 """OME-Zarr images on disk: create, open, read their metadata and attributes (provenance among them).
 
 Every array we write is an OME-NGFF image with a multiscale pyramid; level 0
-lives at `<image>/0`. The default is NGFF 0.4 (Zarr format 2, '/' chunk
+lives at `<image>/0`. A raw image may instead be linked: its level 0 is the
+user's own Zarr array, read in place through a symbolic link (`link_image`),
+and it names the layout the images derived from it take. The default is NGFF 0.4 (Zarr format 2, '/' chunk
 keys), which napari-ome-zarr, neuroglancer, tensorstore, ome-zarr-py and the
 older readers still in use all open; NGFF 0.5 (Zarr format 3) is available
 for sharded volumes with very many chunks. Later stages inherit the layout
@@ -25,6 +27,7 @@ from .chunk_files import CheckedReads, require_all_chunks
 
 LEVEL0 = "0"
 PYRAMID = "pyramid"  # group attribute: whether the image gets downsampled levels
+DERIVED_LAYOUT = "derived_layout"  # group attribute of a linked image: the layout of the images derived from it
 # Every stage writes every chunk of its outputs, even one that is all fill value, so that a missing chunk
 # file always means a lost one (see `chunk_files`); Zarr skips such chunks by default.
 zarr.config.set({"array.write_empty_chunks": True})
@@ -54,12 +57,24 @@ def make_compressor(settings: dict[str, Any], zarr_format: int = 2) -> Any:
 def layout(path: str | os.PathLike) -> dict[str, Any]:
     """The (z, y, x) chunks and shards, NGFF version and pyramid choice of an image: what an image derived
     from it reuses."""
+    attrs = image_attrs(path)
+    if DERIVED_LAYOUT in attrs:  # a linked image: the config's layout, not that of the user's array
+        given = attrs[DERIVED_LAYOUT]
+        return {"chunks": tuple(given["chunks"]), "shards": tuple(given["shards"]) if given["shards"] else None,
+                "ngff": given["ngff"], "pyramid": attrs.get(PYRAMID, True)}
     array = open_image(path)
     spatial = slice(array.ndim - 3, None)
     shards = array.shards[spatial] if array.shards else None
     return {"chunks": tuple(array.chunks[spatial]), "shards": shards,
             "ngff": "0.5" if array.metadata.zarr_format == 3 else "0.4",
-            "pyramid": image_attrs(path).get(PYRAMID, True)}
+            "pyramid": attrs.get(PYRAMID, True)}
+
+
+def stored_unit(shape: Shape, chunks: Shape, shards: Shape | None) -> Shape:
+    """The (z, y, x) shape of one stored file of an image of `shape` made with `chunks` and `shards`: its chunks
+    clipped to the volume, or its shards clipped to the volume rounded up to whole chunks."""
+    clipped = tuple(Coordinate(chunks).minimum(shape))
+    return clipped if shards is None else tuple(Coordinate(shards).minimum(round_up(shape, clipped)))
 
 
 def create_image(
@@ -92,13 +107,10 @@ def create_image(
     spatial = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
     axes = spatial if channels is None else [{"name": "c", "type": "channel"}, *spatial]
     lead = () if channels is None else (channels,)
+    if shards is not None and any(s % c for s, c in zip(shards, chunks)):
+        raise ConfigError(f"{path}: shards {list(shards)} must be multiples of the chunks {list(chunks)}")
     full_chunks = tuple(Coordinate(chunks).minimum(shape))
-    full_shards = None
-    if shards is not None:
-        if any(s % c for s, c in zip(shards, chunks)):
-            raise ConfigError(f"{path}: shards {list(shards)} must be multiples of the chunks {list(chunks)}")
-        # a shard never larger than the volume (rounded up to whole chunks)
-        full_shards = lead + tuple(Coordinate(shards).minimum(round_up(shape, full_chunks)))
+    full_shards = None if shards is None else lead + stored_unit(shape, chunks, shards)
     array = create_level(group, LEVEL0, lead + tuple(shape), lead + full_chunks, dtype,
                           make_compressor(compression, zarr_format), full_shards)
     write_multiscales(group, fmt(), axes, name, "mode" if labels else "mean", [(1, 1, 1)],
@@ -107,6 +119,34 @@ def create_image(
         update_ngff_attrs(group, {"image-label": {"version": fmt().version}})
     group.attrs[PYRAMID] = pyramid
     return array
+
+
+def link_image(path: str | os.PathLike, level0: str | os.PathLike, voxel_size: Sequence[float], unit: str,
+               name: str, derived: dict[str, Any]) -> zarr.Array:
+    """An OME-Zarr image at `path` whose level 0 is the existing (z, y, x) Zarr array at `level0`, read in place
+    through a symbolic link: nothing is copied. Its NGFF version follows the array's Zarr format; it has no
+    pyramid of its own, and the images derived from it take the layout `derived` (chunks, shards, ngff,
+    pyramid: see `layout`)."""
+    array = zarr.open_array(str(level0), mode="r")
+    fmt, zarr_format = NGFF_VERSIONS["0.5" if array.metadata.zarr_format == 3 else "0.4"]
+    group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    os.symlink(Path(level0).resolve(), Path(path) / LEVEL0, target_is_directory=True)
+    axes = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
+    write_multiscales(group, fmt(), axes, name, "mean", [(1, 1, 1)], list(map(float, voxel_size)))
+    group.attrs.update({PYRAMID: derived["pyramid"],
+                        DERIVED_LAYOUT: {key: derived[key] for key in ("chunks", "shards", "ngff")}})
+    return open_image(path)
+
+
+def linked_level0(path: str | os.PathLike) -> Path | None:
+    """The user's array that a linked image (see `link_image`) reads in place as its level 0, or None."""
+    level0 = Path(path) / LEVEL0
+    return level0.resolve() if level0.is_symlink() else None
+
+
+def level0_name(path: str | os.PathLike) -> Path:
+    """How messages name an image's level 0: the user's array for a linked image."""
+    return linked_level0(path) or Path(path) / LEVEL0
 
 
 def create_like(path: str | os.PathLike, source: str | os.PathLike, dtype: Any, compression: dict[str, Any],
@@ -176,19 +216,20 @@ def open_input(path: str | os.PathLike, sections: Sequence[int] | None = None) -
     chunk holding one of `sections`, when given, for a stage that reads those alone); its reads name any
     chunk file that cannot be decoded."""
     array = open_image(path)
+    name = level0_name(path)
     if sections is None:
-        require_all_chunks(array, Path(path) / LEVEL0)
+        require_all_chunks(array, name)
     for z in sections or ():
         lead = array.ndim - 3  # channels
         region = Box((0,) * lead + (z, 0, 0), array.shape[:lead] + (z + 1, *array.shape[-2:]))
-        require_all_chunks(array, Path(path) / LEVEL0, region)
-    return CheckedReads(array, Path(path) / LEVEL0)
+        require_all_chunks(array, name, region)
+    return CheckedReads(array, name)
 
 
 def open_checked(path: str | os.PathLike, fast: bool = False) -> CheckedReads:
     """Level 0 of an image to read, whose reads name any chunk file that cannot be decoded (see `open_input`,
     which also checks that every chunk is stored); `fast`: see `CheckedReads`."""
-    return CheckedReads(open_image(path), Path(path) / LEVEL0, fast)
+    return CheckedReads(open_image(path), level0_name(path), fast)
 
 
 def image_attrs(path: str | os.PathLike) -> dict[str, Any]:

@@ -54,7 +54,8 @@ def input_fingerprint(path: str | os.PathLike) -> str:
     """The fingerprint of an input: for an image this pipeline wrote, its content fingerprint (see `chunk_hashes`)
     and its metadata without the provenance, so byte-identical runs agree; for anything else a checksum
     over the name, size and modification time of a file or of every file in a folder, and over the
-    contents of Zarr metadata files (cheap even for terabytes)."""
+    contents of Zarr metadata files (cheap even for terabytes), through the link into the user's array of a
+    linked image (see `ome_zarr.link_image`), so a source changed under a finished run is noticed."""
     root = Path(path)
     if (root / chunk_hashes.MANIFEST).is_file():
         attrs = ome_zarr.image_attrs(root)
@@ -63,7 +64,8 @@ def input_fingerprint(path: str | os.PathLike) -> str:
                           sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
     digest = hashlib.sha256()
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    files = [root] if root.is_file() else sorted(Path(folder, name) for folder, _, names in
+                                                 os.walk(root, followlinks=True) for name in names)
     for file in files:
         stat = file.stat()
         digest.update(f"{file.relative_to(root) if file != root else file.name}\0{stat.st_size}\0"

@@ -131,10 +131,31 @@ def _is_zarr(folder: Path) -> bool:
     return any((folder / name).exists() for name in (".zarray", ".zgroup", "zarr.json", ome_zarr.LEVEL0))
 
 
+def _ome_level0(folder: Path) -> str | None:
+    """The path of level 0 inside an OME-Zarr image (its first multiscale dataset), or None for a folder that
+    is no OME-Zarr image."""
+    try:
+        attrs = dict(zarr.open_group(str(folder), mode="r").attrs)
+    except Exception:  # a plain array, or no Zarr node at all
+        return None
+    multiscales = attrs.get("ome", attrs).get("multiscales") or [{}]
+    datasets = multiscales[0].get("datasets") or [{}]
+    return datasets[0].get("path")
+
+
+def zarr_level0(spec: str | os.PathLike) -> Path | None:
+    """The folder of the Zarr array a source spec names (level 0 of an OME-Zarr image, or a plain Zarr
+    array), which a stage can read in place; None for every other format."""
+    file, inner = _split(spec)
+    if not file.is_dir() or source_format(file) is not FORMATS["zarr"]:
+        return None
+    level0 = _ome_level0(file) if not inner else None
+    return file / (level0 if level0 is not None else inner)
+
+
 def _open_zarr(file: Path, inner: str) -> zarr.Array:
-    if (file / ome_zarr.LEVEL0).exists() and not inner:
-        return ome_zarr.open_image(file)
-    return zarr.open_array(str(file), path=inner or None, mode="r")
+    level0 = _ome_level0(file) if not inner else None
+    return zarr.open_array(str(file / (level0 if level0 is not None else inner)), mode="r")
 
 
 def _open_hdf5(file: Path, inner: str) -> Any:
@@ -253,7 +274,7 @@ def source_voxel_size(spec: str | os.PathLike) -> tuple[list[float], str] | None
 
 
 def _zarr_voxel_size(file: Path, inner: str) -> tuple[list[float], str] | None:
-    return ome_zarr.voxel_size(file) if (file / ome_zarr.LEVEL0).exists() and not inner else None
+    return ome_zarr.voxel_size(file) if not inner and _ome_level0(file) is not None else None
 
 
 def _hdf5_voxel_size(file: Path, inner: str) -> tuple[list[float], str] | None:

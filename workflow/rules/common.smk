@@ -3,6 +3,7 @@ import json
 import os
 
 from unet_pipeline.core.stage_settings import RUN_ONLY
+from unet_pipeline.storage.provenance import input_fingerprint
 from unet_pipeline.storage.sources import source_file
 from unet_pipeline.storage.tables import sections_table_path
 from unet_pipeline.workflow.job_resources import stage_resources, stage_threads
@@ -46,6 +47,16 @@ def source(volume, kind):
 def source_on_disk(wildcards):
     """The file or folder of that source (an HDF5 file or N5 container for a dataset inside one)."""
     return str(source_file(source(wildcards.volume, wildcards.kind)))
+
+
+def folder_source_state(wildcards):
+    """A fingerprint over the files of a folder source (Zarr, OME-Zarr, N5, a folder of sections): a chunk
+    rewritten in place leaves the folder's own mtime alone, so Snakemake would not see it; '' for a file
+    (its mtime says) and for a synthetic volume (an output of this workflow)."""
+    if "synthetic" in VOLUMES[wildcards.volume]:
+        return ""
+    folder = source_file(source(wildcards.volume, wildcards.kind))
+    return input_fingerprint(folder) if folder.is_dir() else ""
 
 
 def read_only_with_settings(stage):

@@ -36,6 +36,7 @@ rule ingest:
         **resources_of("ingest"),
     params:
         source=lambda wildcards: source(wildcards.volume, wildcards.kind),
+        source_state=folder_source_state,
         settings=settings("ingest"),
     shell:
         "unet-pipeline --on-busy wait ingest {wildcards.kind} {params.source:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"
