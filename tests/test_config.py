@@ -57,6 +57,8 @@ def test_schema_fills_defaults_for_a_minimal_config():
         (lambda c: c.update(name=".."), "does not match"),  # would write outside results_dir
         (lambda c: c["training"][0].update(sections=[0]), "is too short"),
         (lambda c: c["storage"].update(shards=[1, 64, 64]), "'0.5' was expected"),  # shards need NGFF 0.5
+        (lambda c: c["volumes"]["train"].update(roi={"start": [0, 0], "shape": [1, 8, 8]}), "is too short"),
+        (lambda c: c["volumes"]["train"].update(roi={"start": [0, 0, 0], "shape": [0, 8, 8]}), "less than the minimum"),
     ],
 )
 def test_bad_config_is_rejected_naming_the_key(change, message):
@@ -64,6 +66,17 @@ def test_bad_config_is_rejected_naming_the_key(change, message):
     change(config)
     with pytest.raises(WorkflowError, match=message):
         validate(config, str(SCHEMA))
+
+
+def test_a_volume_roi_and_in_place_reach_the_ingest_of_that_volume_alone():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    roi = {"start": [2, 0, 16], "shape": [8, 64, 64]}
+    config["volumes"]["train"].update(roi=roi, in_place=False)
+    validate(config, str(SCHEMA))
+    assert {key: stage_settings(config, "ingest", "train")[key] for key in ("roi", "in_place")} == {
+        "roi": roi, "in_place": False}
+    others = [name for name in config["volumes"] if name != "train"]
+    assert others and all(stage_settings(config, "ingest", name)["roi"] is None for name in others)
 
 
 def test_readme_documents_every_config_key():

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import COMPRESSION
+from conftest import COMPRESSION, segment_settings
 from test_predict import run_predict
 
 from unet_pipeline.core.errors import InputError
 from unet_pipeline.stages.ingest import ingest
+from unet_pipeline.stages.segment import segment
 from unet_pipeline.stages.weights import weights
 from unet_pipeline.storage import ome_zarr, pyramid_writer
 
@@ -52,7 +53,11 @@ def test_an_roi_ingests_the_box_alone_and_every_derived_image_carries_its_offset
                     tile=[1, 64, 64], cluster_settings=dask_cluster)
     boxed, crop = (ome_zarr.open_image(tmp_path / f"{name}-probabilities.ome.zarr") for name in ("raw", "crop"))
     assert boxed.shape == (2, *ROI["shape"]) and np.array_equal(boxed[:], crop[:])
-    assert translation(tmp_path / "raw-probabilities.ome.zarr") == [*OFFSET]
+    assert translation(tmp_path / "raw-probabilities.ome.zarr") == OFFSET
+    segment(tmp_path / "raw-probabilities.ome.zarr", tmp_path / "segmentation.ome.zarr",
+            **segment_settings(dask_cluster, method="components"))
+    assert ome_zarr.open_image(tmp_path / "segmentation.ome.zarr").shape == tuple(ROI["shape"])
+    assert translation(tmp_path / "segmentation.ome.zarr") == OFFSET
     weights(tmp_path / "labels.ome.zarr", tmp_path / "weights.ome.zarr", w0=10.0, sigma=5.0,
             class_balance="balanced", mode="2d", tolerance=1e-3, compression=COMPRESSION)
     assert translation(tmp_path / "weights.ome.zarr") == OFFSET

@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 
 from ..core.errors import InputError
-from ..core.geometry import Shape
+from ..core.geometry import Box, Shape
 from ..core.stage_settings import checked_stage
 from ..distributed import records
 from ..storage import chunk_files, ome_zarr, outputs, provenance
@@ -50,6 +50,29 @@ def storage_dtype(kind: str, dtype: Any) -> np.dtype:
     return dtype if np.issubdtype(dtype, np.unsignedinteger) else np.dtype(np.uint32)
 
 
+def roi_box(spec: str | os.PathLike, roi: dict[str, list[int]], shape: Shape) -> Box:
+    """The box `roi` ({'start', 'shape'}, z y x) of a source of `shape`, refused unless it lies inside."""
+    box = Box(tuple(roi["start"]), tuple(s + n for s, n in zip(roi["start"], roi["shape"])))
+    if any(n < 1 for n in roi["shape"]) or any(s < 0 for s in roi["start"]) or \
+            any(stop > size for stop, size in zip(box.stop, shape)):
+        raise InputError(f"{spec}: roi (start {list(roi['start'])}, shape {list(roi['shape'])}) reaches outside the "
+                         f"volume (shape {tuple(shape)}); volumes.<volume>.roi must lie inside it")
+    return box
+
+
+class RegionView:
+    """A box of a lazily sliced (z, y, x) source, sliced like an array of the box's shape: reads only the box."""
+
+    def __init__(self, array: Any, box: Box) -> None:
+        self.array, self.box = array, box
+        self.shape, self.dtype, self.ndim = tuple(box.shape), np.dtype(array.dtype), 3
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        parts = key + (slice(None),) * (3 - len(key))
+        return self.array[tuple(slice(start + p.indices(n)[0], start + p.indices(n)[1])
+                                for p, start, n in zip(parts, self.box.start, self.shape))]
+
+
 def in_place_level0(kind: str, source: str | os.PathLike, array: Any, in_place: bool,
                     missing_chunks: str) -> os.PathLike | None:
     """The Zarr array ingest links instead of copying (see the module docstring), or None to copy."""
@@ -76,7 +99,8 @@ def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
 def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: str | os.PathLike, *, chunks: Shape,
            compression: dict[str, Any], voxel_size: Sequence[float] | None, unit: str,
            shards: Shape | None = None, ngff: Literal["0.4", "0.5"] = "0.4", pyramid: bool = True,
-           missing_chunks: Literal["refuse", "fill"] = "refuse", in_place: bool = True) -> dict[str, int]:
+           missing_chunks: Literal["refuse", "fill"] = "refuse", in_place: bool = True,
+           roi: dict[str, list[int]] | None = None) -> dict[str, int]:
     """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'), or link a chunked raw source
     (see the module docstring); returns slab counts (none for a link).
 
@@ -93,10 +117,14 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
             written is refused ('refuse') or read as its fill value ('fill').
         in_place: link a raw source that can be read in place instead of copying it; with False,
             every source is copied.
+        roi: {'start': (z, y, x), 'shape': (z, y, x)}: ingest this box of the source alone (always copied),
+            placed at its offset by the NGFF translation; None: the whole source.
     """
     started = provenance.now()
     array = open_source(source, refuse_missing_chunks=missing_chunks == "refuse")
     check_source(source, array, kind)
+    if roi is not None:
+        array = RegionView(array, roi_box(source, roi, array.shape))
     if voxel_size is None:
         found = source_voxel_size(source)
         if found is None:
@@ -104,10 +132,11 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
                                 "and unit in the config (volumes.<volume>.voxel_size)")
         voxel_size, unit = found
     dtype = storage_dtype(kind, array.dtype)
-    level0 = in_place_level0(kind, source, array, in_place, missing_chunks)
+    level0 = in_place_level0(kind, source, array, in_place and roi is None, missing_chunks)
     settings = {"kind": kind, "chunks": list(chunks), "compression": compression, "voxel_size": list(voxel_size),
                 "unit": unit, "shards": list(shards) if shards else None, "ngff": ngff,
-                "pyramid": pyramid, "in_place": level0 is not None}
+                "pyramid": pyramid, "in_place": level0 is not None, "roi": roi}
+    origin = [s * v for s, v in zip(roi["start"], voxel_size)] if roi else None
     inputs = {"source": str(source_file(source))}
     fingerprints = provenance.fingerprint_inputs(inputs)
     key = records.run_key(source=str(source), fingerprint=fingerprints["source"], dtype=str(dtype), **settings)
@@ -118,7 +147,8 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
 
     def create(partial: os.PathLike) -> Any:
         return ome_zarr.create_image(partial, array.shape, dtype, chunks, compression, voxel_size, unit, name=kind,
-                               labels=kind == "labels", shards=shards, ngff=ngff, pyramid=pyramid)
+                               labels=kind == "labels", shards=shards, ngff=ngff, pyramid=pyramid,
+                                     origin=origin)
 
     with records.resumable_image(output, key, create) as target:
         if target is None:

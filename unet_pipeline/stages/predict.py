@@ -174,7 +174,8 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
 
     def create(partial: Path) -> zarr.Array:
         return ome_zarr.create_image(partial, image.shape, dtype, compression=compression, voxel_size=voxel, unit=unit,
-                               name="probabilities", channels=config.classes, **layout)
+                                     name="probabilities", channels=config.classes, origin=ome_zarr.origin(image_path),
+                                     **layout)
 
     with records.resumable_image(output, key, create) as target:
         if target is None:  # e.g. finished by a job that a killed Snakemake left running

@@ -347,7 +347,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
 
     def create(partial: Path) -> zarr.Array:
         return ome_zarr.create_image(partial, volume, np.uint32, compression=compression, voxel_size=voxel, unit=unit,
-                               name="segmentation", labels=True, **layout)
+                               name="segmentation", labels=True, origin=ome_zarr.origin(probabilities_path), **layout)
 
     with records.resumable_image(output, key, create) as target:
         if target is None:

@@ -91,6 +91,7 @@ def create_image(
     shards: Shape | None = None,
     ngff: str = "0.4",
     pyramid: bool = True,
+    origin: Sequence[float] | None = None,
 ) -> zarr.Array:
     """Create an empty OME-Zarr image (axes zyx, or czyx with `channels`) and return level 0.
 
@@ -98,7 +99,8 @@ def create_image(
     opens it as a labels layer, and its pyramid takes the mode of each block
     instead of the mean (the multiscale's type, used by `write_pyramid`).
     `shards` (NGFF 0.5 only) groups chunks into one file each. Without
-    `pyramid` the image keeps level 0 alone.
+    `pyramid` the image keeps level 0 alone. `origin`: where voxel (0, 0, 0)
+    lies, in `unit` (an ROI's offset in its volume); None: at 0.
     """
     fmt, zarr_format = NGFF_VERSIONS[ngff]
     if shards is not None and zarr_format != 3:
@@ -114,7 +116,7 @@ def create_image(
     array = create_level(group, LEVEL0, lead + tuple(shape), lead + full_chunks, dtype,
                           make_compressor(compression, zarr_format), full_shards)
     write_multiscales(group, fmt(), axes, name, "mode" if labels else "mean", [(1, 1, 1)],
-                       list(map(float, voxel_size)))
+                       list(map(float, voxel_size)), origin)
     if labels:
         update_ngff_attrs(group, {"image-label": {"version": fmt().version}})
     group.attrs[PYRAMID] = pyramid
@@ -155,7 +157,7 @@ def create_like(path: str | os.PathLike, source: str | os.PathLike, dtype: Any, 
     pyramid) of the (z, y, x) image `source`: what a stage that maps voxels one to one writes."""
     voxel, unit = voxel_size(source)
     return create_image(path, open_image(source).shape, dtype, compression=compression, voxel_size=voxel, unit=unit,
-                        name=name, **layout(source))
+                        name=name, origin=origin(source), **layout(source))
 
 
 def create_level(group: zarr.Group, path: str, shape: Shape, chunks: Shape, dtype: Any, compressors: Any,
@@ -179,19 +181,21 @@ def update_ngff_attrs(group: zarr.Group, values: dict[str, Any]) -> None:
 
 
 def write_multiscales(group: zarr.Group, fmt: Any, axes: list[dict[str, str]], name: str, downsampling: str,
-                       factors: list[Shape], voxel_size: list[float]) -> None:
+                       factors: list[Shape], voxel_size: list[float], origin: Sequence[float] | None = None) -> None:
     """NGFF multiscales metadata for levels 0.. with cumulative (z, y, x) `factors` relative to level 0.
 
     Each level's scale is the voxel size times its factor; its translation puts
-    its voxel centres at the centres of the level-0 voxels they cover.
+    its voxel centres at the centres of the level-0 voxels they cover, shifted
+    by `origin` (where level 0's first voxel lies; None: at 0).
     """
     lead = [1.0] * (len(axes) - 3)
+    start = [float(v) for v in origin] if origin is not None else [0.0, 0.0, 0.0]
     datasets = []
     for level, factor in enumerate(factors):
         scale = [v * f for v, f in zip(voxel_size, factor)]
         transforms = [{"type": "scale", "scale": lead + scale}]
-        if level:
-            shift = [(f - 1) * v / 2 for v, f in zip(voxel_size, factor)]
+        shift = [o + (f - 1) * v / 2 for o, v, f in zip(start, voxel_size, factor)]
+        if any(shift):
             transforms.append({"type": "translation", "translation": [0.0] * len(lead) + shift})
         datasets.append({"path": str(level), "coordinateTransformations": transforms})
     write_multiscales_metadata(group, datasets, fmt=fmt, axes=axes, name=name)
@@ -245,6 +249,16 @@ def voxel_size(path: str | os.PathLike) -> tuple[list[float], str]:
     scale = multiscale["datasets"][0]["coordinateTransformations"][0]["scale"]
     spatial = [i for i, axis in enumerate(multiscale["axes"]) if axis["type"] == "space"]
     return [scale[i] for i in spatial], multiscale["axes"][spatial[0]].get("unit", "")
+
+
+def origin(path: str | os.PathLike) -> list[float]:
+    """Where level 0's first voxel of an image lies (z, y, x), in its unit: its NGFF translation, else 0."""
+    multiscale = image_attrs(path)["multiscales"][0]
+    spatial = [i for i, axis in enumerate(multiscale["axes"]) if axis["type"] == "space"]
+    for transform in multiscale["datasets"][0]["coordinateTransformations"]:
+        if transform["type"] == "translation":
+            return [float(transform["translation"][i]) for i in spatial]
+    return [0.0, 0.0, 0.0]
 
 
 def set_attrs(path: str | os.PathLike, **attrs: Any) -> None:

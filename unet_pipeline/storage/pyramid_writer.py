@@ -14,7 +14,7 @@ import zarr
 from ..core.geometry import Coordinate, Shape, ceil_division, round_up
 from . import pyramid
 from .chunk_files import stored_unit
-from .ome_zarr import LEVEL0, NGFF_VERSIONS, PYRAMID, create_level, ngff_attrs, voxel_size, write_multiscales
+from .ome_zarr import LEVEL0, NGFF_VERSIONS, PYRAMID, create_level, ngff_attrs, origin, voxel_size, write_multiscales
 
 
 def _level_steps(group: zarr.Group, path: str | os.PathLike) -> list[Shape]:
@@ -120,5 +120,5 @@ def write_pyramid(path: str | os.PathLike, levels_written: int = 0) -> int:
                for level in range(len(steps) + 1)]
     fmt = NGFF_VERSIONS["0.5" if group.metadata.zarr_format == 3 else "0.4"][0]()
     write_multiscales(group, fmt, multiscale["axes"], multiscale["name"], multiscale["type"], factors,
-                       voxel_size(path)[0])
+                       voxel_size(path)[0], origin(path))
     return len(steps)

@@ -62,7 +62,7 @@ def _ingest(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     storage, given = config["storage"], config["volumes"][volume]
     return {"chunks": storage["chunks"], "compression": storage["compression"], "voxel_size": given["voxel_size"],
             "unit": given["unit"], "shards": storage["shards"], "ngff": storage["ngff"], "pyramid": storage["pyramid"],
-            "missing_chunks": given["missing_chunks"], "in_place": given["in_place"]}
+            "missing_chunks": given["missing_chunks"], "in_place": given["in_place"], "roi": given["roi"]}
 
 
 def _preprocess(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
