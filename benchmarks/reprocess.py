@@ -30,7 +30,7 @@ from scale import BLOCK, EDGE, VOLUME, run_stage, stage_config, tiny_checkpoint
 
 from unet_pipeline.core.intensity import normalise
 from unet_pipeline.stages.synth import synthetic_volume
-from unet_pipeline.storage import intensity_stats, ome_zarr
+from unet_pipeline.storage import intensity_stats, ome_zarr, pyramid_writer
 
 
 def write_source(path: Path, sections: int) -> None:
@@ -50,9 +50,10 @@ def float_copy(raw: Path, statistics: Path, output: Path) -> float:
     source = ome_zarr.open_input(raw)
     voxel, unit = ome_zarr.voxel_size(raw)
     target = ome_zarr.create_image(output, source.shape, np.float32, source.chunks, ome_zarr.DEFAULT_COMPRESSION,
-                                   voxel, unit, "normalised", pyramid=False)
+                                   voxel, unit, "normalised")
     for z in range(source.shape[0]):
         target[z : z + 1] = normalise(source[z : z + 1], low, high)
+    pyramid_writer.write_pyramid(output)  # as every image the chain wrote, and what its outputs inherit
     return time.perf_counter() - start
 
 

@@ -20,6 +20,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from ..core.annotation import ignore_label_of
 from ..core.errors import InputError
 from ..core.geometry import Box, Shape
 from ..core.stage_settings import checked_stage
@@ -48,6 +49,15 @@ def storage_dtype(kind: str, dtype: Any) -> np.dtype:
     if kind == "raw":
         return np.dtype(np.float32) if np.issubdtype(dtype, np.floating) else dtype
     return dtype if np.issubdtype(dtype, np.unsignedinteger) else np.dtype(np.uint32)
+
+
+def open_label_mask(spec: str, labels: str | os.PathLike, shape: Shape, missing_chunks: str) -> Any:
+    """The label mask `spec` of the labels `labels`, refused unless it has their shape."""
+    mask = open_source(spec, refuse_missing_chunks=missing_chunks == "refuse")
+    if tuple(mask.shape) != tuple(shape):
+        raise InputError(f"{spec}: label_mask shape {tuple(mask.shape)} differs from the labels' {tuple(shape)} "
+                         f"({labels}); volumes.<volume>.label_mask must cover the labels voxel for voxel")
+    return mask
 
 
 def roi_box(spec: str | os.PathLike, roi: dict[str, list[int]], shape: Shape) -> Box:
@@ -100,7 +110,8 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
            compression: dict[str, Any], voxel_size: Sequence[float] | None, unit: str,
            shards: Shape | None = None, ngff: Literal["0.4", "0.5"] = "0.4", pyramid: bool = True,
            missing_chunks: Literal["refuse", "fill"] = "refuse", in_place: bool = True,
-           roi: dict[str, list[int]] | None = None) -> dict[str, int]:
+           roi: dict[str, list[int]] | None = None, label_mask: str | None = None,
+           ignore_label: int | None = None) -> dict[str, int]:
     """Copy `source` into the OME-Zarr image `output` (`kind`: 'raw' or 'labels'), or link a chunked raw source
     (see the module docstring); returns slab counts (none for a link).
 
@@ -119,12 +130,18 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
             every source is copied.
         roi: {'start': (z, y, x), 'shape': (z, y, x)}: ingest this box of the source alone (always copied),
             placed at its offset by the NGFF translation; None: the whole source.
+        label_mask: labels only: a source of the labels' shape, nonzero where they are annotated; the
+            voxels outside it get the unannotated label (see `core.annotation`), labels stored as uint32 at least.
+        ignore_label: labels only: the value of unannotated voxels (None: `core.annotation.UNANNOTATED` with
+            a `label_mask`); refused when the labels' type cannot hold it.
     """
     started = provenance.now()
     array = open_source(source, refuse_missing_chunks=missing_chunks == "refuse")
     check_source(source, array, kind)
+    mask = open_label_mask(label_mask, source, array.shape, missing_chunks) if label_mask and kind == "labels" else None
     if roi is not None:
-        array = RegionView(array, roi_box(source, roi, array.shape))
+        box = roi_box(source, roi, array.shape)
+        array, mask = RegionView(array, box), mask if mask is None else RegionView(mask, box)
     if voxel_size is None:
         found = source_voxel_size(source)
         if found is None:
@@ -132,12 +149,19 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
                                 "and unit in the config (volumes.<volume>.voxel_size)")
         voxel_size, unit = found
     dtype = storage_dtype(kind, array.dtype)
+    unannotated = ignore_label_of(ignore_label, label_mask) if kind == "labels" else None
+    if mask is not None:
+        dtype = np.promote_types(dtype, np.uint32)
+    if unannotated is not None and unannotated > np.iinfo(dtype).max:
+        raise InputError(f"{source}: ignore_label {unannotated} cannot occur in its {dtype} labels; set "
+                         "volumes.<volume>.ignore_label to a value of their type")
     level0 = in_place_level0(kind, source, array, in_place and roi is None, missing_chunks)
     settings = {"kind": kind, "chunks": list(chunks), "compression": compression, "voxel_size": list(voxel_size),
                 "unit": unit, "shards": list(shards) if shards else None, "ngff": ngff,
-                "pyramid": pyramid, "in_place": level0 is not None, "roi": roi}
+                "pyramid": pyramid, "in_place": level0 is not None, "roi": roi, "label_mask": label_mask,
+                "ignore_label": ignore_label}
     origin = [s * v for s, v in zip(roi["start"], voxel_size)] if roi else None
-    inputs = {"source": str(source_file(source))}
+    inputs = {"source": str(source_file(source)), **({"label_mask": str(source_file(label_mask))} if mask else {})}
     fingerprints = provenance.fingerprint_inputs(inputs)
     key = records.run_key(source=str(source), fingerprint=fingerprints["source"], dtype=str(dtype), **settings)
     if level0 is not None:
@@ -156,6 +180,9 @@ def ingest(kind: Literal["raw", "labels"], source: str | os.PathLike, output: st
         lazy = da.from_array(array, chunks=(chunk_files.stored_unit(target.array)[0], -1, -1), name=False,
                              meta=np.empty((0, 0, 0), array.dtype))
         converted = lazy.map_blocks(checked_block, str(source), kind, dtype, dtype=dtype)
+        if mask is not None:
+            annotated = da.from_array(mask, chunks=lazy.chunks, name=False, meta=np.empty((0, 0, 0), mask.dtype))
+            converted = da.where(annotated != 0, converted, dtype.type(unannotated))
         stats = records.store_slabs(converted, target, f"ingest {kind}")
         ome_zarr.set_attrs(target.partial, provenance=provenance.record(
             "ingest", settings, inputs, started, fingerprints, source_spec=str(source), slabs=stats))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..core.annotation import ignore_label_of
 from ..core.errors import ConfigError
 from ..core.stage_settings import RUN_ONLY, STAGES
 from .layout import Layout
@@ -62,7 +63,21 @@ def _ingest(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     storage, given = config["storage"], config["volumes"][volume]
     return {"chunks": storage["chunks"], "compression": storage["compression"], "voxel_size": given["voxel_size"],
             "unit": given["unit"], "shards": storage["shards"], "ngff": storage["ngff"], "pyramid": storage["pyramid"],
-            "missing_chunks": given["missing_chunks"], "in_place": given["in_place"], "roi": given["roi"]}
+            "missing_chunks": given["missing_chunks"], "in_place": given["in_place"], "roi": given["roi"],
+            "label_mask": given["label_mask"], "ignore_label": given["ignore_label"]}
+
+
+def ingest_settings(config: dict[str, Any], volume: str, kind: str) -> dict[str, Any]:
+    """Ingest's settings for `kind` ('raw' or 'labels') of `volume`: the label mask and ignore label shape the
+    labels alone, so a change of either never reruns the raw's ingest."""
+    settings = stage_settings(config, "ingest", volume)
+    return settings if kind == "labels" else {**settings, "label_mask": None, "ignore_label": None}
+
+
+def ignore_label(config: dict[str, Any], volume: str) -> int | None:
+    """The label value of `volume`'s unannotated voxels, as its labels were ingested (see `core.annotation`)."""
+    given = config["volumes"][volume]
+    return ignore_label_of(given["ignore_label"], given["label_mask"])
 
 
 def _preprocess(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
@@ -71,7 +86,7 @@ def _preprocess(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
 
 def _weights(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     return {**config["weights"], "compression": config["storage"]["compression"],
-            "ignore_label": config["volumes"][volume]["ignore_label"]}
+            "ignore_label": ignore_label(config, volume)}
 
 
 def _train(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
@@ -80,7 +95,7 @@ def _train(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     def volumes(entries: tuple[Entry, ...]) -> list[dict[str, Any]]:
         return [{**entry.as_settings(), **{name: layout.volume(entry.volume, file)
                                           for name, file in TRAINING_ARRAYS.items()},
-                 "ignore_label": config["volumes"][entry.volume]["ignore_label"]} for entry in entries]
+                 "ignore_label": ignore_label(config, entry.volume)} for entry in entries]
 
     return {**config["train"], "model": architecture(config), "training": volumes(run.training),
             "validation": volumes(run.validation)}
@@ -99,7 +114,7 @@ def _segment(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     settings = {key: value for key, value in segment.items() if key != "tune"}
     return {**settings, "tune_sections": list(tune_sections) if tune_sections else None,
             "labels": optional.get("labels"), "threshold_from": optional.get("tuned"),
-            "ignore_label": config["volumes"][volume]["ignore_label"] if "labels" in optional else None,
+            "ignore_label": ignore_label(config, volume) if "labels" in optional else None,
             "compression": config["storage"]["compression"], **_cpu_cluster(config)}
 
 
@@ -111,7 +126,7 @@ def _evaluate(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
             "warping": evaluate["warping"], "threshold": segment["threshold"],
             "baseline_raw": optional_inputs(config, "evaluate", volume).get("raw"),
             "block": segment["block"], "context": segment["context"], "stall_timeout_s": evaluate["stall_timeout_s"],
-            "ignore_label": config["volumes"][volume]["ignore_label"] if volume else None, **_cpu_cluster(config)}
+            "ignore_label": ignore_label(config, volume) if volume else None, **_cpu_cluster(config)}
 
 
 def _report(config: dict[str, Any], volume: str | None) -> dict[str, Any]:

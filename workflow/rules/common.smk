@@ -10,6 +10,7 @@ from unet_pipeline.workflow.job_resources import stage_resources, stage_threads
 from unet_pipeline.workflow.layout import Layout
 from unet_pipeline.workflow.stage_config import (
     TRAINING_ARRAYS,
+    ingest_settings,
     model_checkpoint,
     optional_inputs,
     report_inputs,
@@ -44,9 +45,16 @@ def source(volume, kind):
     return VOLUMES[volume][kind]
 
 
-def source_on_disk(wildcards):
-    """The file or folder of that source (an HDF5 file or N5 container for a dataset inside one)."""
-    return str(source_file(source(wildcards.volume, wildcards.kind)))
+def sources_on_disk(wildcards):
+    """The file or folder of that source (an HDF5 file or N5 container for a dataset inside one), and for labels
+    that of the volume's label mask."""
+    return [str(source_file(spec)) for spec in read_by_ingest(wildcards)]
+
+
+def read_by_ingest(wildcards):
+    """The source specs one ingest job reads: the source, and for labels the label mask."""
+    mask = VOLUMES[wildcards.volume].get("label_mask") if wildcards.kind == "labels" else None
+    return [source(wildcards.volume, wildcards.kind), *([mask] if mask else [])]
 
 
 def folder_source_state(wildcards):
@@ -55,14 +63,19 @@ def folder_source_state(wildcards):
     (its mtime says) and for a synthetic volume (an output of this workflow)."""
     if "synthetic" in VOLUMES[wildcards.volume]:
         return ""
-    folder = source_file(source(wildcards.volume, wildcards.kind))
-    return input_fingerprint(folder) if folder.is_dir() else ""
+    folders = [source_file(spec) for spec in read_by_ingest(wildcards)]
+    return " ".join(input_fingerprint(folder) if folder.is_dir() else "" for folder in folders)
 
 
 def read_only_with_settings(stage):
     """The inputs a stage reads only under some settings (segment's labels or the tuned segmentation,
     evaluate's raw for its baseline), by name: the rule asks for these and no others."""
     return lambda wildcards: optional_inputs(config, stage, wildcards.volume)
+
+
+def ingest_settings_of_kind(wildcards):
+    """Ingest's settings for the rule's {kind} as JSON (see `stage_config.ingest_settings`)."""
+    return json.dumps(ingest_settings(config, wildcards.volume, wildcards.kind), sort_keys=True)
 
 
 def settings(stage):

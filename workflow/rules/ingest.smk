@@ -23,7 +23,7 @@ rule synth:
 
 rule ingest:
     input:
-        source_on_disk,
+        sources_on_disk,
     output:
         directory(of_volume("{kind}.ome.zarr")),
     log:
@@ -37,6 +37,6 @@ rule ingest:
     params:
         source=lambda wildcards: source(wildcards.volume, wildcards.kind),
         source_state=folder_source_state,
-        settings=settings("ingest"),
+        settings=ingest_settings_of_kind,
     shell:
         "unet-pipeline --on-busy wait ingest {wildcards.kind} {params.source:q} {output:q} --settings {params.settings:q} > {log:q} 2>&1"
