@@ -23,7 +23,8 @@ PREDICT = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="flo
                device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION, intensity=None,
                cluster_settings={"kind": "local", "workers": 1, "threads_per_worker": 1})
 INGEST = dict(chunks=[2, 16, 16], compression=COMPRESSION, voxel_size=[40.0, 4.0, 4.0], unit="nanometer",
-              shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse", in_place=True, roi=None)
+              shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse", in_place=True, roi=None,
+              label_mask=None, ignore_label=None)
 
 
 def cli(stage: str, *paths, settings: dict) -> subprocess.CompletedProcess:

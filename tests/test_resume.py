@@ -129,7 +129,8 @@ def tiff_stack(tmp_path, sections: int, seed: int) -> tuple[np.ndarray, dict]:
     volume = np.random.default_rng(seed).integers(0, 256, size=(sections, 64, 64)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "stack.tif", volume)
     return volume, dict(chunks=[1, 32, 32], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer",
-                        shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse", in_place=True, roi=None)
+                        shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse", in_place=True, roi=None,
+                        label_mask=None, ignore_label=None)
 
 
 def test_a_killed_ingest_resumes_at_the_first_missing_slab(tmp_path):
