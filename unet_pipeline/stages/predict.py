@@ -157,9 +157,9 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
     if image.ndim != 3:
         raise InputError(f"{image_path}: expected a (z, y, x) image, got shape {image.shape}")
     voxel, unit = ome_zarr.voxel_size(image_path)
-    layout = ome_zarr.layout(image_path)  # the output's chunks, shards, version and pyramid: the input's
-    # tiles own whole output chunks (whole shards when sharded)
-    unit_shape = ome_zarr.stored_unit(image.shape, layout["chunks"], layout["shards"])
+    # the output's chunks, shards, version and pyramid: the input's (the config's for a linked input)
+    layout = ome_zarr.layout(image_path)
+    unit_shape = ome_zarr.layout_unit(image.shape, layout["chunks"], layout["shards"])  # tiles own whole files
     if tile == "auto":
         shape = auto_tile(config, unit_shape, image.shape, memory_budget_mb << 20, batch_tiles)
     else:

@@ -3,9 +3,11 @@
 Every array we write is an OME-NGFF image with a multiscale pyramid; level 0
 lives at `<image>/0`. A raw image may instead be linked: its level 0 is the
 user's own Zarr array, read in place through a symbolic link (`link_image`),
-and it names the layout the images derived from it take. The default is NGFF 0.4 (Zarr format 2, '/' chunk
-keys), which napari-ome-zarr, neuroglancer, tensorstore, ome-zarr-py and the
-older readers still in use all open; NGFF 0.5 (Zarr format 3) is available
+and it names the layout the images derived from it take.
+
+The default is NGFF 0.4 (Zarr format 2, '/' chunk keys), which
+napari-ome-zarr, neuroglancer, tensorstore, ome-zarr-py and the older
+readers still in use all open; NGFF 0.5 (Zarr format 3) is available
 for sharded volumes with very many chunks. Later stages inherit the layout
 (chunks, shards, version) of their input.
 """
@@ -70,9 +72,10 @@ def layout(path: str | os.PathLike) -> dict[str, Any]:
             "pyramid": attrs.get(PYRAMID, True)}
 
 
-def stored_unit(shape: Shape, chunks: Shape, shards: Shape | None) -> Shape:
+def layout_unit(shape: Shape, chunks: Shape, shards: Shape | None) -> Shape:
     """The (z, y, x) shape of one stored file of an image of `shape` made with `chunks` and `shards`: its chunks
-    clipped to the volume, or its shards clipped to the volume rounded up to whole chunks."""
+    clipped to the volume, or its shards clipped to the volume rounded up to whole chunks (what
+    `chunk_files.stored_unit` reads back from the array once it exists)."""
     clipped = tuple(Coordinate(chunks).minimum(shape))
     return clipped if shards is None else tuple(Coordinate(shards).minimum(round_up(shape, clipped)))
 
@@ -112,7 +115,7 @@ def create_image(
     if shards is not None and any(s % c for s, c in zip(shards, chunks)):
         raise ConfigError(f"{path}: shards {list(shards)} must be multiples of the chunks {list(chunks)}")
     full_chunks = tuple(Coordinate(chunks).minimum(shape))
-    full_shards = None if shards is None else lead + stored_unit(shape, chunks, shards)
+    full_shards = None if shards is None else lead + layout_unit(shape, chunks, shards)
     array = create_level(group, LEVEL0, lead + tuple(shape), lead + full_chunks, dtype,
                           make_compressor(compression, zarr_format), full_shards)
     write_multiscales(group, fmt(), axes, name, "mode" if labels else "mean", [(1, 1, 1)],

@@ -149,13 +149,17 @@ def zarr_level0(spec: str | os.PathLike) -> Path | None:
     file, inner = _split(spec)
     if not file.is_dir() or source_format(file) is not FORMATS["zarr"]:
         return None
+    return _zarr_array_folder(file, inner)
+
+
+def _zarr_array_folder(file: Path, inner: str) -> Path:
+    """The folder of the array a Zarr source names: level 0 of an OME-Zarr image, else the array itself."""
     level0 = _ome_level0(file) if not inner else None
     return file / (level0 if level0 is not None else inner)
 
 
 def _open_zarr(file: Path, inner: str) -> zarr.Array:
-    level0 = _ome_level0(file) if not inner else None
-    return zarr.open_array(str(file / (level0 if level0 is not None else inner)), mode="r")
+    return zarr.open_array(str(_zarr_array_folder(file, inner)), mode="r")
 
 
 def _open_hdf5(file: Path, inner: str) -> Any:
