@@ -34,7 +34,8 @@ def run(image: Path, checkpoint: Path, output: Path, device: str, amp: str, batc
     start = time.perf_counter()
     predict(image, checkpoint, output, tile=[1, tile, tile], batch_tiles=batch_tiles, memory_budget_mb=8192,
             dtype="float32", amp=amp, tta=False, device=device, torch_threads=4, stall_timeout_s=600,
-            compression=COMPRESSION, cluster_settings={"kind": "local", "workers": 4, "threads_per_worker": 1})
+            compression=COMPRESSION, intensity=None,
+            cluster_settings={"kind": "local", "workers": 4, "threads_per_worker": 1})
     return time.perf_counter() - start
 
 

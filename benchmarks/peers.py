@@ -65,8 +65,9 @@ def ours(image: Path, checkpoint: Path, output: Path, client: Client) -> float:
     start = time.perf_counter()
     predict(image, checkpoint, output, tile=[1, OUTPUT_TILE, OUTPUT_TILE], batch_tiles=1, memory_budget_mb=4096,
             dtype="float32", amp="none", tta=False, device="cpu", torch_threads=1, stall_timeout_s=3600,
-            compression=COMPRESSION, cluster_settings={"kind": "address", "workers": 2, "threads_per_worker": 1,
-                                                       "address": client.scheduler.address})
+            compression=COMPRESSION, intensity=None,
+            cluster_settings={"kind": "address", "workers": 2, "threads_per_worker": 1,
+                              "address": client.scheduler.address})
     return time.perf_counter() - start
 
 

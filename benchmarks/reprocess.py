@@ -85,11 +85,16 @@ def run_chain(folder: Path, source: Path, checkpoint: Path, in_place: bool) -> d
     return measured
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", type=int, default=32, help="sections of 2048 x 2048 (256: 1.07 GB)")
+def stack_arguments(doc: str, sections: int, sections_help: str) -> argparse.Namespace:
+    """The command line of a benchmark on the stack of `write_source`: its sections and scratch folder."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--sections", type=int, default=sections, help=sections_help)
     parser.add_argument("--scratch", type=Path, default=None, help="where the volumes go (default: a temp folder)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = stack_arguments(__doc__, 32, "sections of 2048 x 2048 (256: 1.07 GB)")
     with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
         folder = Path(tmp)
         checkpoint = tiny_checkpoint(folder / "model")

@@ -52,13 +52,22 @@ def dask_cluster():
         yield {"kind": "address", "address": cluster.scheduler_address, "workers": 2, "threads_per_worker": 1}
 
 
+def predict_settings(workers: int = 1, **changes) -> dict:
+    """Keyword arguments of `predict.predict` for small test images (on a local cluster of `workers` processes;
+    one-chunk tiles, float32, no mask), with `changes`."""
+    settings = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=False,
+                    device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION, intensity=None,
+                    mask=None, cluster_settings={"kind": "local", "workers": workers, "threads_per_worker": 1})
+    return {**settings, **changes}
+
+
 def segment_settings(cluster_settings: dict, **changes) -> dict:
     """Keyword arguments of `segment.segment` for small test volumes (a fixed merge threshold with
     mean_threshold, no minimum size: not the schema's defaults), with `changes`."""
     settings = {"method": "agglomerate", "mode": "2d", "connectivity": None, "threshold": 0.5, "seed_threshold": 0.9,
                 "seed_distance": 4, "agglomeration": "mean_threshold", "merge_threshold": 0.5,
                 "merge_thresholds": [0.5], "tune_sections": None, "labels": None, "threshold_from": None,
-                "ignore_label": None, "min_size": 0, "block": [4, 1024, 1024], "context": [2, 64, 64],
+                "ignore_label": None, "min_size": 0, "block": [4, 1024, 1024], "context": [2, 64, 64], "mask": None,
                 "compression": COMPRESSION, "cluster_settings": cluster_settings, "stall_timeout_s": 120}
     return {**settings, **changes}
 

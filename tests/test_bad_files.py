@@ -12,19 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import COMPRESSION, write_image
+from conftest import COMPRESSION, predict_settings, write_image
 
 from unet_pipeline.storage import ome_zarr, outputs
 
 WEIGHTS = {"w0": 10.0, "sigma": 5.0, "class_balance": "none", "mode": "2d", "tolerance": 1e-3,
            "compression": COMPRESSION, "ignore_label": None}
 PREPROCESS = {"low_percentile": 0.5, "high_percentile": 99.5}
-PREDICT = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=False,
-               device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION, intensity=None,
-               cluster_settings={"kind": "local", "workers": 1, "threads_per_worker": 1})
+PREDICT = predict_settings()
 INGEST = dict(chunks=[2, 16, 16], compression=COMPRESSION, voxel_size=[40.0, 4.0, 4.0], unit="nanometer",
               shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse", in_place=True, roi=None,
-              label_mask=None, ignore_label=None)
+              label_mask=None, ignore_label=None, mask_of=None)
 
 
 def cli(stage: str, *paths, settings: dict) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from conftest import COMPRESSION, dask_worker_processes, evaluate_settings, write_image
+from conftest import COMPRESSION, dask_worker_processes, evaluate_settings, predict_settings, write_image
 from test_predict import run_predict
 
 from unet_pipeline.core.errors import InputError, OutputBusy
@@ -148,9 +148,7 @@ def test_stopped_workers_hit_the_stall_timeout_every_time(tmp_path, random_check
     image = write_image(tmp_path / "norm.ome.zarr", np.random.default_rng(attempt).random((16, 128, 128), np.float32),
                         (1, 32, 32))
     output = tmp_path / "p.ome.zarr"
-    settings = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=True,
-                    device="cpu", torch_threads=1, stall_timeout_s=STALL_S, compression=COMPRESSION, intensity=None,
-                    cluster_settings={"kind": "local", "workers": 2, "threads_per_worker": 1})
+    settings = predict_settings(workers=2, tta=True, stall_timeout_s=STALL_S)
     process = subprocess.Popen([sys.executable, "-m", "unet_pipeline.cli", "predict", str(image),
                                 str(random_checkpoint(depth=2, base_features=8)), str(output), "--settings",
                                 json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

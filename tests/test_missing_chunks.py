@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorstore
 import zarr
-from conftest import COMPRESSION, write_image
+from conftest import COMPRESSION, predict_settings, write_image
 from test_predict import run_predict
 
 from unet_pipeline.core.errors import InputError
@@ -33,9 +33,7 @@ def test_predict_refuses_an_input_with_a_deleted_chunk_naming_it(tmp_path, rando
     write_image(tmp_path / "norm.ome.zarr", np.random.default_rng(0).random((2, 64, 64), np.float32), (1, 32, 32))
     (tmp_path / "norm.ome.zarr" / "0" / "1" / "1" / "0").unlink()
     output = tmp_path / "probabilities.ome.zarr"
-    settings = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=False,
-                    device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION, intensity=None,
-                    cluster_settings={"kind": "local", "workers": 1, "threads_per_worker": 1})
+    settings = predict_settings()
     result = subprocess.run([sys.executable, "-m", "unet_pipeline.cli", "predict", str(tmp_path / "norm.ome.zarr"),
                              str(random_checkpoint()), str(output), "--settings", json.dumps(settings)],
                             capture_output=True, text=True)

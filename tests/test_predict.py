@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import COMPRESSION, write_image
+from conftest import predict_settings, write_image
 
 from unet_pipeline.core.errors import InputError
 from unet_pipeline.core.intensity import normalise
@@ -18,11 +18,7 @@ from unet_pipeline.storage import intensity_stats, ome_zarr, outputs
 
 
 def run_predict(image, checkpoint, output, workers=1, **options):
-    settings = dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=False,
-                    device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION, intensity=None,
-                    cluster_settings={"kind": "local", "workers": workers, "threads_per_worker": 1})
-    settings.update(options)
-    return predict(image, checkpoint, output, **settings)
+    return predict(image, checkpoint, output, **predict_settings(workers, **options))
 
 
 def whole_volume_reference(model, volume: np.ndarray, tta: bool = False) -> np.ndarray:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import psutil
 import tifffile
-from conftest import COMPRESSION, dask_worker_processes, kill_process_group, write_image
+from conftest import COMPRESSION, dask_worker_processes, kill_process_group, predict_settings, write_image
 from test_predict import run_predict
 from test_pyramid import assert_pyramid_equals
 
@@ -21,12 +21,6 @@ from unet_pipeline.stages.ingest import ingest
 from unet_pipeline.stages.synth import synthetic_volume
 from unet_pipeline.stages.weights import weights
 from unet_pipeline.storage import ome_zarr, outputs
-
-
-def settings(workers: int = 2) -> dict:
-    return dict(tile=[1, 32, 32], batch_tiles=1, memory_budget_mb=256, dtype="float32", amp="none", tta=False,
-                device="cpu", torch_threads=1, stall_timeout_s=120, compression=COMPRESSION, intensity=None,
-                cluster_settings={"kind": "local", "workers": workers, "threads_per_worker": 1, "address": None})
 
 
 def recorded_blocks(output) -> int:
@@ -52,7 +46,8 @@ def kill_after(command: list[str], output, blocks: int) -> int:
 
 
 def start_and_kill(image, checkpoint, output, after_tiles: int) -> int:
-    return kill_after(stage_command("predict", image, checkpoint, output, **settings()), output, after_tiles)
+    command = stage_command("predict", image, checkpoint, output, **predict_settings(workers=2))
+    return kill_after(command, output, after_tiles)
 
 
 def image_of_256_tiles(tmp_path, seed: int):
@@ -74,7 +69,7 @@ def test_sigkill_then_rerun_computes_only_missing_tiles(tmp_path, random_checkpo
     done_before = start_and_kill(image, checkpoint, output, after_tiles=10)
     assert not output.exists() and 10 <= done_before < 256
     stats = run_predict(image, checkpoint, output, workers=2, tile=[1, 32, 32])
-    assert stats == {"tiles": 256, "computed": 256 - done_before, "resumed": done_before}
+    assert stats == {"tiles": 256, "computed": 256 - done_before, "resumed": done_before, "skipped": 0}
     assert np.array_equal(ome_zarr.open_image(output)[:], reference)
 
 
@@ -119,7 +114,7 @@ def test_a_complete_output_of_the_same_run_is_kept_and_any_change_recomputes(tmp
     output = tmp_path / "p.ome.zarr"
     assert run_predict(image, checkpoint, output)["computed"] == 8
     first = ome_zarr.open_image(output)[:]
-    assert run_predict(image, checkpoint, output) == {"tiles": 8, "computed": 0, "resumed": 8}
+    assert run_predict(image, checkpoint, output) == {"tiles": 8, "computed": 0, "resumed": 8, "skipped": 0}
     assert np.array_equal(ome_zarr.open_image(output)[:], first)
     assert run_predict(image, checkpoint, output, tta=True)["computed"] == 8
 
@@ -130,7 +125,7 @@ def tiff_stack(tmp_path, sections: int, seed: int) -> tuple[np.ndarray, dict]:
     tifffile.imwrite(tmp_path / "stack.tif", volume)
     return volume, dict(chunks=[1, 32, 32], compression=COMPRESSION, voxel_size=[50.0, 4.0, 4.0], unit="nanometer",
                         shards=None, ngff="0.4", pyramid=True, missing_chunks="refuse", in_place=True, roi=None,
-                        label_mask=None, ignore_label=None)
+                        label_mask=None, ignore_label=None, mask_of=None)
 
 
 def test_a_killed_ingest_resumes_at_the_first_missing_slab(tmp_path):

@@ -157,7 +157,7 @@ def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_pa
     assert {path: path.stat().st_mtime_ns for path in finished_before} == finished_before
     # the orphaned predict job computed every tile once; a rerun predict job waited for it and kept its output
     assert json.loads(json.dumps(ome_zarr.image_attrs(out / "probabilities.ome.zarr")["provenance"]["tiles"])) == {
-        "tiles": 256, "computed": 256, "resumed": 0}
+        "tiles": 256, "computed": 256, "resumed": 0, "skipped": 0}
     predict_log = (run / "logs" / "a" / "predict.log").read_text()
     if "predict" in scheduled_rules(rerun.stdout + rerun.stderr):
         assert "is already complete for this model, input and settings" in predict_log, predict_log

@@ -292,7 +292,8 @@ def test_a_run_with_a_checkpoint_only_processes_and_another_checkpoint_reruns_pr
     segmented with the model trained in the tiny run, and so is a Zarr array, read in place. Pointing at
     another checkpoint reruns predict and segment of every processed volume, and nothing before them; a stack
     that changed on disk after the run (the TIFF file, or one chunk file rewritten in place in the Zarr
-    array) is processed again from ingest on, never kept."""
+    array) is processed again from ingest on, never kept. A tissue mask skips the tiles it does not touch, and a
+    new mask reruns the mask's ingest, predict and segment alone."""
     _, trained = tiny_run
     first = tmp_path / "first.pt"
     shutil.copy(trained / "model" / "checkpoint.pt", first)
@@ -333,3 +334,19 @@ def test_a_run_with_a_checkpoint_only_processes_and_another_checkpoint_reruns_pr
     tifffile.imwrite(stack, synthetic_volume((2, 64, 64), seed=6)[0])  # the stack changed under the run
     assert planned_jobs(tmp_path) == {"ingest", "preprocess", "predict", "segment", "report", "all"}
     assert planned_volumes(tmp_path) == {"chunked", "stack"}
+    tissue = np.zeros((2, 4, 4), np.uint8)  # a tissue mask of the stack at 1/16: none in its second section
+    tissue[0, 1, 2] = 1
+    tifffile.imwrite(tmp_path / "tissue.tif", tissue)
+    masked = {**config, "volumes": {**config["volumes"], "stack": {**config["volumes"]["stack"],
+                                                                   "mask": str(tmp_path / "tissue.tif")}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(masked))
+    result = snakemake(tmp_path)
+    assert result.returncode == 0, result.stderr[-5000:]
+    stack_out = out / "volumes" / "stack"
+    assert ome_zarr.image_attrs(stack_out / "probabilities.ome.zarr")["provenance"]["tiles"]["skipped"] == 1
+    assert not ome_zarr.open_image(stack_out / "probabilities.ome.zarr")[:, 1].any()
+    assert not ome_zarr.open_image(stack_out / "segmentation.ome.zarr")[1].any()
+    tissue[1, 3, 3] = 1
+    tifffile.imwrite(tmp_path / "tissue.tif", tissue)  # another mask: predict and segment again, nothing before
+    assert planned_jobs(tmp_path) == {"ingest", "predict", "segment", "report", "all"}
+    assert planned_volumes(tmp_path) == {"stack"}

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         doc = (function.__doc__ or "").strip().splitlines()[0]
         command = sub.add_parser(stage, help=doc, description=f"{doc}\n\n--settings keys: {', '.join(names)}")
         for path in paths:
-            command.add_argument(path, **({"choices": ["raw", "labels"]} if path == "kind" else {}))
+            command.add_argument(path, **({"choices": ["raw", "labels", "mask"]} if path == "kind" else {}))
         command.add_argument("--settings", required=True, help="JSON object of the settings that shape the output")
         command.add_argument("--run", default="{}", help="JSON object of the settings that only shape the run "
                              f"(every key of {', '.join(names)} is in one of the two)")

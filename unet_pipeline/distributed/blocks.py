@@ -37,6 +37,26 @@ class Block:
         return self.box.grow(context, context).clip(volume)
 
 
+@dataclass(frozen=True)
+class BlockSelection:
+    """The blocks of a grid that a run computes (those a tissue mask touches), by index, as packed bits: small
+    enough to travel with every task."""
+
+    bits: bytes
+    count: int
+
+    @classmethod
+    def of(cls, kept: Sequence[bool]) -> "BlockSelection":
+        return cls(np.packbits(np.asarray(kept, bool)).tobytes(), len(kept))
+
+    def kept(self) -> np.ndarray:
+        """Whether each block of the grid is computed, by index."""
+        return np.unpackbits(np.frombuffer(self.bits, np.uint8), count=self.count).astype(bool)
+
+    def __contains__(self, index: int) -> bool:
+        return bool(self.bits[index >> 3] >> (7 - (index & 7)) & 1)
+
+
 def block_name(start: Sequence[int]) -> str:
     """The key of a block's or tile's completion record: its start voxel, '0_256_512'."""
     return "_".join(map(str, start))

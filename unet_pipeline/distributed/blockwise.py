@@ -1,6 +1,12 @@
 """Blockwise work on the Dask cluster: block tasks recorded per block, scratch arrays and per-block tables,
 and exact connected components of masks that no process holds whole.
 
+A run may compute a selection of its blocks alone (those a tissue mask
+touches, `BlockSelection`): the others have no pieces, edges or seeds (an
+empty table of every phase), and the probabilities the run reads are zero
+inside them, so the result equals the whole grid's run on probabilities
+zeroed there.
+
 A run's `Work` folder holds its records (`records.RECORDS`: one line per
 finished block and phase, written last), its scratch arrays (block-local
 ids) and its per-block tables (.npz). A phase skips the blocks an earlier run
@@ -33,9 +39,12 @@ from ..segmentation.region_graph import merge_tables
 from ..storage import ome_zarr
 from ..storage.chunk_files import CheckedReads
 from . import records, tasks
-from .blocks import Block, block_grid, block_indices, global_ids, split_global_ids
+from .blocks import Block, BlockSelection, block_grid, block_indices, global_ids, split_global_ids
 
 SCRATCH = "work"  # inside the run's folder: scratch arrays and tables
+# the table of every phase of a block outside the run's selection: no pieces, edges, stitches or seeds
+EMPTY_TABLE = {"sizes": np.zeros(0, np.int64), "uv": np.zeros((0, 2), np.uint64), "stats": np.zeros((0, 4), np.int64),
+               "stitches": np.zeros((0, 2), np.uint64), "seeds": np.zeros(0, np.int64)}
 
 
 @functools.lru_cache(maxsize=32)
@@ -47,15 +56,17 @@ def open_array(path: str, run_key: str, mode: str = "r") -> zarr.Array | Checked
     return CheckedReads(array, path) if mode == "r" else array
 
 
-def read_cell_probability(image: str, box: Box, run_key: str) -> np.ndarray:
-    """The cell channel of a probability image inside `box`, as float32 in [0, 1]."""
-    return as_probability(open_array(str(Path(image) / ome_zarr.LEVEL0), run_key)[(CELL_CHANNEL, *box.slices())])
+def read_cell_probability(image: str, box: Box, work: "Work") -> np.ndarray:
+    """The cell channel of a probability image inside `box`, as float32 in [0, 1] (0 in the blocks outside the
+    run's selection)."""
+    values = open_array(str(Path(image) / ome_zarr.LEVEL0), work.run_key)[(CELL_CHANNEL, *box.slices())]
+    return work.outside_zeroed(as_probability(values), box)
 
 
 @dataclass(frozen=True)
 class Work:
-    """One blockwise run: its folder, the volume, the block grid, the context blocks read, and the sections
-    [first, last) it covers (None: all)."""
+    """One blockwise run: its folder, the volume, the block grid, the context blocks read, the sections
+    [first, last) it covers (None: all) and the blocks it computes (None: all)."""
 
     root: str
     volume: Shape
@@ -63,6 +74,17 @@ class Work:
     context: Shape
     run_key: str
     sections: tuple[int, int] | None = None
+    selection: BlockSelection | None = None
+
+    def computes(self, block: Block) -> bool:
+        """Whether the run computes `block` (else it has no pieces, see the module docstring)."""
+        return self.selection is None or block.index in self.selection
+
+    def outside_zeroed(self, values: np.ndarray, box: Box) -> np.ndarray:
+        """`values` of `box` with the voxels of blocks outside the selection set to 0."""
+        if self.selection is None:
+            return values
+        return np.where(self.selection.kept()[block_indices(box, self.block, self.volume)], values, 0)
 
     @property
     def grid(self) -> list[Block]:
@@ -94,7 +116,11 @@ class Work:
         records.record_block(self.root, f"{phase}-{block.name}")
 
     def load_table(self, phase: str, block: Block) -> dict[str, np.ndarray]:
-        with np.load(Path(self.root) / SCRATCH / phase / f"{block.name}.npz") as table:
+        """A block's table of a phase; `EMPTY_TABLE` for a block outside the selection that the phase skipped."""
+        path = Path(self.root) / SCRATCH / phase / f"{block.name}.npz"
+        if not self.computes(block) and not path.exists():
+            return EMPTY_TABLE
+        with np.load(path) as table:
             return dict(table)
 
     def neighbours(self, block: Block) -> list[int]:
@@ -123,13 +149,16 @@ class Runner:
         self.finished = records.finished_blocks(Path(work.root))
         self.computed = 0
 
-    def phase(self, name: str, function: Callable[..., None], per_block: list[dict[str, Any]] | None = None, /,
-              **shared: Any) -> None:
+    def phase(self, name: str, function: Callable[..., None], per_block: list[dict[str, Any]] | None = None,
+              every_block: bool = False, /, **shared: Any) -> None:
         """`function(block, work, **per_block[i], **shared)` for every block not yet recorded in phase `name`
-        (the function records it, see `Work.save_table`)."""
+        (the function records it, see `Work.save_table`), of the run's selection unless `every_block`."""
         grid = self.work.grid
-        todo = [block for block in grid if f"{name}-{block.name}" not in self.finished]
-        print(f"{name}: {len(grid)} blocks, {len(grid) - len(todo)} already done", flush=True)
+        skipped = [] if every_block else [block for block in grid if not self.work.computes(block)]
+        todo = [block for block in grid if f"{name}-{block.name}" not in self.finished
+                and (every_block or self.work.computes(block))]
+        print(f"{name}: {len(grid)} blocks, {len(grid) - len(todo) - len(skipped)} already done"
+              + (f", {len(skipped)} outside the tissue mask" if skipped else ""), flush=True)
         self.map(name, function, todo, [per_block[b.index] for b in todo] if per_block else None, **shared)
         self.computed += len(todo)
 
@@ -170,7 +199,7 @@ class Mask:
     def read(self, box: Box, work: Work) -> np.ndarray:
         inside = self.within.read(box, work) if self.within else True
         if self.kind == "probability":
-            return (read_cell_probability(self.image, box, work.run_key) > self.threshold) & inside
+            return (read_cell_probability(self.image, box, work) > self.threshold) & inside
         if self.kind == "intensity":
             values = open_array(str(Path(self.image) / ome_zarr.LEVEL0), work.run_key)[box.slices()]
             return (np.asarray(values) >= self.threshold) & inside

@@ -43,7 +43,9 @@ def choose_merge_threshold(runner: Runner, graph: PieceGraph, graph_blocks: list
     """The candidate whose segmentation (`solve(threshold)`: the segment of each fragment of `graph`, the piece
     graph of `graph_blocks`, which hold `sections`) has the lowest Rand error on `sections` of `labels` (their
     annotated voxels: all but those of `ignore_label`), and every candidate's errors."""
-    work = dataclasses.replace(runner.work, sections=(sections[0], sections[1]))
+    # the truth of every block, those outside a tissue mask too: their cells count as missed, as they would
+    # with the probabilities zeroed there
+    work = dataclasses.replace(runner.work, sections=(sections[0], sections[1]), selection=None)
     tuning = Runner(runner.client, work, runner.stall_timeout_s)
     truth_graph, truth_of = components(tuning, TRUTH, Mask(labels, "labels", ignore_label=ignore_label), "2d", 4,
                                        chunks)

@@ -108,7 +108,7 @@ def score_block(block: Block, work: Work, segmentation: str, probabilities: str,
     proposal = proposal_read[own]
     truth = truth_ids[work.scratch(TRUTH)[block.box.slices()]]
     sweeps = [ids[work.scratch(f"sweep-{i}")[block.box.slices()]] for i, ids in enumerate(sweep_ids)]
-    predicted_cell = read_cell_probability(probabilities, block.box, work.run_key) > threshold
+    predicted_cell = read_cell_probability(probabilities, block.box, work) > threshold
     true_cell = Mask(labels, "labels", ignore_label=ignore_label).read(block.box, work)
     counted = Annotation(labels, ignore_label).read(block.box, work)
     tallies = {}
@@ -123,7 +123,7 @@ def score_block(block: Block, work: Work, segmentation: str, probabilities: str,
                           "both": int((membrane & true_membrane).sum())}
         tallies[z] = tally
     if warping:  # warped over the block and its context, errors counted in the block
-        predicted_around = read_cell_probability(probabilities, read, work.run_key) > threshold
+        predicted_around = read_cell_probability(probabilities, read, work) > threshold
         true_around = Mask(labels, "labels", ignore_label=ignore_label).read(read, work)
         for index, z in enumerate(range(block.box.start[0], block.box.stop[0])):
             errors = metrics.warping_error(predicted_around[index], true_around[index])[1]

@@ -14,7 +14,7 @@ import functools
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 import torch
@@ -31,9 +31,11 @@ from ..nn.inference import forward_probabilities
 from ..nn.mirror import read_mirrored
 from ..nn.model_config import ModelConfig, activation_bytes
 from ..nn.unet import UNet
-from ..storage import chunk_hashes, intensity_stats, ome_zarr, provenance, pyramid_writer
+from ..storage import chunk_hashes, intensity_stats, ome_zarr, provenance, pyramid_writer, tissue_mask
 from ..storage.chunk_files import CheckedReads
 from ..storage.tensorstore_io import RegionWriter
+
+ZERO_TILES_PER_TASK = 64  # tiles outside the mask: nothing but zeros to write, so many to a task
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,18 @@ def run_tiles(tiles: list[Tile], job: Job) -> int:
         probs = probs[0] if ndim == 3 else probs.transpose(1, 0, 2, 3)  # -> (C, z, y, x)
         crop = (slice(None), *(slice(0, n) for n in tile.output.shape))
         stored.append(to_storage(probs[crop], job.dtype))
+    return _store(tiles, stored, job)
+
+
+def write_zero_tiles(tiles: list[Tile], job: Job) -> int:
+    """Worker task: write the tiles outside the tissue mask as zeros (every chunk stored), record them."""
+    output = _worker_array(job.output, "r+", job.run_key)
+    classes = output.array.shape[0]
+    return _store(tiles, [np.zeros((classes, *tile.output.shape), job.dtype) for tile in tiles], job)
+
+
+def _store(tiles: list[Tile], stored: list[np.ndarray], job: Job) -> int:
+    """Write each tile's (C, z, y, x) values as whole chunks in one call, then record each tile."""
     output = _worker_array(job.output, "r+", job.run_key)
     output.write(((slice(None), *tile.output.slices()), values) for tile, values in zip(tiles, stored))
     for tile, values in zip(tiles, stored):  # each once all are written
@@ -127,11 +141,13 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
             tile: list[int] | Literal["auto"], batch_tiles: int, memory_budget_mb: int,
             dtype: Literal["float16", "float32", "uint8"], amp: Literal["none", "bf16", "fp16"], tta: bool,
             device: Literal["auto", "cpu", "cuda"], torch_threads: int, stall_timeout_s: float,
-            compression: dict[str, Any], intensity: str | None, cluster_settings: dict[str, Any]) -> dict[str, int]:
+            compression: dict[str, Any], intensity: str | None, cluster_settings: dict[str, Any],
+            mask: str | None = None) -> dict[str, int]:
     """Write class probabilities (c, z, y, x) of the model over the whole image at `output`.
 
-    Returns how many tiles there are, how many were computed and how many were
-    kept from an interrupted earlier run.
+    Returns how many tiles there are, how many were computed, how many were
+    kept from an interrupted earlier run and how many lie outside the tissue
+    mask (written as zeros, the network never run there).
 
     Args:
         tile: (z, y, x) output tile, rounded to whole chunks and the network's
@@ -148,6 +164,8 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
         intensity: preprocess's intensity statistics of the image (see `storage.intensity_stats`), which
             normalise every tile as it is read; None: the image is read as it is (already normalised).
         cluster_settings: the Dask cluster (see `cluster.connect`).
+        mask: ingest's tissue mask of the image (see `storage.tissue_mask`): the tiles whose output it does
+            not touch are written as zeros; None: every tile is computed.
     """
     started = provenance.now()
     model = load_model(checkpoint_path)
@@ -166,10 +184,12 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
         shape = tile_shape(config.geometry, unit_shape, tuple(tile), image.shape)
     tiles = tile_count(image.shape, shape)
     intensity_range = intensity_stats.intensity_range(intensity)
-    inputs = {"image": str(image_path), "checkpoint": str(checkpoint_path), "intensity": intensity}
+    tissue = tissue_mask.open_mask(mask, image.shape, image_path)
+    inputs = {"image": str(image_path), "checkpoint": str(checkpoint_path), "intensity": intensity,
+              **({"mask": str(mask)} if mask else {})}
     fingerprints = provenance.fingerprint_inputs(inputs)
     key = records.run_key(model=asdict(config), weights=weights_sha256, image=fingerprints["image"],
-                         intensity_range=intensity_range,
+                         intensity_range=intensity_range, **({"mask": fingerprints["mask"]} if mask else {}),
                          tile=shape, layout=layout, dtype=dtype, amp=amp, tta=tta, compression=compression)
 
     def create(partial: Path) -> zarr.Array:
@@ -180,20 +200,32 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
     with records.resumable_image(output, key, create) as target:
         if target is None:  # e.g. finished by a job that a killed Snakemake left running
             print(f"predict: {output} is already complete for this model, input and settings", flush=True)
-            return {"tiles": tiles, "computed": 0, "resumed": tiles}
-        resumed = len(target.finished)  # the records of this run are its finished tiles
-        todo = (t for t in iter_tiles(config.geometry, image.shape, shape)  # lazily: drawn wave by wave
-                if blocks.block_name(t.output.start) not in target.finished)
-        print(f"predict: {tiles} tiles of {shape}, {resumed} already done", flush=True)
+            skipped = ome_zarr.image_attrs(output)["provenance"]["tiles"]["skipped"]
+            return {"tiles": tiles, "computed": 0, "resumed": tiles - skipped, "skipped": skipped}
+        outside = set() if tissue is None else {blocks.block_name(t.output.start) for t in iter_tiles(
+            config.geometry, image.shape, shape) if not tissue.touches(t.output)}
+        resumed = len(target.finished - outside)  # the records of this run are its finished tiles
+        print(f"predict: {tiles} tiles of {shape}, {resumed} already done, {len(outside)} outside the tissue mask "
+              "(written as zeros)", flush=True)
+
+        def todo(inside: bool) -> Iterator[Tile]:  # the unfinished tiles inside (or outside) the mask, lazily
+            return (t for t in iter_tiles(config.geometry, image.shape, shape)
+                    if (name := blocks.block_name(t.output.start)) not in target.finished
+                    and (name not in outside) == inside)
+
         job = Job(str(image_path), intensity_range, str(target.partial), str(checkpoint_path), checksum, device, amp,
                   tta, dtype, torch_threads, key)
         with cluster.connect(**cluster_settings, device=device, torch_threads=torch_threads) as client:
-            tasks.run_tasks(client, run_tiles, tasks.batched(todo, batch_tiles), "predict tiles", stall_timeout_s,
-                            describe=_describe, weight=len, total=tiles - resumed,
+            tasks.run_tasks(client, write_zero_tiles, tasks.batched(todo(False), ZERO_TILES_PER_TASK),
+                            "predict tiles outside the mask", stall_timeout_s, describe=_describe, weight=len,
+                            total=len(outside - target.finished), job=job)
+            tasks.run_tasks(client, run_tiles, tasks.batched(todo(True), batch_tiles), "predict tiles", stall_timeout_s,
+                            describe=_describe, weight=len, total=tiles - len(outside) - resumed,
                             resources={cluster.GPU: 1} if cluster.gpu_workers(client) else None, job=job)
             # on the cluster's workers, not in here
             target.levels_written = pyramid_writer.write_pyramid(target.partial)
-        stats = {"tiles": tiles, "computed": tiles - resumed, "resumed": resumed}
+        stats = {"tiles": tiles, "computed": tiles - len(outside) - resumed, "resumed": resumed,
+                 "skipped": len(outside)}
         settings = {"tile": list(shape), "batch_tiles": batch_tiles, "dtype": dtype, "amp": amp, "tta": tta,
                     "device": device, "torch_threads": torch_threads}
         ome_zarr.set_attrs(target.partial, provenance=provenance.record(

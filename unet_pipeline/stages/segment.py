@@ -41,7 +41,7 @@ from ..core.geometry import Box
 from ..core.probabilities import CELL_CHANNEL
 from ..core.stage_settings import checked_stage
 from ..distributed import cluster, records, tasks
-from ..distributed.blocks import Block, aligned_block_shape, block_indices, global_ids
+from ..distributed.blocks import Block, BlockSelection, aligned_block_shape, block_grid, block_indices, global_ids
 from ..distributed.blockwise import (
     SCRATCH,
     Mask,
@@ -62,7 +62,7 @@ from ..segmentation.labeling import FACE_CONNECTIVITY, forward_offsets
 from ..segmentation.region_graph import block_edges, quantize
 from ..segmentation.settings import Method, Settings
 from ..segmentation.stitching import face_axes, face_views, outside_layer, stitch_pairs
-from ..storage import chunk_files, chunk_hashes, ome_zarr, outputs, provenance, pyramid, pyramid_writer
+from ..storage import chunk_files, chunk_hashes, ome_zarr, outputs, provenance, pyramid, pyramid_writer, tissue_mask
 
 SEEDS, FRAGMENTS, FLOODS, SEGMENTS = "seeds", "fragments", "floods", "segments"
 
@@ -72,7 +72,7 @@ def fragment_block(block: Block, work: Work, probabilities: str, settings: Setti
     """Agglomerate (worker): watershed fragments of the block and its context; keep the block's own part
     (block-local ids), each piece's size, and the layers just outside its faces as it saw them."""
     read = block.read_box(work.context, work.volume)
-    fragments = watershed_fragments(read_cell_probability(probabilities, read, work.run_key), settings.threshold,
+    fragments = watershed_fragments(read_cell_probability(probabilities, read, work), settings.threshold,
                                     settings.seed_distance, settings.mode, voxel_size)
     own = block.box.relative_to(read)
     local, remap = fastremap.renumber(np.ascontiguousarray(fragments[own]), preserve_zero=True)
@@ -88,7 +88,7 @@ def edge_block(block: Block, work: Work, probabilities: str, settings: Settings)
     statistics, and the pieces it stitches with its forward neighbours."""
     ids, own = read_global_ids(block, work, FRAGMENTS)
     read = block.read_box((1, 1, 1), work.volume)
-    boundary = quantize(1.0 - read_cell_probability(probabilities, read, work.run_key).astype(np.float64))
+    boundary = quantize(1.0 - read_cell_probability(probabilities, read, work).astype(np.float64))
     uv, stats = block_edges(ids, boundary, own, forward_offsets(settings.mode, FACE_CONNECTIVITY[settings.mode]))
     work.save_table("edges", block, uv=uv, stats=stats, stitches=_stitches(block, work, ids, own, settings.mode))
 
@@ -121,7 +121,7 @@ def flood_block(block: Block, work: Work, probabilities: str, settings: Settings
     for index, lookup in seed_ids.items():
         here = owner == index
         seeds[here] = lookup[local[here]]
-    cell = read_cell_probability(probabilities, read, work.run_key)
+    cell = read_cell_probability(probabilities, read, work)
     own = seeded_flood(cell, seeds, settings.threshold, settings.mode)[block.box.relative_to(read)]
     seed, local_ids, sizes = np.unique(own, return_inverse=True, return_counts=True)
     first = 1 if len(seed) and seed[0] == 0 else 0
@@ -274,7 +274,8 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
             merge_thresholds: list[float], tune_sections: list[int] | None, labels: str | None,
             threshold_from: str | None, min_size: int, block: list[int], context: list[int],
             compression: dict[str, Any], cluster_settings: dict[str, Any],
-            stall_timeout_s: float = 1800, ignore_label: int | None = None) -> dict[str, Any]:
+            stall_timeout_s: float = 1800, ignore_label: int | None = None,
+            mask: str | None = None) -> dict[str, Any]:
     """Write the cell segmentation (consecutive ids 1..N, 0 = boundary) of a probability image at `output`.
 
     Args:
@@ -308,10 +309,12 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
         cluster_settings: the Dask cluster (see `cluster.connect`).
         stall_timeout_s: stop when no block finishes for this long.
         ignore_label: 'auto' on `labels`: the label value of unannotated voxels, which the tuning does not score.
+        mask: ingest's tissue mask of the volume (see `storage.tissue_mask`): the blocks it does not touch are
+            written as zeros and read as zero probability by their neighbours (see `blockwise`); None: all blocks.
 
     Returns the number of blocks, the block tasks computed in this run (over
-    all phases), the number of segments and, for 'auto', the chosen merge
-    threshold with every candidate's errors.
+    all phases), the blocks outside the mask, the number of segments and,
+    for 'auto', the chosen merge threshold with every candidate's errors.
     """
     started = provenance.now()
     context = [0, *context[1:]] if mode == "2d" else list(context)
@@ -338,7 +341,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
     chunks = chunk_files.stored_unit(probabilities)[1:]
     block_shape = aligned_block_shape(tuple(block), chunks, volume)
     inputs = {"probabilities": str(probabilities_path), **({"labels": str(labels)} if settings.tuned else {}),
-              **({"tuned": str(threshold_from)} if applied else {})}
+              **({"tuned": str(threshold_from)} if applied else {}), **({"mask": str(mask)} if mask else {})}
     fingerprints = provenance.fingerprint_inputs(inputs)
     ignore_label = ignore_label if settings.tuned else None
     key = records.run_key(inputs=fingerprints, settings=asdict(settings), block=block_shape, context=context,
@@ -353,7 +356,8 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
         if target is None:
             print(f"segment: {output} is already complete for these probabilities and settings", flush=True)
             return {**ome_zarr.image_attrs(output)["provenance"]["blocks"], "computed": 0}
-        work = Work(str(target.partial), volume, block_shape, tuple(context), key)
+        work = Work(str(target.partial), volume, block_shape, tuple(context), key,
+                    selection=_touched_blocks(mask, volume, block_shape, probabilities_path))
         with cluster.connect(**cluster_settings) as client:
             runner = Runner(client, work, stall_timeout_s)
             source, groups, tuning = segment_blocks(runner, str(probabilities_path), settings, tuple(voxel),
@@ -364,16 +368,25 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
             _fit_dtype(target.partial, segments)
             offset_of = {block.index: int(offset) for group, offset in zip(groups, offsets) for block in group}
             steps = block_levels(target.partial, block_shape, volume)
+            # every block: those outside the mask write zeros
             runner.phase("relabel", relabel_block, [{"offset": offset_of[block.index]} for block in work.grid],
-                         source=source, image=str(target.partial), level_steps=steps)
+                         True, source=source, image=str(target.partial), level_steps=steps)
             outputs.remove(target.partial / SCRATCH)
             target.levels_written = pyramid_writer.write_pyramid(target.partial, len(steps))  # the rest, on the workers
-        stats = {"blocks": len(work.grid), "computed": runner.computed, "segments": segments,
+        skipped = sum(not work.computes(block) for block in work.grid)
+        stats = {"blocks": len(work.grid), "computed": runner.computed, "skipped": skipped, "segments": segments,
                  **({"tuning": tuning or applied} if tuning or applied else {})}
         ome_zarr.set_attrs(target.partial, provenance=provenance.record(
             "segment", {**asdict(settings), "block": list(block_shape), "context": context}, inputs, started,
             fingerprints, blocks=stats))
     return stats
+
+
+def _touched_blocks(mask: str | None, volume: tuple[int, ...], block: tuple[int, ...],
+                    probabilities: str | os.PathLike) -> BlockSelection | None:
+    """The blocks of the grid that the tissue mask touches (None without a mask: every block)."""
+    tissue = tissue_mask.open_mask(mask, volume, probabilities)
+    return None if tissue is None else BlockSelection.of([tissue.touches(b.box) for b in block_grid(volume, block)])
 
 
 def tuned_threshold(segmentation: str | os.PathLike) -> dict[str, Any]:

@@ -38,17 +38,19 @@ def run_settings(config: dict[str, Any], stage: str) -> dict[str, Any]:
 
 def optional_inputs(config: dict[str, Any], stage: str, volume: str | None = None) -> dict[str, str]:
     """The inputs `stage` reads only under some settings, by name, with their paths (the rule asks for these
-    alone): for segment when it tunes its merge threshold, the labels of the volume it tunes on ('labels'), or,
-    for every other volume, the segmentation that chose it ('tuned'); for evaluate's raw-threshold baseline,
-    the raw ('raw')."""
+    alone): for predict and segment of a volume with a tissue mask, the ingested mask ('mask'); for segment when
+    it tunes its merge threshold, the labels of the volume it tunes on ('labels'), or, for every other volume,
+    the segmentation that chose it ('tuned'); for evaluate's raw-threshold baseline, the raw ('raw')."""
     layout, run = Layout.of(config), plan(config)
+    optional = {"mask": tissue_mask(config, volume)} if stage in ("predict", "segment") and volume else {}
     if stage == "segment" and run.tune is not None:
         if volume == run.tune.volume:
-            return {"labels": layout.volume(volume, "labels.ome.zarr")}
-        return {"tuned": layout.volume(run.tune.volume, "segmentation.ome.zarr")}
+            optional["labels"] = layout.volume(volume, "labels.ome.zarr")
+        else:
+            optional["tuned"] = layout.volume(run.tune.volume, "segmentation.ome.zarr")
     if stage == "evaluate" and config["evaluate"]["baseline"]:
-        return {"raw": layout.volume(volume, "raw.ome.zarr")}
-    return {}
+        optional["raw"] = layout.volume(volume, "raw.ome.zarr")
+    return {name: path for name, path in optional.items() if path}
 
 
 def shown_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -64,14 +66,27 @@ def _ingest(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     return {"chunks": storage["chunks"], "compression": storage["compression"], "voxel_size": given["voxel_size"],
             "unit": given["unit"], "shards": storage["shards"], "ngff": storage["ngff"], "pyramid": storage["pyramid"],
             "missing_chunks": given["missing_chunks"], "in_place": given["in_place"], "roi": given["roi"],
-            "label_mask": given["label_mask"], "ignore_label": given["ignore_label"]}
+            "label_mask": given["label_mask"], "ignore_label": given["ignore_label"], "mask_of": None}
 
 
 def ingest_settings(config: dict[str, Any], volume: str, kind: str) -> dict[str, Any]:
-    """Ingest's settings for `kind` ('raw' or 'labels') of `volume`: the label mask and ignore label shape the
-    labels alone, so a change of either never reruns the raw's ingest."""
+    """Ingest's settings for `kind` ('raw', 'labels' or 'mask') of `volume`: the label mask and ignore label
+    shape the labels alone, so a change of either never reruns the raw's ingest; a tissue mask is read against
+    the volume's raw source."""
     settings = stage_settings(config, "ingest", volume)
-    return settings if kind == "labels" else {**settings, "label_mask": None, "ignore_label": None}
+    if kind == "labels":
+        return settings
+    return {**settings, "label_mask": None, "ignore_label": None,
+            "mask_of": source_spec(config, volume, "raw") if kind == "mask" else None}
+
+
+def source_spec(config: dict[str, Any], volume: str, kind: str) -> str:
+    """What ingest reads as `kind` ('raw', 'labels' or 'mask') of `volume`: the user's source spec, or for the
+    raw and labels of a synthetic volume, what `synth` wrote."""
+    given = config["volumes"][volume]
+    if "synthetic" in given and kind != "mask":
+        return Layout.of(config).volume(volume, f"synthetic/{kind}.ome.zarr")
+    return given[kind]
 
 
 def ignore_label(config: dict[str, Any], volume: str) -> int | None:
@@ -101,9 +116,14 @@ def _train(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
             "validation": volumes(run.validation)}
 
 
+def tissue_mask(config: dict[str, Any], volume: str) -> str | None:
+    """The ingested tissue mask of `volume` that predict and segment skip empty tiles and blocks by, if any."""
+    return Layout.of(config).volume(volume, "mask.ome.zarr") if config["volumes"][volume]["mask"] else None
+
+
 def _predict(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     return {**config["predict"], "compression": config["storage"]["compression"],
-            "intensity": Layout.of(config).volume(volume, "intensity.json"),
+            "intensity": Layout.of(config).volume(volume, "intensity.json"), "mask": tissue_mask(config, volume),
             "cluster_settings": {**config["cluster"], "slurm": config["slurm"]}}
 
 
@@ -115,7 +135,8 @@ def _segment(config: dict[str, Any], volume: str | None) -> dict[str, Any]:
     return {**settings, "tune_sections": list(tune_sections) if tune_sections else None,
             "labels": optional.get("labels"), "threshold_from": optional.get("tuned"),
             "ignore_label": ignore_label(config, volume) if "labels" in optional else None,
-            "compression": config["storage"]["compression"], **_cpu_cluster(config)}
+            "compression": config["storage"]["compression"], "mask": tissue_mask(config, volume),
+            **_cpu_cluster(config)}
 
 
 def _evaluate(config: dict[str, Any], volume: str | None) -> dict[str, Any]:

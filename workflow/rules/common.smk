@@ -1,6 +1,7 @@
 # Shared helpers of the workflow: output paths, data sources and stage settings.
 import json
 import os
+from pathlib import Path
 
 from unet_pipeline.core.stage_settings import RUN_ONLY
 from unet_pipeline.storage.provenance import input_fingerprint
@@ -12,6 +13,7 @@ from unet_pipeline.workflow.stage_config import (
     TRAINING_ARRAYS,
     ingest_settings,
     model_checkpoint,
+    source_spec,
     optional_inputs,
     report_inputs,
     run_settings,
@@ -38,38 +40,38 @@ def log_of(rule_name):
 
 
 def source(volume, kind):
-    """What ingest reads as `kind` ('raw' or 'labels') of a volume: the user's source spec or the synthetic
-    volume."""
-    if "synthetic" in VOLUMES[volume]:
-        return LAYOUT.volume(volume, f"synthetic/{kind}.ome.zarr")
-    return VOLUMES[volume][kind]
+    """What ingest reads as `kind` ('raw', 'labels' or 'mask') of a volume (see `stage_config.source_spec`)."""
+    return source_spec(config, volume, kind)
 
 
 def sources_on_disk(wildcards):
-    """The file or folder of that source (an HDF5 file or N5 container for a dataset inside one), and for labels
-    that of the volume's label mask."""
+    """The file or folder of each source one ingest job reads (an HDF5 file or N5 container for a dataset inside
+    one)."""
     return [str(source_file(spec)) for spec in read_by_ingest(wildcards)]
 
 
 def read_by_ingest(wildcards):
-    """The source specs one ingest job reads: the source, and for labels the label mask."""
-    mask = VOLUMES[wildcards.volume].get("label_mask") if wildcards.kind == "labels" else None
-    return [source(wildcards.volume, wildcards.kind), *([mask] if mask else [])]
+    """The source specs one ingest job reads: the source; for labels also the label mask, for a tissue mask
+    also the raw (its shape sets the mask's scale)."""
+    extra = {"labels": VOLUMES[wildcards.volume].get("label_mask"), "mask": source(wildcards.volume, "raw")}
+    also = extra.get(wildcards.kind)
+    return [source(wildcards.volume, wildcards.kind), *([also] if also else [])]
 
 
 def folder_source_state(wildcards):
-    """A fingerprint over the files of a folder source (Zarr, OME-Zarr, N5, a folder of sections): a chunk
-    rewritten in place leaves the folder's own mtime alone, so Snakemake would not see it; '' for a file
-    (its mtime says) and for a synthetic volume (an output of this workflow)."""
-    if "synthetic" in VOLUMES[wildcards.volume]:
-        return ""
+    """A fingerprint over the files of each folder source (Zarr, OME-Zarr, N5, a folder of sections): a chunk
+    rewritten in place leaves the folder's own mtime alone, so Snakemake would not see it; '' for a file (its
+    mtime says) and for what synth wrote (an output of this workflow)."""
+    synthetic = Path(LAYOUT.volume(wildcards.volume, "synthetic"))
     folders = [source_file(spec) for spec in read_by_ingest(wildcards)]
-    return " ".join(input_fingerprint(folder) if folder.is_dir() else "" for folder in folders)
+    return " ".join(
+        input_fingerprint(folder) if folder.is_dir() and folder.parent != synthetic else "" for folder in folders
+    )
 
 
 def read_only_with_settings(stage):
-    """The inputs a stage reads only under some settings (segment's labels or the tuned segmentation,
-    evaluate's raw for its baseline), by name: the rule asks for these and no others."""
+    """The inputs a stage reads only under some settings (the tissue mask of predict and segment, segment's labels
+    or the tuned segmentation, evaluate's raw for its baseline), by name: the rule asks for these and no others."""
     return lambda wildcards: optional_inputs(config, stage, wildcards.volume)
 
 

@@ -29,7 +29,7 @@ rule ingest:
     log:
         log_of("ingest_{kind}"),
     wildcard_constraints:
-        kind="raw|labels",
+        kind="raw|labels|mask",
     conda:
         ENV
     resources:

@@ -1,5 +1,6 @@
 rule predict:
     input:
+        unpack(read_only_with_settings("predict")),
         image=of_volume("raw.ome.zarr"),
         intensity=of_volume("intensity.json"),
         checkpoint=model_checkpoint(config),
