@@ -221,3 +221,12 @@ def test_the_workflow_gives_the_ingested_mask_to_predict_and_segment_alone():
         assert optional_inputs(config, stage, volume)["mask"] == stage_settings(config, stage, volume)["mask"] == mask
     for stage in ("preprocess", "weights", "evaluate"):
         assert "mask" not in optional_inputs(config, stage, volume)
+
+
+def test_segment_refuses_a_mask_of_another_volume_before_writing_anything(tmp_path, dask_cluster):
+    mask_path = tissue(tmp_path, (2, 64, 64), np.ones((2, 4, 4), bool))
+    probabilities = probability_image(tmp_path / "p.ome.zarr", cell_probability(SHAPE, seed=1), (1, 32, 32))
+    with pytest.raises(InputError, match=r"mask.ome.zarr: a mask of a volume of shape \(2, 64, 64\), but .*p.ome.zarr "
+                                         r"has shape \(2, 128, 128\)"):
+        segment(probabilities, tmp_path / "s.ome.zarr", **segment_settings(dask_cluster, mask=str(mask_path)))
+    assert not list(tmp_path.glob("s.ome.zarr*"))

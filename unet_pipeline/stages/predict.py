@@ -200,7 +200,7 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
     with records.resumable_image(output, key, create) as target:
         if target is None:  # e.g. finished by a job that a killed Snakemake left running
             print(f"predict: {output} is already complete for this model, input and settings", flush=True)
-            skipped = ome_zarr.image_attrs(output)["provenance"]["tiles"]["skipped"]
+            skipped = ome_zarr.image_attrs(output)["provenance"]["tiles"].get("skipped", 0)  # none before masks
             return {"tiles": tiles, "computed": 0, "resumed": tiles - skipped, "skipped": skipped}
         outside = set() if tissue is None else {blocks.block_name(t.output.start) for t in iter_tiles(
             config.geometry, image.shape, shape) if not tissue.touches(t.output)}

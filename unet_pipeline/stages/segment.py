@@ -343,6 +343,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
     inputs = {"probabilities": str(probabilities_path), **({"labels": str(labels)} if settings.tuned else {}),
               **({"tuned": str(threshold_from)} if applied else {}), **({"mask": str(mask)} if mask else {})}
     fingerprints = provenance.fingerprint_inputs(inputs)
+    tissue = tissue_mask.open_mask(mask, volume, probabilities_path)  # refused before anything is written
     ignore_label = ignore_label if settings.tuned else None
     key = records.run_key(inputs=fingerprints, settings=asdict(settings), block=block_shape, context=context,
                          layout=layout, compression=compression, **({"ignore_label": ignore_label}
@@ -357,7 +358,7 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
             print(f"segment: {output} is already complete for these probabilities and settings", flush=True)
             return {**ome_zarr.image_attrs(output)["provenance"]["blocks"], "computed": 0}
         work = Work(str(target.partial), volume, block_shape, tuple(context), key,
-                    selection=_touched_blocks(mask, volume, block_shape, probabilities_path))
+                    selection=_touched_blocks(tissue, volume, block_shape))
         with cluster.connect(**cluster_settings) as client:
             runner = Runner(client, work, stall_timeout_s)
             source, groups, tuning = segment_blocks(runner, str(probabilities_path), settings, tuple(voxel),
@@ -382,10 +383,9 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
     return stats
 
 
-def _touched_blocks(mask: str | None, volume: tuple[int, ...], block: tuple[int, ...],
-                    probabilities: str | os.PathLike) -> BlockSelection | None:
+def _touched_blocks(tissue: tissue_mask.TissueMask | None, volume: tuple[int, ...],
+                    block: tuple[int, ...]) -> BlockSelection | None:
     """The blocks of the grid that the tissue mask touches (None without a mask: every block)."""
-    tissue = tissue_mask.open_mask(mask, volume, probabilities)
     return None if tissue is None else BlockSelection.of([tissue.touches(b.box) for b in block_grid(volume, block)])
 
 
