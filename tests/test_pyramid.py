@@ -43,6 +43,20 @@ def test_a_ragged_edge_repeats_its_last_row():
     assert np.array_equal(downsample(block, (2, 2), "mean"), [[2, 5]])
 
 
+@pytest.mark.parametrize("method,dtype", [("mean", np.uint8), ("mean", np.float16), ("mode", np.uint32)])
+def test_an_all_zero_block_downsamples_as_any_block_does(method, dtype):
+    """The shortcut for all-zero blocks (a tissue mask's skipped regions) keeps the shape and type of the
+    general path: one non-zero voxel, far from the others, takes the general path for comparison."""
+    zeros = np.zeros((3, 5, 7), dtype)
+    one = zeros.copy()
+    one[2, 4, 6] = 1
+    shortcut, general = downsample(zeros, (1, 2, 2), method), downsample(one, (1, 2, 2), method)
+    general[2, 2, 3] = 0
+    assert shortcut.dtype == general.dtype and np.array_equal(shortcut, general)
+    with pytest.raises(ValueError, match="must be one of"):
+        downsample(zeros, (2, 2, 2), "max")
+
+
 @pytest.mark.parametrize("method,dtype", [("mean", np.uint8), ("mean", np.float32), ("mode", np.uint32)])
 def test_chunked_pyramid_equals_downsampling_the_whole_volume(tmp_path, method, dtype):
     volume = (np.random.default_rng(1).random((5, 150, 70)) * 200).astype(dtype)

@@ -46,19 +46,20 @@ def downsample(block: np.ndarray, factors: Sequence[int], method: str) -> np.nda
     """Downsample a block by integer `factors` per axis; a ragged edge is padded by repeating it.
 
     'mean' rounds integer types to the nearest value (halves up); 'mode' keeps
-    the most frequent value.
+    the most frequent value. An all-zero block (what a tissue mask leaves
+    outside the tissue) is zero at every level, for either method.
     """
+    if method not in METHODS:
+        raise ValueError(f"downsampling method must be one of {METHODS}, got {method!r}")
+    if not block.any():
+        return np.zeros(tuple(ceil_division(block.shape, factors)), block.dtype)
     pad = [(0, -n % f) for n, f in zip(block.shape, factors)]
     if any(after for _, after in pad):
         block = np.pad(block, pad, mode="edge")
     # one strided view per position inside a block: the k values of every block, without reshaping copies
     views = [block[tuple(slice(o, None, f) for o, f in zip(offset, factors))]
              for offset in itertools.product(*(range(f) for f in factors))]
-    if method == "mean":
-        return _mean(views, block.dtype)
-    if method == "mode":
-        return _mode(views)
-    raise ValueError(f"downsampling method must be one of {METHODS}, got {method!r}")
+    return _mean(views, block.dtype) if method == "mean" else _mode(views)
 
 
 def _mean(views: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
