@@ -30,6 +30,18 @@ def write_image(path: Path, volume: np.ndarray, chunks: tuple[int, ...]) -> Path
     return path
 
 
+def write_n5(folder: Path, volume: np.ndarray, block: tuple[int, ...], written: slice = slice(None)) -> Path:
+    """An N5 dataset of the (z, y, x) `volume` as Java's N5 writers store it (dimensions and block size listed
+    x, y, z; chunk file x/y/z), gzip; only the sections `written` are written (the rest of its chunks: never)."""
+    import tensorstore
+
+    spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(folder)}, "create": True,
+            "metadata": {"dimensions": list(volume.shape[::-1]), "blockSize": list(block[::-1]),
+                         "dataType": str(volume.dtype), "compression": {"type": "gzip"}}}
+    tensorstore.open(spec).result().T[written].write(volume[written]).result()
+    return folder
+
+
 @pytest.fixture
 def random_checkpoint(tmp_path: Path):
     """Factory: a checkpoint of a randomly initialised U-Net of the given depth and width."""

@@ -4,8 +4,9 @@ guarantees of a copy."""
 
 import numpy as np
 import pytest
+import tensorstore
 import zarr
-from conftest import COMPRESSION
+from conftest import COMPRESSION, write_n5
 from test_predict import run_predict
 
 from unet_pipeline.core.errors import InputError
@@ -46,8 +47,13 @@ def stored_bytes(folder) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-@pytest.mark.parametrize("make", [plain_zarr, lambda p, v: plain_zarr(p, v, zarr_format=3), ome_zarr_with_level],
-                         ids=["zarr2", "zarr3", "ome-zarr-s0"])
+def n5_dataset(path, volume):
+    """A user's N5 dataset (as Fiji writes it), chunked unlike the pipeline's storage."""
+    return write_n5(path.with_suffix(".n5") / "raw", volume, (1, 24, 24))
+
+
+@pytest.mark.parametrize("make", [plain_zarr, lambda p, v: plain_zarr(p, v, zarr_format=3), ome_zarr_with_level,
+                                  n5_dataset], ids=["zarr2", "zarr3", "ome-zarr-s0", "n5"])
 def test_a_chunked_raw_source_is_linked_not_copied_and_predicts_exactly_as_its_copy(tmp_path, make, random_checkpoint,
                                                                                       dask_cluster):
     volume = raw_volume()
@@ -104,6 +110,34 @@ def test_a_linked_source_with_a_missing_or_corrupt_chunk_is_refused_naming_its_o
     (source / "2.0.3").unlink()
     with pytest.raises(InputError, match=r"source.zarr: 1 of 36 chunk files are missing \(2.0.3\)"):
         ome_zarr.open_input(tmp_path / "raw.ome.zarr")
+
+
+def test_an_n5_source_read_in_place_keeps_the_missing_corrupt_and_fingerprint_guarantees(tmp_path,
+                                                                                         random_checkpoint,
+                                                                                         dask_cluster):
+    volume = raw_volume()
+    source = n5_dataset(tmp_path / "source", volume)
+    linked, checkpoint, output = tmp_path / "raw.ome.zarr", random_checkpoint(depth=1), tmp_path / "p.ome.zarr"
+    ingest("raw", source, linked, **INGEST)
+    with pytest.raises(InputError, match="reads the N5 dataset .*source.n5/raw in place, which is never written"):
+        ome_zarr.open_image(linked, mode="r+")
+    first = run_predict(linked, checkpoint, output, cluster_settings=dask_cluster)
+    before, old = provenance.input_fingerprint(linked), ome_zarr.open_image(output)[:]
+    n5 = tensorstore.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(source)}}).result().T
+    n5[1, :24, :24].write(np.full((24, 24), 255, np.uint8)).result()  # one chunk rewritten in place: file 0/0/1
+    assert provenance.input_fingerprint(linked) != before
+    assert run_predict(linked, checkpoint, output, cluster_settings=dask_cluster)["computed"] == first["tiles"]
+    assert not np.array_equal(ome_zarr.open_image(output)[:], old)
+    (source / "3" / "0" / "2").write_bytes(b"not a gzip chunk")  # x 3, y 0, z 2
+    with pytest.raises(InputError, match=r"source.n5/raw: chunk file 3/0/2 cannot be read"):
+        ome_zarr.open_input(linked)[2]
+    (source / "3" / "0" / "2").unlink()
+    with pytest.raises(InputError, match=r"source.n5/raw: 1 of 36 chunk files are missing \(3/0/2\)"):
+        ome_zarr.open_input(linked)
+    with pytest.raises(InputError, match=r"reads .*source.n5/raw in place; a source this pipeline did not write"):
+        verify.check(linked)
+    outputs.remove(linked)
+    assert (source / "attributes.json").is_file()  # removing the link leaves the source alone
 
 
 def test_float_labels_and_asked_for_sources_are_copied_and_replacing_a_link_leaves_the_source_intact(tmp_path):

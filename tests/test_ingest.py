@@ -117,8 +117,9 @@ def test_a_tiff_stack_larger_than_the_memory_cap_ingests_exactly(tmp_path):
         "from unet_pipeline.stages.ingest import ingest\n"
         f"ingest('raw', {str(stack)!r}, {str(output)!r}, chunks=[1, 1024, 1024], compression=json.loads(sys.argv[1]),"
         " voxel_size=[50.0, 4.0, 4.0], unit='nanometer')\n")
-    result = subprocess.run([sys.executable, "-c", script, json.dumps(COMPRESSION)], capture_output=True, text=True,
-                            timeout=600)
+    # thread stacks count as data: 1 MiB stacks leave the cap to the arrays (as in test_segment_scale)
+    result = subprocess.run(["bash", "-c", 'ulimit -s 1024 && exec "$@"', "capped", sys.executable, "-c", script,
+                             json.dumps(COMPRESSION)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     stored = ome_zarr.open_image(output)
     assert stored.shape == (sections, 1024, 1024)

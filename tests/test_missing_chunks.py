@@ -8,9 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-import tensorstore
 import zarr
-from conftest import COMPRESSION, predict_settings, write_image
+from conftest import COMPRESSION, predict_settings, write_image, write_n5
 from test_predict import run_predict
 
 from unet_pipeline.core.errors import InputError
@@ -80,11 +79,8 @@ def test_a_sparse_zarr_source_is_refused_unless_fill_is_asked_for(tmp_path, zarr
 
 
 def test_a_sparse_n5_source_is_refused(tmp_path):
-    spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "data.n5" / "raw")},
-            "metadata": {"dimensions": [4, 32, 32], "blockSize": [2, 16, 16], "dataType": "uint8",
-                         "compression": {"type": "gzip"}}, "create": True}
-    store = tensorstore.open(spec).result()
-    store[:2].write(np.ones((2, 32, 32), np.uint8)).result()
-    message = r"data.n5/raw: 4 of 8 chunk files are missing \(1/0/0, 1/0/1, 1/1/0, \.\.\.\); they would be read as 0"
+    write_n5(tmp_path / "data.n5" / "raw", np.ones((4, 32, 32), np.uint8), (2, 16, 16), written=slice(0, 2))
+    # the chunks of sections 2-3, named as N5 names them (x/y/z)
+    message = r"data.n5/raw: 4 of 8 chunk files are missing \(0/0/1, 1/0/1, 0/1/1, \.\.\.\); they would be read as 0"
     with pytest.raises(InputError, match=message.replace("as 0", "as the fill value 0")):
         ingest("raw", tmp_path / "data.n5" / "raw", tmp_path / "raw.ome.zarr", **INGEST)

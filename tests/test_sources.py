@@ -7,10 +7,9 @@ import json
 import h5py
 import numpy as np
 import pytest
-import tensorstore
 import tifffile
 import zarr
-from conftest import COMPRESSION
+from conftest import COMPRESSION, write_n5
 from PIL import Image
 
 from unet_pipeline.core.errors import InputError
@@ -79,10 +78,9 @@ def test_zarr_arrays_of_either_format(tmp_path, zarr_format):
 
 
 def test_n5_dataset(tmp_path):
-    spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "data.n5" / "raw")},
-            "metadata": {"dimensions": list(VOLUME.shape), "blockSize": [2, 8, 8], "dataType": "uint8",
-                         "compression": {"type": "gzip"}}, "create": True}
-    tensorstore.open(spec).result().write(VOLUME).result()
+    write_n5(tmp_path / "data.n5" / "raw", VOLUME, (2, 8, 8))
+    assert json.loads((tmp_path / "data.n5" / "raw" / "attributes.json").read_text())["dimensions"] == list(
+        VOLUME.shape[::-1])  # as Fiji writes it: x, y, z
     assert source_file(tmp_path / "data.n5" / "raw") == tmp_path / "data.n5"
     assert np.array_equal(ingested(tmp_path / "data.n5" / "raw", tmp_path), VOLUME)
     attributes = tmp_path / "data.n5" / "raw" / "attributes.json"

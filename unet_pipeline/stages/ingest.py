@@ -7,7 +7,7 @@ whatever the volume size. Each finished slab is recorded: a killed ingest
 resumes at the first missing slab.
 
 A raw source that is already a chunked (z, y, x) uint8 or uint16 Zarr array
-(plain, or level 0 of an OME-Zarr image) with every chunk stored is not
+(plain, or level 0 of an OME-Zarr image) or N5 dataset with every chunk stored is not
 copied: the output is a linked image (`ome_zarr.link_image`) that reads it in
 place. Float sources are copied, as the copy is where NaN and Inf are refused.
 
@@ -23,7 +23,6 @@ from typing import Any, Literal, Sequence
 
 import dask.array as da
 import numpy as np
-import zarr
 
 from ..core.annotation import ignore_label_of
 from ..core.errors import InputError
@@ -32,7 +31,7 @@ from ..core.mask_grid import MaskGrid, mask_factor
 from ..core.stage_settings import checked_stage
 from ..distributed import records
 from ..storage import chunk_files, ome_zarr, outputs, provenance, tissue_mask
-from ..storage.sources import open_source, source_file, source_voxel_size, zarr_level0
+from ..storage.sources import in_place_folder, open_source, source_file, source_voxel_size
 
 RAW_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 IN_PLACE_DTYPES = (np.uint8, np.uint16)
@@ -112,11 +111,11 @@ class RegionView:
 
 def in_place_level0(kind: str, source: str | os.PathLike, array: Any, in_place: bool,
                     missing_chunks: str) -> os.PathLike | None:
-    """The Zarr array ingest links instead of copying (see the module docstring), or None to copy."""
+    """The Zarr array or N5 dataset ingest links instead of copying (see the module docstring), or None to
+    copy."""
     if kind != "raw" or not in_place or missing_chunks != "refuse" or np.dtype(array.dtype) not in IN_PLACE_DTYPES:
         return None
-    level0 = zarr_level0(source)
-    return level0 if level0 is not None and zarr.open_array(str(level0), mode="r").ndim == 3 else None
+    return in_place_folder(source)
 
 
 def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,

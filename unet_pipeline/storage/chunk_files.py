@@ -93,27 +93,14 @@ def require_all_chunks(array: zarr.Array, name: str | os.PathLike, region: Box |
 
 
 def refuse_sparse_source(array: zarr.Array, name: str | os.PathLike) -> None:
-    """Refuse a foreign Zarr source with unwritten chunks; reading them as its fill value must be asked for."""
+    """Refuse a foreign Zarr (or N5, see `n5_array`) source with unwritten chunks; reading them as its fill
+    value must be asked for."""
     expected = expected_keys(array)
     missing = missing_keys(array, expected)
     if missing:
-        _refuse_sparse(name, missing, len(expected), array.fill_value)
-
-
-def refuse_sparse_n5(store: Any, folder: Path) -> None:
-    """The same for an N5 dataset (a tensorstore `store` on `folder`; N5 has no fill value, it reads zeros)."""
-    shape, chunks = store.shape, store.chunk_layout.read_chunk.shape
-    expected = ["/".join(map(str, index)) for index in grid_indices(shape, chunks)]
-    stored = {str(Path(root, name).relative_to(folder)) for root, _, names in os.walk(folder) for name in names}
-    missing = [key for key in expected if key not in stored]
-    if missing:
-        _refuse_sparse(folder, missing, len(expected), 0)
-
-
-def _refuse_sparse(name: str | os.PathLike, missing: list[str], total: int, fill_value: Any) -> None:
-    raise InputError(f"{describe_missing(name, missing, total)}; they would be read as the fill value "
-                     f"{fill_value!r}. Set data.missing_chunks: fill to accept that (a sparse source), or complete "
-                     "the source")
+        raise InputError(f"{describe_missing(name, missing, len(expected))}; they would be read as the fill value "
+                         f"{array.fill_value!r}. Set data.missing_chunks: fill to accept that (a sparse source), or "
+                         "complete the source")
 
 
 class CheckedReads:

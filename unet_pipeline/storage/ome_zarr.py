@@ -26,6 +26,7 @@ from ome_zarr.writer import write_multiscales_metadata
 from ..core.errors import ConfigError, InputError
 from ..core.geometry import Box, Coordinate, Shape, round_up
 from .chunk_files import CheckedReads, require_all_chunks
+from .n5_array import N5Array, is_n5_dataset
 
 LEVEL0 = "0"
 PYRAMID = "pyramid"  # group attribute: whether the image gets downsampled levels
@@ -128,12 +129,16 @@ def create_image(
 
 def link_image(path: str | os.PathLike, level0: str | os.PathLike, voxel_size: Sequence[float], unit: str,
                name: str, derived: dict[str, Any]) -> zarr.Array:
-    """An OME-Zarr image at `path` whose level 0 is the existing (z, y, x) Zarr array at `level0`, read in place
-    through a symbolic link: nothing is copied. Its NGFF version follows the array's Zarr format; it has no
-    pyramid of its own, and the images derived from it take the layout `derived` (chunks, shards, ngff,
+    """An OME-Zarr image at `path` whose level 0 is the existing (z, y, x) Zarr array or N5 dataset at `level0`,
+    read in place through a symbolic link: nothing is copied. Its NGFF version follows the array's Zarr format
+    (`derived`'s for N5, which this pipeline alone reads through the link; viewers open the N5 itself); it has
+    no pyramid of its own, and the images derived from it take the layout `derived` (chunks, shards, ngff,
     pyramid: see `layout`)."""
-    array = zarr.open_array(str(level0), mode="r")
-    fmt, zarr_format = NGFF_VERSIONS["0.5" if array.metadata.zarr_format == 3 else "0.4"]
+    if is_n5_dataset(level0):
+        ngff = derived["ngff"]
+    else:
+        ngff = "0.5" if zarr.open_array(str(level0), mode="r").metadata.zarr_format == 3 else "0.4"
+    fmt, zarr_format = NGFF_VERSIONS[ngff]
     group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
     os.symlink(Path(level0).resolve(), Path(path) / LEVEL0, target_is_directory=True)
     axes = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
@@ -208,10 +213,16 @@ def write_multiscales(group: zarr.Group, fmt: Any, axes: list[dict[str, str]], n
 
 
 def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:
-    """Level 0 of an OME-Zarr image, with a clear error when it is missing or not an image."""
+    """Level 0 of an OME-Zarr image, with a clear error when it is missing or not an image (an `N5Array`,
+    read-only, for a linked N5 dataset: see `link_image`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such OME-Zarr image")
+    linked = linked_level0(path)
+    if linked is not None and is_n5_dataset(linked):
+        if mode != "r":
+            raise InputError(f"{path}: reads the N5 dataset {linked} in place, which is never written")
+        return N5Array(linked)
     try:
         return zarr.open_array(str(path / LEVEL0), mode=mode)
     except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as err:

@@ -23,6 +23,7 @@ from zarr.storage import LocalStore
 
 from ..core.errors import InputError
 from . import chunk_files, ome_zarr
+from .n5_array import N5Array, is_n5_dataset
 
 SECTION_SUFFIXES = (".tif", ".tiff", ".png")
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -123,8 +124,8 @@ def _refuse_missing_chunks(spec: str | os.PathLike, array: Any) -> None:
     formats store every byte."""
     if isinstance(array, zarr.Array) and isinstance(array.store, LocalStore):
         chunk_files.refuse_sparse_source(array, spec)
-    elif isinstance(array, TensorStoreArray):
-        chunk_files.refuse_sparse_n5(array.store, Path(spec))
+    elif isinstance(array, N5Array):
+        chunk_files.refuse_sparse_source(array, spec)
 
 
 def _is_zarr(folder: Path) -> bool:
@@ -143,13 +144,19 @@ def _ome_level0(folder: Path) -> str | None:
     return datasets[0].get("path")
 
 
-def zarr_level0(spec: str | os.PathLike) -> Path | None:
-    """The folder of the Zarr array a source spec names (level 0 of an OME-Zarr image, or a plain Zarr
-    array), which a stage can read in place; None for every other format."""
+def in_place_folder(spec: str | os.PathLike) -> Path | None:
+    """The folder of the chunked (z, y, x) array a source spec names, which a stage can read in place: a Zarr
+    array (level 0 of an OME-Zarr image, or a plain one) or an N5 dataset; None for every other format or
+    number of axes."""
     file, inner = _split(spec)
-    if not file.is_dir() or source_format(file) is not FORMATS["zarr"]:
+    if not file.is_dir():
         return None
-    return _zarr_array_folder(file, inner)
+    if source_format(file) is FORMATS["zarr"]:
+        folder = _zarr_array_folder(file, inner)
+        return folder if zarr.open_array(str(folder), mode="r").ndim == 3 else None
+    folder = file / inner
+    return folder if source_format(file) is FORMATS["n5"] and is_n5_dataset(folder) and N5Array(folder).ndim == 3 \
+        else None
 
 
 def _zarr_array_folder(file: Path, inner: str) -> Path:
@@ -183,25 +190,8 @@ def _hdf5_dataset(handle: Any, file: Path, inner: str) -> Any:
     return handle[inner]
 
 
-def _open_n5(file: Path, inner: str) -> Any:
-    import tensorstore
-
-    store = tensorstore.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(file / inner)}},
-                             read=True).result()
-    return TensorStoreArray(store)
-
-
-class TensorStoreArray:
-    """A tensorstore array seen through numpy slicing."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.shape = tuple(store.shape)
-        self.dtype = np.dtype(store.dtype.numpy_dtype)
-        self.ndim = len(self.shape)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return self.store[key].read().result()
+def _open_n5(file: Path, inner: str) -> N5Array:
+    return N5Array(file / inner)
 
 
 class LazyStack:

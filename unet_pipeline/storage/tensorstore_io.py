@@ -26,7 +26,7 @@ from zarr.storage import LocalStore
 def open_handle(array: zarr.Array, write: bool = False) -> Any | None:
     """A tensorstore handle on the same array on disk (read-only unless `write`), or None where there is
     none to be had."""
-    if not isinstance(array.store, LocalStore):
+    if not isinstance(array, zarr.Array) or not isinstance(array.store, LocalStore):  # e.g. an `N5Array`
         return None
     spec = {"driver": "zarr3" if array.metadata.zarr_format == 3 else "zarr",
             "kvstore": {"driver": "file", "path": str(Path(array.store.root) / array.path)}}
