@@ -49,7 +49,6 @@ def queue(settle_s: float = 30) -> list[str]:
 
 
 SLURM_PROFILE = ("--profile", "slurm", "--profile", "profiles/slurm-squeue")
-ONE_VOLUME = {**TINY, "volumes": {"a": TINY["volumes"]["a"]}}  # every Slurm job costs seconds; b adds no rule
 
 
 def snakemake_command(workdir, *args):
@@ -61,28 +60,6 @@ def snakemake(workdir, *args):
     # run from the repository root, as users do: `--profile slurm` finds ./slurm there
     return subprocess.run(["timeout", "-s", "KILL", "1200", *snakemake_command(workdir, *args)], cwd=REPO,
                           capture_output=True, text=True, env=environment())
-
-
-def test_the_chain_through_the_slurm_profile_equals_a_local_run(tmp_path):
-    for name in ("local", "slurm"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(ONE_VOLUME))
-    local = snakemake(tmp_path / "local", "--cores", "2")
-    assert local.returncode == 0, local.stderr[-3000:]
-    slurm = snakemake(tmp_path / "slurm", *SLURM_PROFILE)
-    assert slurm.returncode == 0, slurm.stderr[-5000:]
-    log = slurm.stdout + slurm.stderr
-    submitted = [line for line in log.splitlines() if "has been submitted with SLURM jobid" in line]
-    assert len(submitted) >= 10, log[-3000:]  # every rule but `all` ran as a real sbatch job
-    local_run, slurm_run = (tmp_path / name / "results" / "tiny" / "volumes" / "a" for name in ("local", "slurm"))
-    for image in ("raw", "labels", "weights", "probabilities", "segmentation"):
-        a = ome_zarr.open_image(local_run / f"{image}.ome.zarr")[:]
-        assert np.array_equal(a, ome_zarr.open_image(slurm_run / f"{image}.ome.zarr")[:]), image
-    assert intensity_range(local_run / "intensity.json") == intensity_range(slurm_run / "intensity.json")
-    metrics = [json.loads((tmp_path / n / "results" / "tiny" / "volumes" / "a" / "metrics.json").read_text())["model"]
-               for n in ("local", "slurm")]
-    assert metrics[0] == metrics[1]
-    assert not queue(), queue()
 
 
 def test_predict_on_dask_workers_that_are_slurm_jobs(tmp_path, random_checkpoint):
@@ -123,10 +100,12 @@ def test_segment_on_dask_workers_that_are_slurm_jobs(tmp_path, dask_cluster):
     assert not queue(), queue()
 
 
-def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_path):
-    """SIGKILL Snakemake while predict runs as a Slurm job; `--unlock` and rerun, as the README says."""
+def test_the_chain_through_the_slurm_profile_killed_and_rerun_equals_a_local_run(tmp_path):
+    """The chain through `snakemake --profile slurm`, every rule a real sbatch job. Snakemake is SIGKILLed while
+    predict runs as a job, then `--unlock` and rerun, as the README says: nothing finished is redone, and every
+    output equals that of a local run."""
     config = copy.deepcopy(TINY)
-    config["volumes"] = {"a": {"synthetic": {"shape": [4, 256, 256], "seed": 1}}}
+    config["volumes"] = {"a": {"synthetic": {"shape": [4, 256, 256], "seed": 1}}}  # every Slurm job costs seconds
     config["model"] = {"depth": 3, "base_features": 16}  # predict: 256 tiles x 8 flips, about 20 s
     config["predict"] = {"tile": [1, 32, 32], "batch_tiles": 1, "tta": True}
     for name in ("local", "slurm"):
@@ -138,14 +117,15 @@ def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_pa
     workdir = tmp_path / "slurm"
     run = workdir / "results" / "tiny"
     out = run / "volumes" / "a"
-    first = subprocess.Popen(snakemake_command(workdir, *SLURM_PROFILE), cwd=REPO, env=environment(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while not (out / "probabilities.ome.zarr.partial" / records.RECORDS).exists():
-        assert first.poll() is None and time.monotonic() < deadline, "predict never started"
-        time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    with open(tmp_path / "first.log", "w") as first_log:
+        first = subprocess.Popen(snakemake_command(workdir, *SLURM_PROFILE), cwd=REPO, env=environment(),
+                                 stdout=first_log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while not (out / "probabilities.ome.zarr.partial" / records.RECORDS).exists():
+            assert first.poll() is None and time.monotonic() < deadline, "predict never started"
+            time.sleep(0.2)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
     finished_before = {path: path.stat().st_mtime_ns for path in (out / "weights.ome.zarr", run / "model")}
     assert queue(settle_s=0), "the killed run's predict job should still be running"
 
@@ -153,6 +133,9 @@ def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_pa
     assert unlock.returncode == 0, unlock.stderr[-3000:]
     rerun = snakemake(workdir, *SLURM_PROFILE)
     assert rerun.returncode == 0, rerun.stderr[-5000:]
+    log = (tmp_path / "first.log").read_text() + rerun.stdout + rerun.stderr
+    submitted = [line for line in log.splitlines() if "has been submitted with SLURM jobid" in line]
+    assert len(submitted) >= 10, log[-3000:]  # every rule but `all` ran as a real sbatch job
     assert scheduled_rules(rerun.stdout + rerun.stderr) <= {"predict", "segment", "evaluate", "report", "all"}
     assert {path: path.stat().st_mtime_ns for path in finished_before} == finished_before
     # the orphaned predict job computed every tile once; a rerun predict job waited for it and kept its output
@@ -161,7 +144,11 @@ def test_killing_snakemake_mid_run_then_rerunning_redoes_nothing_finished(tmp_pa
     predict_log = (run / "logs" / "a" / "predict.log").read_text()
     if "predict" in scheduled_rules(rerun.stdout + rerun.stderr):
         assert "is already complete for this model, input and settings" in predict_log, predict_log
-    for image in ("probabilities", "segmentation"):
-        a = ome_zarr.open_image(tmp_path / "local" / "results" / "tiny" / "volumes" / "a" / f"{image}.ome.zarr")[:]
+    local_out = tmp_path / "local" / "results" / "tiny" / "volumes" / "a"
+    for image in ("raw", "labels", "weights", "probabilities", "segmentation"):
+        a = ome_zarr.open_image(local_out / f"{image}.ome.zarr")[:]
         assert np.array_equal(a, ome_zarr.open_image(out / f"{image}.ome.zarr")[:]), image
+    assert intensity_range(local_out / "intensity.json") == intensity_range(out / "intensity.json")
+    metrics = [json.loads((folder / "metrics.json").read_text())["model"] for folder in (local_out, out)]
+    assert metrics[0] == metrics[1]
     assert not queue(), queue()
