@@ -70,7 +70,8 @@ def test_a_sparse_zarr_source_is_refused_unless_fill_is_asked_for(tmp_path, zarr
     source = zarr.create_array(str(tmp_path / "sparse.zarr"), shape=(4, 32, 32), chunks=(2, 16, 16), dtype=np.uint8,
                                fill_value=0, zarr_format=zarr_format, config={"write_empty_chunks": False})
     source[:2] = 9  # the first slab of chunks only: the other four were never written
-    with pytest.raises(InputError, match=r"sparse.zarr: 4 of 8 chunk files are missing .*data.missing_chunks: fill"):
+    with pytest.raises(InputError, match=r"sparse.zarr: 4 of 8 chunk files are missing .*volumes.<volume>."
+                                         r"missing_chunks: fill"):
         ingest("raw", tmp_path / "sparse.zarr", tmp_path / "raw.ome.zarr", **INGEST)
     assert not (tmp_path / "raw.ome.zarr").exists()
     ingest("raw", tmp_path / "sparse.zarr", tmp_path / "raw.ome.zarr", missing_chunks="fill", **INGEST)

@@ -99,8 +99,8 @@ def refuse_sparse_source(array: zarr.Array, name: str | os.PathLike) -> None:
     missing = missing_keys(array, expected)
     if missing:
         raise InputError(f"{describe_missing(name, missing, len(expected))}; they would be read as the fill value "
-                         f"{array.fill_value!r}. Set data.missing_chunks: fill to accept that (a sparse source), or "
-                         "complete the source")
+                         f"{array.fill_value!r}. Set volumes.<volume>.missing_chunks: fill to accept that (a "
+                         "sparse source), or complete the source")
 
 
 class CheckedReads:
