@@ -35,8 +35,6 @@ def is_n5_dataset(folder: str | Path) -> bool:
 class N5ChunkKeys:
     """The part of Zarr array metadata that names chunk files: N5's reversed grid index."""
 
-    zarr_format = None  # not a Zarr array: `tensorstore_io` leaves it to `N5Array`'s own reads
-
     @staticmethod
     def encode_chunk_key(index: tuple[int, ...]) -> str:
         return "/".join(str(i) for i in reversed(index))

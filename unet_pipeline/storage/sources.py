@@ -122,9 +122,7 @@ class NamedReads:
 def _refuse_missing_chunks(spec: str | os.PathLike, array: Any) -> None:
     """Refuse a Zarr or N5 source some of whose chunk files were never written (see `chunk_files`); the other
     formats store every byte."""
-    if isinstance(array, zarr.Array) and isinstance(array.store, LocalStore):
-        chunk_files.refuse_sparse_source(array, spec)
-    elif isinstance(array, N5Array):
+    if isinstance(array, N5Array) or isinstance(array, zarr.Array) and isinstance(array.store, LocalStore):
         chunk_files.refuse_sparse_source(array, spec)
 
 
@@ -153,10 +151,13 @@ def in_place_folder(spec: str | os.PathLike) -> Path | None:
         return None
     if source_format(file) is FORMATS["zarr"]:
         folder = _zarr_array_folder(file, inner)
-        return folder if zarr.open_array(str(folder), mode="r").ndim == 3 else None
-    folder = file / inner
-    return folder if source_format(file) is FORMATS["n5"] and is_n5_dataset(folder) and N5Array(folder).ndim == 3 \
-        else None
+        array = zarr.open_array(str(folder), mode="r")
+    elif source_format(file) is FORMATS["n5"] and is_n5_dataset(file / inner):
+        folder = file / inner
+        array = N5Array(folder)
+    else:
+        return None
+    return folder if array.ndim == 3 else None
 
 
 def _zarr_array_folder(file: Path, inner: str) -> Path:
