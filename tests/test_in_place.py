@@ -1,7 +1,8 @@
-"""A chunked raw source (a Zarr array, an OME-Zarr image) is read in place: ingest links it instead of copying,
-and everything downstream reads the user's own chunks, with the missing-chunk, corrupt-chunk and fingerprint
-guarantees of a copy."""
+"""A chunked raw source (a Zarr array, an OME-Zarr image, an N5 or HDF5 dataset) is read in place: ingest links
+it instead of copying, and everything downstream reads the user's own chunks, with the missing-chunk,
+corrupt-chunk and fingerprint guarantees of a copy."""
 
+import h5py
 import numpy as np
 import pytest
 import tensorstore
@@ -52,8 +53,20 @@ def n5_dataset(path, volume):
     return write_n5(path.with_suffix(".n5") / "raw", volume, (1, 24, 24))
 
 
+def hdf5_dataset(path, volume, written=None):
+    """A user's chunked, gzip-compressed HDF5 dataset `em/raw`, chunked unlike the pipeline's storage; only the
+    sections `written` (a slice; all by default) are written, so the other chunks are never allocated."""
+    file = path.with_suffix(".h5")
+    with h5py.File(file, "w") as handle:
+        dataset = handle.create_dataset("em/raw", shape=volume.shape, dtype=volume.dtype, chunks=(1, 24, 24),
+                                        compression="gzip")
+        written = written or slice(None)
+        dataset[written] = volume[written]
+    return file / "em" / "raw"
+
+
 @pytest.mark.parametrize("make", [plain_zarr, lambda p, v: plain_zarr(p, v, zarr_format=3), ome_zarr_with_level,
-                                  n5_dataset], ids=["zarr2", "zarr3", "ome-zarr-s0", "n5"])
+                                  n5_dataset, hdf5_dataset], ids=["zarr2", "zarr3", "ome-zarr-s0", "n5", "hdf5"])
 def test_a_chunked_raw_source_is_linked_not_copied_and_predicts_exactly_as_its_copy(tmp_path, make, random_checkpoint,
                                                                                       dask_cluster):
     volume = raw_volume()
@@ -140,11 +153,48 @@ def test_an_n5_source_read_in_place_keeps_the_missing_corrupt_and_fingerprint_gu
     assert (source / "attributes.json").is_file()  # removing the link leaves the source alone
 
 
-def test_float_labels_and_asked_for_sources_are_copied_and_replacing_a_link_leaves_the_source_intact(tmp_path):
+def test_a_chunked_hdf5_source_read_in_place_keeps_the_missing_corrupt_and_fingerprint_guarantees(
+        tmp_path, random_checkpoint, dask_cluster):
+    volume = raw_volume()
+    linked = tmp_path / "raw.ome.zarr"
+    sparse = hdf5_dataset(tmp_path / "source", volume, written=slice(0, 2))
+    with pytest.raises(InputError, match=r"source.h5/em/raw: 12 of 36 chunks are missing \(2/0/0, 2/0/1, 2/0/2, "
+                                         r"\.\.\.\); they would be read as the fill value 0"):
+        ingest("raw", sparse, linked, **INGEST)
+    assert not linked.exists()
+    source = hdf5_dataset(tmp_path / "source", volume)
+    checkpoint, output = random_checkpoint(depth=1), tmp_path / "p.ome.zarr"
+    ingest("raw", source, linked, **INGEST)
+    assert ome_zarr.linked_level0(linked) == source.resolve() and stored_bytes(linked) < 4096
+    with pytest.raises(InputError, match="reads the HDF5 dataset .*source.h5/em/raw in place, which is never written"):
+        ome_zarr.open_image(linked, mode="r+")
+    first = run_predict(linked, checkpoint, output, cluster_settings=dask_cluster)
+    before, old = provenance.input_fingerprint(linked), ome_zarr.open_image(output)[:]
+    with h5py.File(source.parent.parent, "r+") as handle:
+        handle["em/raw"][1, :24, :24] = 255  # one chunk rewritten in place
+    assert provenance.input_fingerprint(linked) != before
+    assert run_predict(linked, checkpoint, output, cluster_settings=dask_cluster)["computed"] == first["tiles"]
+    assert not np.array_equal(ome_zarr.open_image(output)[:], old)
+    with h5py.File(source.parent.parent, "r+") as handle:
+        handle["em/raw"].id.write_direct_chunk((2, 0, 72), b"not a gzip chunk")  # grid index 2/0/3
+    with pytest.raises(InputError, match=r"source.h5/em/raw: chunk 2/0/3 cannot be read"):
+        ome_zarr.open_input(linked)[2]
+    with pytest.raises(InputError, match=r"reads .*source.h5/em/raw in place; a source this pipeline did not write"):
+        verify.check(linked)
+    outputs.remove(linked)
+    assert h5py.is_hdf5(source.parent.parent)  # removing the link leaves the source alone
+
+
+def test_float_unchunked_and_asked_for_sources_are_copied_and_replacing_a_link_leaves_the_source_intact(tmp_path):
     volume = raw_volume()
     floats = plain_zarr(tmp_path / "float.zarr", volume.astype(np.float32))
     ingest("raw", floats, tmp_path / "float.ome.zarr", **INGEST)  # copied: the copy refuses NaN and Inf
     assert ome_zarr.linked_level0(tmp_path / "float.ome.zarr") is None
+    with h5py.File(tmp_path / "contiguous.h5", "w") as handle:
+        handle["raw"] = volume  # no chunks: cannot be read chunk by chunk
+    ingest("raw", tmp_path / "contiguous.h5" / "raw", tmp_path / "contiguous.ome.zarr", **INGEST)
+    assert ome_zarr.linked_level0(tmp_path / "contiguous.ome.zarr") is None
+    assert np.array_equal(ome_zarr.open_input(tmp_path / "contiguous.ome.zarr")[:], volume)
     source = plain_zarr(tmp_path / "source.zarr", volume)
     ingest("labels", source, tmp_path / "labels.ome.zarr", **INGEST)
     assert ome_zarr.linked_level0(tmp_path / "labels.ome.zarr") is None

@@ -7,8 +7,8 @@ whatever the volume size. Each finished slab is recorded: a killed ingest
 resumes at the first missing slab.
 
 A raw source that is already a chunked (z, y, x) uint8 or uint16 Zarr array
-(plain, or level 0 of an OME-Zarr image) or N5 dataset with every chunk stored is not
-copied: the output is a linked image (`ome_zarr.link_image`) that reads it in
+(plain, or level 0 of an OME-Zarr image), N5 dataset or HDF5 dataset with every
+chunk stored is not copied: the output is a linked image (`ome_zarr.link_image`) that reads it in
 place. Float sources are copied, as the copy is where NaN and Inf are refused.
 
 A tissue mask (nonzero = tissue) may be coarser than its volume by a whole
@@ -31,7 +31,7 @@ from ..core.mask_grid import MaskGrid, mask_factor
 from ..core.stage_settings import checked_stage
 from ..distributed import records
 from ..storage import chunk_files, ome_zarr, outputs, provenance, tissue_mask
-from ..storage.sources import in_place_folder, open_source, source_file, source_voxel_size
+from ..storage.sources import in_place_array, open_source, source_file, source_voxel_size
 
 RAW_DTYPES = (np.uint8, np.uint16, np.float32, np.float64)
 IN_PLACE_DTYPES = (np.uint8, np.uint16)
@@ -111,11 +111,11 @@ class RegionView:
 
 def in_place_level0(kind: str, source: str | os.PathLike, array: Any, in_place: bool,
                     missing_chunks: str) -> os.PathLike | None:
-    """The Zarr array or N5 dataset ingest links instead of copying (see the module docstring), or None to
-    copy."""
+    """The Zarr array, N5 or HDF5 dataset ingest links instead of copying (see the module docstring), or None
+    to copy."""
     if kind != "raw" or not in_place or missing_chunks != "refuse" or np.dtype(array.dtype) not in IN_PLACE_DTYPES:
         return None
-    return in_place_folder(source)
+    return in_place_array(source)
 
 
 def checked_block(block: np.ndarray, spec: str, kind: str, dtype: np.dtype,
@@ -152,7 +152,7 @@ def ingest(kind: Literal["raw", "labels", "mask"], source: str | os.PathLike, ou
         shards: (z, y, x) shard shape, multiples of `chunks` (NGFF 0.5 only); None: no shards.
         ngff: '0.4' (Zarr format 2) or '0.5' (Zarr format 3).
         pyramid: write the downsampled levels too.
-        missing_chunks: a Zarr or N5 source with chunk files that were never
+        missing_chunks: a Zarr, N5 or HDF5 source with chunks that were never
             written is refused ('refuse') or read as its fill value ('fill').
         in_place: link a raw source that can be read in place instead of copying it; with False,
             every source is copied.

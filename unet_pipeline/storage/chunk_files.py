@@ -35,7 +35,10 @@ def expected_keys(array: zarr.Array) -> list[str]:
 
 
 def stored_keys(array: zarr.Array) -> set[str]:
-    """The keys under `array` in its store (chunk files and metadata), relative to the array."""
+    """The keys under `array` in its store (chunk files and metadata), relative to the array; those of its
+    stored chunks for an array that keeps them inside one file (see `hdf5_array`)."""
+    if hasattr(array, "stored_chunk_keys"):
+        return array.stored_chunk_keys()
     store, prefix = array.store, array.path
     if isinstance(store, LocalStore):
         root = Path(store.root) / prefix
@@ -72,10 +75,15 @@ def missing_in_region(array: zarr.Array, region: Box) -> tuple[list[str], int]:
     return [key for key in expected if key not in stored], len(expected)
 
 
-def describe_missing(name: str | os.PathLike, missing: list[str], total: int) -> str:
+def unit_noun(array: zarr.Array) -> str:
+    """How messages name one stored unit of `array`: 'chunk file', or 'chunk' for chunks inside one file."""
+    return getattr(array, "unit_noun", "chunk file")
+
+
+def describe_missing(name: str | os.PathLike, missing: list[str], total: int, noun: str) -> str:
     """'<name>: 2 of 16 chunk files are missing (0/1/0, 0/1/1)'."""
     shown = ", ".join(missing[:SHOWN]) + (", ..." if len(missing) > SHOWN else "")
-    return f"{name}: {len(missing)} of {total} chunk files are missing ({shown})"
+    return f"{name}: {len(missing)} of {total} {noun}s are missing ({shown})"
 
 
 def require_all_chunks(array: zarr.Array, name: str | os.PathLike, region: Box | None = None) -> None:
@@ -87,20 +95,20 @@ def require_all_chunks(array: zarr.Array, name: str | os.PathLike, region: Box |
     else:
         missing, total = missing_in_region(array, region)
     if missing:
-        raise InputError(f"{describe_missing(name, missing, total)}; a stage of this pipeline "
+        raise InputError(f"{describe_missing(name, missing, total, unit_noun(array))}; a stage of this pipeline "
                          "writes every chunk, so the array is incomplete (a truncated copy, a failed sync or a "
                          "lost file): rerun the stage that wrote it")
 
 
 def refuse_sparse_source(array: zarr.Array, name: str | os.PathLike) -> None:
-    """Refuse a foreign Zarr (or N5, see `n5_array`) source with unwritten chunks; reading them as its fill
-    value must be asked for."""
+    """Refuse a foreign Zarr (or N5 or HDF5, see `n5_array` and `hdf5_array`) source with unwritten chunks;
+    reading them as its fill value must be asked for."""
     expected = expected_keys(array)
     missing = missing_keys(array, expected)
     if missing:
-        raise InputError(f"{describe_missing(name, missing, len(expected))}; they would be read as the fill value "
-                         f"{array.fill_value!r}. Set volumes.<volume>.missing_chunks: fill to accept that (a "
-                         "sparse source), or complete the source")
+        raise InputError(f"{describe_missing(name, missing, len(expected), unit_noun(array))}; they would be "
+                         f"read as the fill value {array.fill_value!r}. Set volumes.<volume>.missing_chunks: fill "
+                         "to accept that (a sparse source), or complete the source")
 
 
 class CheckedReads:
@@ -133,8 +141,8 @@ class CheckedReads:
             culprit = self._unreadable_chunk(key)
             if culprit is None:
                 raise
-            raise InputError(f"{self.name}: chunk file {culprit[0]} cannot be read ({culprit[1]!r}); the array is "
-                             "damaged: rerun the stage that wrote it, or restore the file") from err
+            raise InputError(f"{self.name}: {unit_noun(self.array)} {culprit[0]} cannot be read ({culprit[1]!r}); "
+                             "the array is damaged: rerun the stage that wrote it, or restore the file") from err
 
     def _unreadable_chunk(self, key: Any) -> tuple[str, Exception] | None:
         """The first stored unit (chunk or shard) inside the region `key` reads that fails, and its error."""

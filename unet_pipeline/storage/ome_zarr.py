@@ -2,7 +2,7 @@
 
 Every array we write is an OME-NGFF image with a multiscale pyramid; level 0
 lives at `<image>/0`. A raw image may instead be linked: its level 0 is the
-user's own Zarr array, read in place through a symbolic link (`link_image`),
+user's own Zarr array (or N5 or HDF5 dataset), read in place through a symbolic link (`link_image`),
 and it names the layout the images derived from it take.
 
 The default is NGFF 0.4 (Zarr format 2, '/' chunk keys), which
@@ -26,11 +26,13 @@ from ome_zarr.writer import write_multiscales_metadata
 from ..core.errors import ConfigError, InputError
 from ..core.geometry import Box, Coordinate, Shape, round_up
 from .chunk_files import CheckedReads, require_all_chunks
+from .hdf5_array import HDF5Array, hdf5_location
 from .n5_array import N5Array, is_n5_dataset
 
 LEVEL0 = "0"
 PYRAMID = "pyramid"  # group attribute: whether the image gets downsampled levels
 DERIVED_LAYOUT = "derived_layout"  # group attribute of a linked image: the layout of the images derived from it
+LINKED_DATASET = "linked_dataset"  # group attribute of an image linked to an HDF5 file: the dataset in it
 # Every stage writes every chunk of its outputs, even one that is all fill value, so that a missing chunk
 # file always means a lost one (see `chunk_files`); Zarr skips such chunks by default.
 zarr.config.set({"array.write_empty_chunks": True})
@@ -129,29 +131,36 @@ def create_image(
 
 def link_image(path: str | os.PathLike, level0: str | os.PathLike, voxel_size: Sequence[float], unit: str,
                name: str, derived: dict[str, Any]) -> zarr.Array:
-    """An OME-Zarr image at `path` whose level 0 is the existing (z, y, x) Zarr array or N5 dataset at `level0`,
-    read in place through a symbolic link: nothing is copied. Its NGFF version follows the array's Zarr format
-    (`derived`'s for N5, which this pipeline alone reads through the link; viewers open the N5 itself); it has
-    no pyramid of its own, and the images derived from it take the layout `derived` (chunks, shards, ngff,
-    pyramid: see `layout`)."""
-    if is_n5_dataset(level0):
+    """An OME-Zarr image at `path` whose level 0 is the existing (z, y, x) Zarr array, N5 dataset or HDF5 dataset
+    (`file.h5/dataset`) at `level0`, read in place through a symbolic link: nothing is copied. Its NGFF version
+    follows the array's Zarr format (`derived`'s for N5 and HDF5, which this pipeline alone reads through the
+    link; viewers open the source itself); it has no pyramid of its own, and the images derived from it take
+    the layout `derived` (chunks, shards, ngff, pyramid: see `layout`)."""
+    hdf5 = hdf5_location(level0)
+    if hdf5 is not None or is_n5_dataset(level0):
         ngff = derived["ngff"]
     else:
         ngff = "0.5" if zarr.open_array(str(level0), mode="r").metadata.zarr_format == 3 else "0.4"
     fmt, zarr_format = NGFF_VERSIONS[ngff]
     group = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
-    os.symlink(Path(level0).resolve(), Path(path) / LEVEL0, target_is_directory=True)
+    target = hdf5[0] if hdf5 is not None else Path(level0)
+    os.symlink(target.resolve(), Path(path) / LEVEL0, target_is_directory=hdf5 is None)
     axes = [{"name": axis, "type": "space", "unit": unit} for axis in "zyx"]
     write_multiscales(group, fmt(), axes, name, "mean", [(1, 1, 1)], list(map(float, voxel_size)))
     group.attrs.update({PYRAMID: derived["pyramid"],
-                        DERIVED_LAYOUT: {key: derived[key] for key in ("chunks", "shards", "ngff")}})
+                        DERIVED_LAYOUT: {key: derived[key] for key in ("chunks", "shards", "ngff")},
+                        **({LINKED_DATASET: hdf5[1]} if hdf5 is not None else {})})
     return open_image(path)
 
 
 def linked_level0(path: str | os.PathLike) -> Path | None:
-    """The user's array that a linked image (see `link_image`) reads in place as its level 0, or None."""
+    """The user's array that a linked image (see `link_image`) reads in place as its level 0 (`file.h5/dataset`
+    for an HDF5 dataset), or None."""
     level0 = Path(path) / LEVEL0
-    return level0.resolve() if level0.is_symlink() else None
+    if not level0.is_symlink():
+        return None
+    target = level0.resolve()
+    return target / image_attrs(path)[LINKED_DATASET] if target.is_file() else target
 
 
 def level0_name(path: str | os.PathLike) -> Path:
@@ -213,16 +222,18 @@ def write_multiscales(group: zarr.Group, fmt: Any, axes: list[dict[str, str]], n
 
 
 def open_image(path: str | os.PathLike, mode: str = "r") -> zarr.Array:
-    """Level 0 of an OME-Zarr image, with a clear error when it is missing or not an image (an `N5Array`,
-    read-only, for a linked N5 dataset: see `link_image`)."""
+    """Level 0 of an OME-Zarr image, with a clear error when it is missing or not an image (an `N5Array` or
+    `HDF5Array`, read-only, for a linked N5 or HDF5 dataset: see `link_image`)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such OME-Zarr image")
     linked = linked_level0(path)
-    if linked is not None and is_n5_dataset(linked):
+    hdf5 = hdf5_location(linked) if linked is not None else None
+    if linked is not None and (hdf5 is not None or is_n5_dataset(linked)):
         if mode != "r":
-            raise InputError(f"{path}: reads the N5 dataset {linked} in place, which is never written")
-        return N5Array(linked)
+            kind = "HDF5" if hdf5 is not None else "N5"
+            raise InputError(f"{path}: reads the {kind} dataset {linked} in place, which is never written")
+        return HDF5Array(*hdf5) if hdf5 is not None else N5Array(linked)
     try:
         return zarr.open_array(str(path / LEVEL0), mode=mode)
     except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as err:

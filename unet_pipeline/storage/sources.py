@@ -22,11 +22,11 @@ import zarr
 from zarr.storage import LocalStore
 
 from ..core.errors import InputError
-from . import chunk_files, ome_zarr
+from . import chunk_files, hdf5_array, ome_zarr
+from .hdf5_array import HDF5Array
 from .n5_array import N5Array, is_n5_dataset
 
 SECTION_SUFFIXES = (".tif", ".tiff", ".png")
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,8 @@ def _split(spec: str | os.PathLike) -> tuple[Path, str]:
 
 def open_source(spec: str | os.PathLike, refuse_missing_chunks: bool = False) -> Any:
     """A lazily sliceable (z, y, x) view of the source `spec`; a single (y, x) image is one section. Its reads
-    name the file (and the chunk file of a Zarr source) when they fail. With `refuse_missing_chunks` a Zarr or
-    N5 source with unwritten chunk files is refused."""
+    name the file (and the chunk file of a Zarr source) when they fail. With `refuse_missing_chunks` a Zarr,
+    N5 or HDF5 source with unwritten chunks is refused."""
     file, inner = _split(spec)
     if not file.exists():
         raise InputError(f"{file}: no such file or directory")
@@ -120,9 +120,9 @@ class NamedReads:
 
 
 def _refuse_missing_chunks(spec: str | os.PathLike, array: Any) -> None:
-    """Refuse a Zarr or N5 source some of whose chunk files were never written (see `chunk_files`); the other
+    """Refuse a Zarr, N5 or HDF5 source some of whose chunks were never written (see `chunk_files`); the other
     formats store every byte."""
-    if isinstance(array, N5Array) or isinstance(array, zarr.Array) and isinstance(array.store, LocalStore):
+    if isinstance(array, (N5Array, HDF5Array)) or isinstance(array, zarr.Array) and isinstance(array.store, LocalStore):
         chunk_files.refuse_sparse_source(array, spec)
 
 
@@ -142,22 +142,24 @@ def _ome_level0(folder: Path) -> str | None:
     return datasets[0].get("path")
 
 
-def in_place_folder(spec: str | os.PathLike) -> Path | None:
-    """The folder of the chunked (z, y, x) array a source spec names, which a stage can read in place: a Zarr
-    array (level 0 of an OME-Zarr image, or a plain one) or an N5 dataset; None for every other format or
-    number of axes."""
+def in_place_array(spec: str | os.PathLike) -> Path | None:
+    """Where the chunked (z, y, x) array a source spec names lies, which a stage can read in place: the folder
+    of a Zarr array (level 0 of an OME-Zarr image, or a plain one) or of an N5 dataset, or `file.h5/dataset`
+    for a chunked HDF5 dataset; None for every other format, layout or number of axes."""
     file, inner = _split(spec)
-    if not file.is_dir():
-        return None
-    if source_format(file) is FORMATS["zarr"]:
-        folder = _zarr_array_folder(file, inner)
-        array = zarr.open_array(str(folder), mode="r")
-    elif source_format(file) is FORMATS["n5"] and is_n5_dataset(file / inner):
-        folder = file / inner
-        array = N5Array(folder)
+    found = source_format(file)
+    if found is FORMATS["hdf5"]:
+        array: Any = HDF5Array(file, inner)
+        where, chunked = file / array.dataset, array.chunked
+    elif found is FORMATS["zarr"] and file.is_dir():
+        where, chunked = _zarr_array_folder(file, inner), True
+        array = zarr.open_array(str(where), mode="r")
+    elif found is FORMATS["n5"] and is_n5_dataset(file / inner):
+        where, chunked = file / inner, True
+        array = N5Array(where)
     else:
         return None
-    return folder if array.ndim == 3 else None
+    return where if chunked and array.ndim == 3 else None
 
 
 def _zarr_array_folder(file: Path, inner: str) -> Path:
@@ -168,27 +170,6 @@ def _zarr_array_folder(file: Path, inner: str) -> Path:
 
 def _open_zarr(file: Path, inner: str) -> zarr.Array:
     return zarr.open_array(str(_zarr_array_folder(file, inner)), mode="r")
-
-
-def _open_hdf5(file: Path, inner: str) -> Any:
-    import h5py
-
-    return _hdf5_dataset(h5py.File(file, "r"), file, inner)
-
-
-def _hdf5_dataset(handle: Any, file: Path, inner: str) -> Any:
-    """The dataset `inner` of an open HDF5 file, or its only dataset when `inner` is ''."""
-    import h5py
-
-    if not inner:
-        datasets: list[str] = []
-        handle.visititems(lambda name, node: datasets.append(name) if isinstance(node, h5py.Dataset) else None)
-        if len(datasets) != 1:
-            raise InputError(f"{file}: name the dataset as {file}/<dataset>; it holds {datasets or 'none'}")
-        inner = datasets[0]
-    if inner not in handle or not isinstance(handle[inner], h5py.Dataset):
-        raise InputError(f"{file}: no dataset {inner!r} in it")
-    return handle[inner]
 
 
 def _open_n5(file: Path, inner: str) -> N5Array:
@@ -276,7 +257,7 @@ def _hdf5_voxel_size(file: Path, inner: str) -> tuple[list[float], str] | None:
     import h5py
 
     with h5py.File(file, "r") as handle:
-        size = _hdf5_dataset(handle, file, inner).attrs.get("element_size_um")
+        size = handle[hdf5_array.dataset_name(handle, file, inner)].attrs.get("element_size_um")
         return ([float(v) for v in size], "micrometer") if size is not None and len(size) == 3 else None
 
 
@@ -311,8 +292,8 @@ def _no_voxel_size(file: Path, inner: str) -> None:
 register_format("tiff", SourceFormat("a TIFF stack", _has_suffix(".tif", ".tiff"),
                                      lambda file, _: zarr.open(tifffile.imread(file, aszarr=True), mode="r"),
                                      _tiff_voxel_size))
-register_format("hdf5", SourceFormat("an HDF5 dataset", _has_suffix(*HDF5_SUFFIXES), _open_hdf5, _hdf5_voxel_size,
-                                     container=True))
+register_format("hdf5", SourceFormat("an HDF5 dataset", _has_suffix(*hdf5_array.SUFFIXES), HDF5Array,
+                                     _hdf5_voxel_size, container=True))
 register_format("n5", SourceFormat("an N5 dataset", _has_suffix(".n5"), _open_n5, _n5_voxel_size, container=True))
 register_format("sections", SourceFormat("a folder of TIFF or PNG sections",
                                          lambda file: file.is_dir() and not _is_zarr(file),
