@@ -27,7 +27,7 @@ import numpy as np
 import zarr
 
 from ..core import progress
-from ..storage import chunk_files, chunk_hashes, ome_zarr, outputs, pyramid, pyramid_writer
+from ..storage import chunk_files, chunk_hashes, crash_points, ome_zarr, outputs, pyramid, pyramid_writer
 from . import tasks
 from .blocks import block_name
 
@@ -156,6 +156,7 @@ def seal(partial: Path, key: str) -> None:
     """Mark a freshly created `partial` as belonging to the run `key`, with no block finished yet."""
     (partial / RECORDS).mkdir()
     (partial / KEY_FILE).write_text(key)
+    crash_points.passed(f"seal {partial.name}")
 
 
 def finished_blocks(partial: Path) -> set[str]:
@@ -177,6 +178,23 @@ def record_block(partial: str | os.PathLike, name: str, hashes: dict[str, str] |
         os.write(descriptor, line.encode())
     finally:
         os.close(descriptor)
+    crash_points.passed(f"record {name}")
+
+
+def save_state(partial: str | os.PathLike, name: str, state: dict[str, Any]) -> None:
+    """Keep `state` (JSON) with the records of `partial`, written atomically: what a later phase needs from
+    earlier ones once their scratch data may be gone. It is dropped with the records, never before them."""
+    path = Path(partial) / RECORDS / f"{name}.json"
+    scratch = path.with_name(path.name + ".tmp")
+    scratch.write_text(json.dumps(state))
+    os.replace(scratch, path)
+    crash_points.passed(f"state {name}")
+
+
+def load_state(partial: str | os.PathLike, name: str) -> dict[str, Any] | None:
+    """The state `name` kept by `save_state`, or None when none was."""
+    path = Path(partial) / RECORDS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def recorded_hashes(partial: Path) -> dict[str, str]:
@@ -190,6 +208,8 @@ def recorded_hashes(partial: Path) -> dict[str, str]:
 def _records(partial: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """(block name, chunk hashes) of every whole record in `partial`'s logs."""
     for entry in os.scandir(partial / RECORDS):
+        if not entry.name.endswith(".log"):  # a state (see `save_state`)
+            continue
         with open(entry.path, encoding="utf-8", errors="replace") as log:
             for line in log:
                 try:
@@ -203,3 +223,4 @@ def clear(partial: Path) -> None:
     """Drop the records once the whole output is complete."""
     outputs.remove(partial / RECORDS)
     outputs.remove(partial / KEY_FILE)
+    crash_points.passed(f"clear {partial.name}")

@@ -65,6 +65,7 @@ from ..segmentation.stitching import face_axes, face_views, outside_layer, stitc
 from ..storage import chunk_files, chunk_hashes, ome_zarr, outputs, provenance, pyramid, pyramid_writer, tissue_mask
 
 SEEDS, FRAGMENTS, FLOODS, SEGMENTS = "seeds", "fragments", "floods", "segments"
+NUMBERING = "numbering"  # the state relabel needs from the phases before it (see `numbering`)
 
 
 def fragment_block(block: Block, work: Work, probabilities: str, settings: Settings,
@@ -361,17 +362,14 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
                     selection=_touched_blocks(tissue, volume, block_shape))
         with cluster.connect(**cluster_settings) as client:
             runner = Runner(client, work, stall_timeout_s)
-            source, groups, tuning = segment_blocks(runner, str(probabilities_path), settings, tuple(voxel),
-                                                    chunks, labels, ignore_label)
-            counts = [int(work.load_table(SEGMENTS, group[0])["segments"]) for group in groups]
-            offsets = np.cumsum([0, *counts[:-1]])
-            segments = sum(counts)
-            _fit_dtype(target.partial, segments)
-            offset_of = {block.index: int(offset) for group, offset in zip(groups, offsets) for block in group}
+            numbered = numbering(runner, str(probabilities_path), settings, tuple(voxel), chunks, labels,
+                                 ignore_label)
+            segments, tuning = numbered["segments"], numbered["tuning"]
             steps = block_levels(target.partial, block_shape, volume)
             # every block: those outside the mask write zeros
-            runner.phase("relabel", relabel_block, [{"offset": offset_of[block.index]} for block in work.grid],
-                         True, source=source, image=str(target.partial), level_steps=steps)
+            runner.phase("relabel", relabel_block, [{"offset": numbered["offsets"][block.name]}
+                                                    for block in work.grid],
+                         True, source=numbered["source"], image=str(target.partial), level_steps=steps)
             outputs.remove(target.partial / SCRATCH)
             target.levels_written = pyramid_writer.write_pyramid(target.partial, len(steps))  # the rest, on the workers
         skipped = sum(not work.computes(block) for block in work.grid)
@@ -381,6 +379,26 @@ def segment(probabilities_path: str | os.PathLike, output: str | os.PathLike, *,
             "segment", {**asdict(settings), "block": list(block_shape), "context": context}, inputs, started,
             fingerprints, blocks=stats))
     return stats
+
+
+def numbering(runner: Runner, probabilities: str, settings: Settings, voxel_size: tuple[float, ...],
+              chunks: tuple[int, ...], labels: str | None, ignore_label: int | None) -> dict[str, Any]:
+    """What relabel needs from every phase before it (see `segment_blocks`): the scratch array of block-local
+    ids, each block's offset, the number of segments and the tuning. Kept with the records once made, so a
+    run killed after relabel removed the scratch tables resumes from it; made here (the finished phases kept)
+    otherwise, with level 0 made wide enough for the count."""
+    work = runner.work
+    kept = records.load_state(work.root, NUMBERING)
+    if kept is not None:
+        return kept
+    source, groups, tuning = segment_blocks(runner, probabilities, settings, voxel_size, chunks, labels, ignore_label)
+    counts = [int(work.load_table(SEGMENTS, group[0])["segments"]) for group in groups]
+    offsets = np.cumsum([0, *counts[:-1]])
+    state = {"source": source, "segments": sum(counts), "tuning": tuning,
+             "offsets": {block.name: int(offset) for group, offset in zip(groups, offsets) for block in group}}
+    _fit_dtype(Path(work.root), state["segments"])
+    records.save_state(work.root, NUMBERING, state)
+    return state
 
 
 def _touched_blocks(tissue: tissue_mask.TissueMask | None, volume: tuple[int, ...],

@@ -22,6 +22,7 @@ import zarr
 
 from ..core.errors import InputError
 from ..core.geometry import Box, Coordinate, grid_indices
+from . import crash_points
 
 MANIFEST = "content.json"  # not a Zarr node: readers of the image ignore it
 ALGORITHM = "blake2b-128 over dtype, shape and C-order values of each level-0 chunk; sha256 over 'key hash' lines"
@@ -66,6 +67,7 @@ def write_manifest(image: str | os.PathLike, hashes: dict[str, str], array: zarr
     manifest = {"algorithm": ALGORITHM, "fingerprint": digest, "shape": list(array.shape),
                 "chunks": list(array.chunks), "dtype": str(array.dtype), "chunk_hashes": dict(sorted(hashes.items()))}
     (Path(image) / MANIFEST).write_text(json.dumps(manifest))
+    crash_points.passed(f"manifest of {Path(image).name}")
     return digest
 
 

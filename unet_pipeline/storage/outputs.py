@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from ..core.errors import ConfigError, OutputBusy
+from . import crash_points
 
 BUSY_POLICIES = ("refuse", "wait")
 _policy = {"on_busy": "refuse"}
@@ -130,6 +131,7 @@ def commit(partial: Path, path: str | os.PathLike) -> None:
     """Move a finished output into place, replacing an older one."""
     remove(Path(path))
     os.replace(partial, path)
+    crash_points.passed(f"commit {Path(path).name}")
 
 
 def remove(path: Path) -> None:
@@ -138,3 +140,6 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+    else:
+        return
+    crash_points.passed(f"remove {path.name}")

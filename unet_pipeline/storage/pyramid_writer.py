@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import zarr
 
 from ..core.geometry import Coordinate, Shape, ceil_division, round_up
-from . import pyramid
+from . import crash_points, pyramid
 from .chunk_files import stored_unit
 from .ome_zarr import LEVEL0, NGFF_VERSIONS, PYRAMID, create_level, ngff_attrs, origin, voxel_size, write_multiscales
 
@@ -116,9 +117,11 @@ def write_pyramid(path: str | os.PathLike, levels_written: int = 0) -> int:
             full_steps.append((1,) * lead + step)
         _write_levels(group, source, written, full_steps, multiscale["type"])
         written += len(full_steps)
+        crash_points.passed(f"pyramid levels to {written} of {Path(path).name}")
     factors = [tuple(int(np.prod(column)) for column in zip((1, 1, 1), *steps[:level]))
                for level in range(len(steps) + 1)]
     fmt = NGFF_VERSIONS["0.5" if group.metadata.zarr_format == 3 else "0.4"][0]()
     write_multiscales(group, fmt, multiscale["axes"], multiscale["name"], multiscale["type"], factors,
                        voxel_size(path)[0], origin(path))
+    crash_points.passed(f"multiscales of {Path(path).name}")
     return len(steps)
