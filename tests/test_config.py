@@ -55,6 +55,9 @@ def test_schema_fills_defaults_for_a_minimal_config():
         (lambda c: c["volumes"]["train"].update(raw="x.tif"), "not valid under any"),  # raw or synthetic
         (lambda c: c["volumes"].update({"a.b": {"raw": "x.tif"}}), "does not match"),  # names: no dots
         (lambda c: c.update(name=".."), "does not match"),  # would write outside results_dir
+        (lambda c: c.update(name="."), "does not match"),  # would write into results_dir itself
+        (lambda c: c.update(results_dir="/"), "does not match"),  # the file system's root
+        (lambda c: c.update(results_dir=""), "does not match"),
         (lambda c: c["training"][0].update(sections=[0]), "is too short"),
         (lambda c: c["storage"].update(shards=[1, 64, 64]), "'0.5' was expected"),  # shards need NGFF 0.5
         (lambda c: c["volumes"]["train"].update(roi={"start": [0, 0], "shape": [1, 8, 8]}), "is too short"),

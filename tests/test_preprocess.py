@@ -36,6 +36,17 @@ def test_percentiles_are_whole_volume_and_chunking_independent(tmp_path, histogr
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("norm*"))  # the statistics alone
 
 
+@pytest.mark.parametrize("fill", [0, 255])
+def test_a_constant_raw_is_refused_naming_the_file_and_the_percentiles(tmp_path, fill):
+    raw = np.full((2, 16, 16), fill, np.uint8)
+    raw[0, 0, :2] = 128  # two other values: under 0.5% of the voxels
+    source = write_image(tmp_path / "blank.ome.zarr", raw, (1, 16, 16))
+    with pytest.raises(InputError, match=rf"blank.ome.zarr: its 0.5 and 99.5 intensity percentiles are both {fill}.0: "
+                                         "the volume is constant there"):
+        preprocess(source, tmp_path / "intensity.json", low_percentile=0.5, high_percentile=99.5)
+    assert not (tmp_path / "intensity.json").exists()
+
+
 def test_histogram_percentiles_of_a_known_histogram():
     histogram = np.array([10, 0, 80, 10])
     assert histogram_percentiles(histogram, np.arange(4.0), (5, 50)) == (0.0, 2.0)

@@ -14,6 +14,7 @@ import os
 import dask.array as da
 import numpy as np
 
+from ..core.errors import InputError
 from ..core.intensity import FLOAT_BINS, histogram_percentiles
 from ..core.stage_settings import checked_stage
 from ..distributed import records
@@ -25,7 +26,7 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, *, low_pe
                high_percentile: float) -> dict[str, float]:
     """Write the raw image's intensity statistics (the values at the two percentiles) at `output` (JSON, see
     `storage.intensity_stats`); returns them. Predict and train normalise every tile they read with these:
-    no normalised copy of the volume is written.
+    no normalised copy of the volume is written. A raw whose two percentiles coincide is refused.
 
     Args:
         low_percentile: the intensity percentile (0-100) mapped to 0.
@@ -39,6 +40,11 @@ def preprocess(raw_path: str | os.PathLike, output: str | os.PathLike, *, low_pe
     fingerprints = provenance.fingerprint_inputs(inputs)
     print(f"preprocess: intensity histogram of {raw_path} ({raw.shape}, {raw.dtype})", flush=True)
     low, high = histogram_percentiles(*_histogram(raw), (low_percentile, high_percentile))
+    if low >= high:
+        raise InputError(f"{raw_path}: its {low_percentile} and {high_percentile} intensity percentiles are both "
+                         f"{low}: the volume is constant there (a blank or saturated stack?), so nothing in it "
+                         "could be segmented. Check the raw; for a stack of so little contrast on purpose, set "
+                         "preprocess.low_percentile and high_percentile further apart")
     statistics = {"low": low, "high": high, **settings, "dtype": str(raw.dtype), "shape": list(raw.shape)}
     intensity_stats.write_statistics(output, {**statistics, "provenance": provenance.record(
         "preprocess", settings, inputs, started, fingerprints)})
