@@ -29,6 +29,7 @@ from unet_pipeline.segmentation.cells import cell_mask
 from unet_pipeline.stages.synth import synthetic_volume
 from unet_pipeline.storage import ome_zarr, outputs
 from unet_pipeline.storage.intensity_stats import intensity_range
+from unet_pipeline.workflow import crash_sweep
 
 TINY = {  # a labeled volume trained on, validated on and scored, and an unlabeled one that is only processed
     "name": "tiny",
@@ -52,10 +53,14 @@ def environment() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
+def snakemake_command(workdir: Path, config: Path | None = None) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(config or workdir / "config.yaml"), "--cores", "2"]
+
+
 def snakemake(workdir: Path, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--configfile", str(config or workdir / "config.yaml"), "--cores", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=1200, env=environment())
+    return subprocess.run([*snakemake_command(workdir, config), *args], capture_output=True, text=True, timeout=1200,
+                          env=environment())
 
 
 def planned_jobs(workdir: Path) -> set[str]:
@@ -144,6 +149,27 @@ def test_chain_writes_every_output(tiny_run):
     assert ome_zarr.voxel_size(out / "segmentation.ome.zarr") == ([50.0, 4.0, 4.0], "nanometer")
     assert ome_zarr.image_attrs(out / "probabilities.ome.zarr")["provenance"]["stage"] == "predict"
     assert not list(run.rglob("*.partial"))
+
+
+def test_a_job_of_every_rule_killed_at_a_durable_step_reruns_to_the_same_outputs(tiny_run, tmp_path):
+    """The CI sample of the crash-point sweep (`benchmarks/crash_sweep.py` tries 20 steps of each): one job of
+    each rule, killed once, at its middle step or at one of its last five (commit, cleanup, pyramid, provenance)."""
+    workdir, _ = tiny_run
+    first_of_rule: dict[str, crash_sweep.Job] = {}
+    for job in crash_sweep.planned_jobs(snakemake_command(workdir), workdir):
+        first_of_rule.setdefault(job.rule, job)
+    one_per_rule = list(first_of_rule.values())
+    assert set(first_of_rule) == {"synth", "ingest", "preprocess", "weights", "train", "predict",
+                                "segment", "evaluate", "report"}
+    tried = []
+    for index, job in enumerate(one_per_rule):
+        def choose(steps: int, index: int = index) -> list[int]:
+            return [max(1, steps // 2 if index % 2 == 0 else steps - index % 5)]
+
+        tried += crash_sweep.sweep_job(job, workdir, tmp_path / job.rule, choose)
+    failed = [(p.job.rule, p.step, p.label, p.killed, p.incomplete, p.rerun_status, p.different)
+              for p in tried if not p.passed]
+    assert not failed, failed
 
 
 def test_an_unlabeled_volume_is_predicted_and_segmented_with_the_tuned_threshold(tiny_run):

@@ -220,7 +220,8 @@ def _records(partial: Path) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def clear(partial: Path) -> None:
-    """Drop the records once the whole output is complete."""
-    outputs.remove(partial / RECORDS)
+    """Drop the records once the whole output is complete: the key first, so that a kill in between leaves a
+    partial output that no rerun resumes (it starts afresh), never a key whose records are gone."""
     outputs.remove(partial / KEY_FILE)
+    outputs.remove(partial / RECORDS)
     crash_points.passed(f"clear {partial.name}")

@@ -1,0 +1,176 @@
+"""The crash-point sweep: kill each job of a finished workflow run at its durable steps, rerun it, and check that
+the rerun needs no manual step and writes exactly what the uninterrupted run wrote.
+
+The jobs are the workflow's own (their shell commands from a Snakemake dry run, so each stage runs as the
+workflow runs it). For one job and one step index N (see `storage.crash_points`): a copy of the finished run
+loses the job's outputs, the job runs killed at its N-th durable step (its whole process group, Dask's workers
+included), nothing at an output path may then be incomplete (absent, or equal to the finished run's), the job
+runs again, and its outputs must equal the finished run's: every file byte for byte, attributes and tables
+up to their run history (see `stable_digest`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..storage import crash_points, outputs
+
+RUN_HISTORY = ("started", "finished", "computed", "resumed")  # provenance keys that say how a run went (when,
+# how much it resumed), not what it wrote: they differ between an interrupted and an uninterrupted run
+SNAKEMAKE_MARKER = ".snakemake_timestamp"  # Snakemake's own file in a directory output, not the job's
+JOB_TIMEOUT_S = 600
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One job of a workflow run: its rule, its output paths (relative to the working directory), its command."""
+
+    rule: str
+    outputs: tuple[str, ...]
+    command: str
+
+
+@dataclasses.dataclass(frozen=True)
+class KillPoint:
+    """What a kill at step `step` of `job` (of `steps` in an uninterrupted run) left and what the rerun did."""
+
+    job: Job
+    step: int
+    steps: int
+    label: str
+    killed: bool  # the job died at the step (not: it finished first)
+    incomplete: list[str]  # output paths holding something other than the finished run's output after the kill
+    rerun_status: int
+    different: list[str]  # outputs of the rerun that differ from the finished run's
+
+    @property
+    def passed(self) -> bool:
+        return self.killed and not self.incomplete and self.rerun_status == 0 and not self.different
+
+
+def planned_jobs(snakemake: Sequence[str], workdir: Path) -> list[Job]:
+    """Every job a run of `snakemake` (its command line, without targets) would execute from scratch in
+    `workdir`, in an order that respects their dependencies (a forced dry run's)."""
+    result = subprocess.run([*snakemake, "--dry-run", "--printshellcmds", "--forceall"], cwd=workdir,
+                            capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    if result.returncode != 0:
+        raise RuntimeError(f"snakemake dry run failed in {workdir}: {result.stderr[-2000:]}")
+    jobs, rule, produced = [], None, ()
+    for line in (result.stdout + result.stderr).splitlines():
+        if (match := re.match(r"(?:local)?rule (\w+):", line)) is not None:
+            rule, produced = match.group(1), ()
+        elif (match := re.match(r"\s+output: (.*)", line)) is not None:
+            produced = tuple(match.group(1).split(", "))
+        elif line.startswith("Shell command: ") and rule is not None and line != "Shell command: None":
+            jobs.append(Job(rule, produced, line.removeprefix("Shell command: ")))
+    return jobs
+
+
+def run_job(job: Job, workdir: Path, log: Path, crash_at: int | None = None) -> int:
+    """Run `job` in `workdir` in a process group of its own, its durable steps logged to `log` (and killed at
+    step `crash_at`); its exit status (negative: the signal that killed it)."""
+    env = {**os.environ, crash_points.LOG_ENV: str(log),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop(crash_points.AT_ENV, None)
+    if crash_at is not None:
+        env[crash_points.AT_ENV] = str(crash_at)
+    return subprocess.run(["bash", "-c", job.command], cwd=workdir, env=env, start_new_session=True,
+                          timeout=JOB_TIMEOUT_S).returncode
+
+
+def stable_digest(path: Path, run: Path) -> str | None:
+    """A digest of the output at `path` of the run in the folder `run` (None when absent) that two runs of the
+    same work share: every file's bytes, except that JSON attributes and checkpoints drop their `RUN_HISTORY`
+    keys, JSON names the run's folder '<run>' (a linked image records its source's absolute path), and a
+    checkpoint counts by its contents (each tensor's bytes)."""
+    if not path.exists():
+        return None
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name != SNAKEMAKE_MARKER) if path.is_dir() \
+        else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(path) if file != path else file.name}\0".encode())
+        digest.update(_stable_bytes(file, run))
+    return digest.hexdigest()
+
+
+def _stable_bytes(file: Path, run: Path) -> bytes:
+    if file.name in (".zattrs", "zarr.json", ".zgroup") or file.suffix == ".json":
+        text = json.dumps(_stable(json.loads(file.read_text())), sort_keys=True)
+        return text.replace(str(run.resolve()), "<run>").encode()
+    if file.suffix == ".pt":
+        import torch
+
+        return repr(_stable(torch.load(file, map_location="cpu", weights_only=True))).encode()
+    return file.read_bytes()
+
+
+def _stable(value: Any) -> Any:
+    """`value` without its `RUN_HISTORY` keys, each tensor in it as its shape, type and a hash of its bytes."""
+    if isinstance(value, dict):
+        return {key: _stable(item) for key, item in value.items() if key not in RUN_HISTORY}
+    if isinstance(value, (list, tuple)):
+        return [_stable(item) for item in value]
+    if hasattr(value, "detach"):  # a tensor
+        data = value.detach().cpu().contiguous().numpy().tobytes()
+        return f"tensor {tuple(value.shape)} {value.dtype} {hashlib.sha256(data).hexdigest()}"
+    return value
+
+
+def sample_steps(steps: int, count: int, last: int = 5) -> list[int]:
+    """`count` step indices spread over 1..`steps`, always with the `last` final ones (all when `count` covers
+    them)."""
+    if count >= steps:
+        return list(range(1, steps + 1))
+    final = list(range(max(1, steps - last + 1), steps + 1))
+    spread = max(count - len(final), 0)
+    early = {1 + round(i * (steps - len(final) - 1) / max(spread - 1, 1)) for i in range(spread)}
+    return sorted(early | set(final))
+
+
+def fresh_copy(finished: Path, scratch: Path, job: Job) -> Path:
+    """A copy of the finished run at `scratch` without `job`'s outputs (and their partial outputs), whose links
+    into the run (an image linked to a source the run made) point into the copy, as if it had run there."""
+    outputs.remove(scratch)
+    shutil.copytree(finished, scratch, symlinks=True)
+    for link in (p for p in scratch.rglob("*") if p.is_symlink()):
+        target = Path(os.readlink(link))
+        if target.is_relative_to(finished.resolve()):
+            link.unlink()
+            link.symlink_to(scratch.resolve() / target.relative_to(finished.resolve()))
+    for output in job.outputs:
+        for path in (scratch / output, outputs.partial_path(scratch / output)):
+            outputs.remove(path)
+    return scratch
+
+
+def sweep_job(job: Job, finished: Path, scratch: Path, choose: Callable[[int], list[int]]) -> list[KillPoint]:
+    """Kill `job` at the durable steps that `choose` picks from the number of its steps (e.g. `sample_steps`),
+    each in a copy of the finished run `finished` made under `scratch`, and check each rerun."""
+    expected = {output: stable_digest(finished / output, finished) for output in job.outputs}
+    counted = fresh_copy(finished, scratch / "counted", job)
+    if run_job(job, counted, scratch / "counted.log") != 0:
+        raise RuntimeError(f"{job.rule} ({job.command[:200]}) failed when run uninterrupted in {counted}")
+    labels = crash_points.logged_steps(scratch / "counted.log")
+    (scratch / "counted.log").unlink()
+    points = []
+    for step in choose(len(labels)):
+        copy, log = fresh_copy(finished, scratch / "killed", job), scratch / "killed.log"
+        status = run_job(job, copy, log, crash_at=step)
+        killed = status < 0 and len(crash_points.logged_steps(log)) >= step
+        log.unlink(missing_ok=True)
+        incomplete = [o for o in job.outputs if stable_digest(copy / o, copy) not in (None, expected[o])]
+        rerun = run_job(job, copy, log)
+        log.unlink(missing_ok=True)
+        different = [o for o in job.outputs if stable_digest(copy / o, copy) != expected[o]]
+        points.append(KillPoint(job, step, len(labels), labels[step - 1], killed, incomplete, rerun, different))
+    return points
