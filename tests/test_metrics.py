@@ -159,3 +159,18 @@ def test_compiled_warping_error_equals_the_vectorised_reference():
         reference, reference_errors = reference_warping_error(predicted, truth)
         assert error == reference and np.array_equal(errors, reference_errors)
         assert 0 < error < np.mean(predicted != truth)
+
+
+def test_a_table_merged_from_its_blocks_in_any_order_gives_bit_identical_scores():
+    """Blocks finish in any order; the scores of a rerun must not move in the last bit (evaluate's outputs are
+    byte-identical across runs)."""
+    rng = np.random.default_rng(4)
+    proposal, truth = rng.integers(0, 10, size=(256, 256)), rng.integers(1, 40, size=(256, 256))
+    blocks = [table(proposal[rows] + 100 * block, truth[rows])  # segments numbered per block, as segment's
+              for block, rows in enumerate(np.array_split(np.arange(256), 16))]
+    in_order = functools.reduce(Contingency.merge, blocks, Contingency())
+    for _ in range(10):
+        shuffled = functools.reduce(Contingency.merge, [blocks[i] for i in rng.permutation(len(blocks))], Contingency())
+        assert list(in_order.pairs) != list(shuffled.pairs)  # the counts come in another order
+        assert sums(in_order) == sums(shuffled)
+        assert info_scores(in_order) == info_scores(shuffled)

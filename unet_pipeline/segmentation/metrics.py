@@ -101,7 +101,9 @@ class Sums:
 
 
 def _xlogx(counts: np.ndarray) -> float:
-    counts = counts[counts > 1].astype(np.float64)  # 1 log 1 = 0
+    """The sum of n log n over `counts`, the same float whatever their order (the order of a merged table's
+    counts is the order its blocks finished in)."""
+    counts = np.sort(counts[counts > 1]).astype(np.float64)  # 1 log 1 = 0
     return float(np.sum(counts * np.log(counts)))
 
 
