@@ -4,11 +4,15 @@ into tasks of about `TASK_TARGET_S`, progress at once, failures named by item.""
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import threading
 
+import dask
 import pytest
-from distributed import get_worker
+from distributed import Client, LocalCluster, get_worker
 
-from unet_pipeline.core.errors import InputError
+from unet_pipeline.core.errors import InputError, WorkersLost
 from unet_pipeline.distributed import cluster, records, tasks
 from unet_pipeline.distributed.tasks import GROUP_MAX, TASK_TARGET_S, batched, group_size, run_tasks, wave_size
 
@@ -71,3 +75,27 @@ def test_tasks_are_sized_from_the_measured_seconds_per_item():
 def test_batched_draws_lists_lazily():
     assert list(batched(iter(range(7)), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
     assert list(batched([], 3)) == []
+
+
+def kill_own_worker(item: int) -> int:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return item
+
+
+def test_a_task_that_kills_every_worker_it_runs_on_is_named_with_a_pipeline_error():
+    """A task that takes its worker down every time (an out-of-memory kill, say) ends the run with the one-line
+    error of the command line (exit 2), naming the item, not a KilledWorker traceback."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as local, \
+            Client(local) as client:
+        with pytest.raises(WorkersLost, match=r"^item 3: the Dask worker running it died every time it ran \(2 "
+                                              r"tries: killed, or out of memory\?\)"):
+            run_tasks(client, kill_own_worker, [3], "doomed", stall_timeout_s=120, describe=lambda i: f"item {i}")
+
+
+def test_the_stall_clock_starts_when_the_first_worker_is_up():
+    """Workers that take longer to start than the stall timeout (a batch queue, a slow import) are no stall;
+    once a worker is up, silence is."""
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as local, Client(local) as client:
+        threading.Timer(4, local.scale, (1,)).start()  # twice the stall timeout
+        assert run_tasks(client, fail_at, [1, 2], "late workers", stall_timeout_s=2, bad=0) == [1, 2]

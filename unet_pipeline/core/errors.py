@@ -23,6 +23,16 @@ class StallError(PipelineError, TimeoutError):
     """No task finished for the stall timeout: the cluster's workers are gone, stopped or stuck."""
 
 
+class WorkersLost(PipelineError, RuntimeError):
+    """The workers running a task died too often (killed, out of memory): the message names the task."""
+
+
+def workers_lost(what: str, tries: int) -> WorkersLost:
+    """The error for `what` (a task, named) whose worker died each of the `tries` times it ran."""
+    return WorkersLost(f"{what}: the Dask worker running it died every time it ran ({tries} tries: killed, or out of "
+                       "memory?); what finished is kept: check the workers' memory and logs, then rerun")
+
+
 class ConfigError(PipelineError, ValueError):
     """A setting of the wrong type or value: the message names the key and what was expected."""
 

@@ -21,8 +21,9 @@ from typing import Any, Callable, Iterator
 
 import dask
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+from distributed.scheduler import KilledWorker
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, workers_lost
 
 GPU = "GPU"
 
@@ -115,7 +116,10 @@ def connect(kind: str, workers: int, threads_per_worker: int, address: str | Non
     with KINDS[kind](workers=workers, threads_per_worker=threads_per_worker, address=address, device=device,
                      torch_threads=torch_threads, slurm=slurm or {}, jobs=jobs) as client:
         _announce(client)
-        yield client
+        try:
+            yield client
+        except KilledWorker as error:  # from a Dask computation outside `tasks` (a pyramid, a store)
+            raise workers_lost(f"Dask task {error.task}", error.allowed_failures + 1) from error
 
 
 @contextlib.contextmanager

@@ -16,9 +16,10 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from distributed import Client, as_completed
+from distributed.scheduler import KilledWorker
 
 from ..core import progress
-from ..core.errors import PipelineError, StallError, storage_error
+from ..core.errors import PipelineError, StallError, storage_error, workers_lost
 
 WAVE_MIN = 256  # tasks in flight at least ...
 WAVE_PER_THREAD = 8  # ... or this many per worker thread, whichever is more
@@ -83,8 +84,11 @@ def completed_tasks(client: Client, function: Callable[..., Any], items: Iterabl
     `group_size`), each finished task making room for the next, so start-up
     and memory do not grow with their number. Each task is retried twice
     (e.g. when its worker dies). Stops with an error naming the item (through
-    `describe`) when one fails after its retries, or when nothing finishes
-    for `stall_timeout_s` seconds. Progress counts `weight(item)` per finished
+    `describe`) when one fails after its retries or keeps killing its workers
+    (`WorkersLost`), or when nothing finishes for `stall_timeout_s` seconds
+    while the cluster has had a worker (the clock starts when the first one
+    is up: starting workers, or waiting in a batch queue, is no stall).
+    Progress counts `weight(item)` per finished
     item, out of `total` (default: the sum over `items` when it is a list).
     """
     if total is None and isinstance(items, list):
@@ -92,11 +96,13 @@ def completed_tasks(client: Client, function: Callable[..., Any], items: Iterabl
     meter = progress.Meter(label, total)
     waves = _Waves(client, function, items, resources, kwargs)
     waves.submit(wave_size(client))
-    last_progress = time.monotonic()
+    last_progress = None  # since the first worker was up, then since the last task finished
     while not waves.finished.is_empty():
         ready = waves.finished.next_batch(block=False)
         if not ready:
-            if time.monotonic() - last_progress > stall_timeout_s:
+            if last_progress is None:
+                last_progress = time.monotonic() if client.scheduler_info()["workers"] else None
+            elif time.monotonic() - last_progress > stall_timeout_s:
                 raise StallError(f"{label}: nothing finished within {stall_timeout_s} s ({waves.finished.count()} "
                                  f"pending, {len(client.scheduler_info()['workers'])} workers): is the cluster alive?")
             time.sleep(0.05)
@@ -177,6 +183,8 @@ def _raise_failure(future: Any, group: list[Any], describe: Callable[[Any], str]
     what = describe(group[index]) if index is not None else ", ".join(map(describe, group))
     if isinstance(error, PipelineError):  # bad input the user can act on: keep its message and type
         raise type(error)(f"{what}: {error}") from error
+    if isinstance(error, KilledWorker):  # the scheduler gave up on it: each worker that ran it died
+        raise workers_lost(what, error.allowed_failures + 1) from error
     if (storage := storage_error(error, what)) is not None:  # a full disk or a read-only location
         raise storage from error
     raise RuntimeError(f"{what} failed after retries: {error!r}" if error else f"{what} was cancelled")
