@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import COMPRESSION, predict_settings, write_image
+from conftest import COMPRESSION, predict_settings, probability_image, segment_settings, write_image
+from test_segment import cells_probability
 
+from unet_pipeline.stages.segment import segment
 from unet_pipeline.storage import ome_zarr, outputs
 
 WEIGHTS = {"w0": 10.0, "sigma": 5.0, "class_balance": "none", "mode": "2d", "tolerance": 1e-3,
@@ -115,3 +117,30 @@ def test_a_full_disk_is_named_and_the_rerun_with_space_resumes(tmp_path):
         rerun = cli("ingest", "raw", raw, output, settings=copy)
         assert rerun.returncode == 0, rerun.stderr
         assert ome_zarr.open_input(output).shape == (16, 128, 128)
+
+
+def test_a_full_disk_during_segment_names_the_output_and_the_rerun_with_space_resumes(tmp_path):
+    """The file system names no file when a write runs out of space: the one-line error names the output folder
+    the block was writing in (not only the block), and the rerun, once there is room, finishes the same output."""
+    probabilities = probability_image(tmp_path / "p.ome.zarr", cells_probability((4, 256, 256), 5), (1, 64, 64))
+    settings = segment_settings({"kind": "local", "workers": 1, "threads_per_worker": 1}, block=[1, 128, 128],
+                                context=[0, 32, 32])
+    with small_file_system(tmp_path / "small", "size=256k") as folder:
+        output = folder / "s.ome.zarr"
+        result = cli("segment", probabilities, output, settings=settings)
+        assert result.returncode == 2, result.stderr
+        last = result.stderr.strip().splitlines()[-1]  # above it: the Dask workers' logs of each failed try
+        assert last.startswith("unet-pipeline segment: error: ") and f"{output}.partial" in last, result.stderr
+        assert "No space left on device" in last and not output.exists()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(folder)], check=True)
+        assert cli("segment", probabilities, output, settings=settings).returncode == 0
+        segment(probabilities, tmp_path / "whole.ome.zarr", **settings)
+        assert np.array_equal(ome_zarr.open_input(output)[:], ome_zarr.open_input(tmp_path / "whole.ome.zarr")[:])
+
+
+def test_an_output_under_a_regular_file_is_named(tmp_path):
+    (tmp_path / "results").write_text("a file where a folder should be")
+    result = cli("weights", labels_image(tmp_path / "labels.ome.zarr"), tmp_path / "results" / "w.ome.zarr",
+                 settings=WEIGHTS)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{tmp_path / 'results'}: is a file, not a folder" in result.stderr

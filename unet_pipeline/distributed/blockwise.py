@@ -176,7 +176,8 @@ class Runner:
             return iter(())
         items = [(function, block, per_block[i] if per_block else {}) for i, block in enumerate(blocks)]
         return tasks.completed_tasks(self.client, _call, items, label, self.stall_timeout_s,
-                                     describe=lambda item: f"block {item[1].box}", work=self.work, shared=shared)
+                                     describe=lambda item: f"block {item[1].box}", writes=self.work.root,
+                                     work=self.work, shared=shared)
 
 
 def _call(item: tuple[Callable[..., Any], Block, dict[str, Any]], work: Work, shared: dict[str, Any]) -> Any:

@@ -9,6 +9,7 @@ it does, so tasks are sized from the measured seconds per item to about
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import threading
@@ -20,6 +21,7 @@ from distributed.scheduler import KilledWorker
 
 from ..core import progress
 from ..core.errors import PipelineError, StallError, storage_error, workers_lost
+from ..storage import outputs
 
 WAVE_MIN = 256  # tasks in flight at least ...
 WAVE_PER_THREAD = 8  # ... or this many per worker thread, whichever is more
@@ -48,14 +50,17 @@ def group_size(seconds_per_item: float | None) -> int:
     return max(1, min(GROUP_MAX, int(TASK_TARGET_S / max(seconds_per_item, 1e-6))))
 
 
-def run_group(function: Callable[..., Any], items: list[Any], **kwargs: Any) -> tuple[list[Any], float]:
+def run_group(function: Callable[..., Any], items: list[Any], writes: str | None,
+              **kwargs: Any) -> tuple[list[Any], float]:
     """Worker task: `function(item, **kwargs)` for each item in turn; the results and the seconds they took.
-    An item's error leaves with its index in the group (attribute `FAILED_ITEM`)."""
+    An item's error leaves with its index in the group (attribute `FAILED_ITEM`), and an OSError that names
+    no file with `writes` (the folder the items write in) as its file."""
     started = time.perf_counter()
     results = []
     for index, item in enumerate(items):
         try:
-            results.append(function(item, **kwargs))
+            with outputs.naming(writes) if writes else contextlib.nullcontext():
+                results.append(function(item, **kwargs))
         except BaseException as error:
             setattr(error, FAILED_ITEM, index)
             raise
@@ -65,18 +70,19 @@ def run_group(function: Callable[..., Any], items: list[Any], **kwargs: Any) -> 
 def run_tasks(client: Client, function: Callable[..., Any], items: Iterable[Any], label: str,
               stall_timeout_s: float, describe: Callable[[Any], str] = str,
               weight: Callable[[Any], int] = lambda item: 1, resources: dict[str, int] | None = None,
-              total: int | None = None, **kwargs: Any) -> list[Any]:
+              total: int | None = None, writes: str | None = None, **kwargs: Any) -> list[Any]:
     """`function(item, **kwargs)` for every item on the cluster; the results in the order of `items` (see
     `completed_tasks`, which hands them over as they finish instead of holding them all)."""
     results: dict[int, Any] = dict(completed_tasks(client, function, items, label, stall_timeout_s, describe, weight,
-                                                   resources, total, **kwargs))
+                                                   resources, total, writes, **kwargs))
     return [results[index] for index in range(len(results))]
 
 
 def completed_tasks(client: Client, function: Callable[..., Any], items: Iterable[Any], label: str,
                     stall_timeout_s: float, describe: Callable[[Any], str] = str,
                     weight: Callable[[Any], int] = lambda item: 1, resources: dict[str, int] | None = None,
-                    total: int | None = None, **kwargs: Any) -> Iterator[tuple[int, Any]]:
+                    total: int | None = None, writes: str | None = None,
+                    **kwargs: Any) -> Iterator[tuple[int, Any]]:
     """(index of the item in `items`, `function(item, **kwargs)`) for every item on the cluster, as tasks finish.
 
     `items` may be a lazy iterable: they are drawn and submitted in bounded
@@ -90,11 +96,13 @@ def completed_tasks(client: Client, function: Callable[..., Any], items: Iterabl
     is up: starting workers, or waiting in a batch queue, is no stall).
     Progress counts `weight(item)` per finished
     item, out of `total` (default: the sum over `items` when it is a list).
+    A full disk is named by its file, or by `writes` (the folder the tasks
+    write in) when the file system names none.
     """
     if total is None and isinstance(items, list):
         total = sum(map(weight, items))
     meter = progress.Meter(label, total)
-    waves = _Waves(client, function, items, resources, kwargs)
+    waves = _Waves(client, function, items, resources, writes, kwargs)
     waves.submit(wave_size(client))
     last_progress = None  # since the first worker was up, then since the last task finished
     while not waves.finished.is_empty():
@@ -127,9 +135,9 @@ class _Waves:
     seconds per item measured so far (see `group_size`)."""
 
     def __init__(self, client: Client, function: Callable[..., Any], items: Iterable[Any],
-                 resources: dict[str, int] | None, kwargs: dict[str, Any]) -> None:
+                 resources: dict[str, int] | None, writes: str | None, kwargs: dict[str, Any]) -> None:
         self.client, self.source, self.resources, self.kwargs = client, iter(items), resources, kwargs
-        self.task = functools.partial(run_group, function)
+        self.task = functools.partial(run_group, function, writes=writes)
         self.pending: dict[str, tuple[int, list[Any]]] = {}  # future key -> (index of its first item, its items)
         self.finished = as_completed()
         self.submitted = 0

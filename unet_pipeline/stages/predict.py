@@ -218,9 +218,9 @@ def predict(image_path: str | os.PathLike, checkpoint_path: str | os.PathLike, o
         with cluster.connect(**cluster_settings, device=device, torch_threads=torch_threads) as client:
             tasks.run_tasks(client, write_zero_tiles, tasks.batched(todo(False), ZERO_TILES_PER_TASK),
                             "predict tiles outside the mask", stall_timeout_s, describe=_describe, weight=len,
-                            total=len(outside - target.finished), job=job)
+                            total=len(outside - target.finished), writes=job.output, job=job)
             tasks.run_tasks(client, run_tiles, tasks.batched(todo(True), batch_tiles), "predict tiles", stall_timeout_s,
-                            describe=_describe, weight=len, total=tiles - len(outside) - resumed,
+                            describe=_describe, weight=len, total=tiles - len(outside) - resumed, writes=job.output,
                             resources={cluster.GPU: 1} if cluster.gpu_workers(client) else None, job=job)
             # on the cluster's workers, not in here
             target.levels_written = pyramid_writer.write_pyramid(target.partial)

@@ -251,7 +251,7 @@ def agglomerated_pieces(runner: Runner, probabilities: str, s: Settings, voxel_s
     print(f"agglomerate: {len(groups)} groups of blocks, {len(groups) - len(todo)} already done", flush=True)
     sizes = tasks.run_tasks(runner.client, agglomerate_group, todo, "agglomerate", runner.stall_timeout_s,
                             describe=lambda group: f"the blocks of {group[0].box} to {group[-1].box}",
-                            weight=len, work=work, settings=s, threshold=threshold)
+                            weight=len, writes=work.root, work=work, settings=s, threshold=threshold)
     runner.computed += len(missing)
     print(f"segment: {sum(f for f, _ in sizes)} fragments, {sum(e for _, e in sizes)} edges agglomerated "
           f"({s.agglomeration}, merge threshold {threshold}) in {len(todo)} groups", flush=True)

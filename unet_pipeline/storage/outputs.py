@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
-from ..core.errors import ConfigError, OutputBusy
+from ..core.errors import ConfigError, OutputBusy, StorageError
 from . import crash_points
 
 BUSY_POLICIES = ("refuse", "wait")
@@ -92,7 +93,7 @@ def output_lock(path: str | os.PathLike) -> Iterator[None]:
             _HELD[path] -= 1
         return
     lock = path.with_name(path.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(lock.parent, path)
     with _acquire(path, lock) as handle:
         handle.seek(0)
         handle.truncate()
@@ -116,9 +117,31 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     with output_lock(path):
         partial = partial_path(path)
         remove(partial)
-        partial.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(partial.parent, path)
         yield partial
         commit(partial, path)
+
+
+def make_folder(folder: Path, output: str | os.PathLike) -> None:
+    """Make `folder` and its parents for writing `output`; a part of it that is a file is named."""
+    for part in (folder, *folder.parents):
+        if part.is_dir():
+            break
+        if part.exists():
+            raise StorageError(errno.ENOTDIR, f"{part}: is a file, not a folder, so {output} cannot be written in it")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """Name `path` in an OSError raised inside that names no file (a full disk's names none), so that its
+    message says where it could not write."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None:
+            err.filename = str(path)
+        raise
 
 
 def partial_path(path: str | os.PathLike) -> Path:
