@@ -7,12 +7,14 @@ from snakemake.utils import min_version, validate
 
 from unet_pipeline.core.errors import ConfigError
 from unet_pipeline.workflow.command_line_config import type_command_line_values
+from unet_pipeline.workflow.job_environment import put_scripts_on_path
 from unet_pipeline.workflow.volumes import check_unique_keys, plan
 
 min_version("9.0")
 
 # The rules' conda environment (workflow/envs/unet-pipeline.yaml) installs this checkout by this variable.
 os.environ.update(UNET_PIPELINE_ROOT=workflow.basedir)
+put_scripts_on_path()  # the rules call `unet-pipeline`, also from an environment that was never activated
 
 
 # The demo config applies only when no --configfile is given: a user's config then gets the schema's

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -49,8 +50,11 @@ TINY = {  # a labeled volume trained on, validated on and scored, and an unlabel
 
 
 def environment() -> dict[str, str]:
-    """This interpreter's bin folder first on PATH, as in an activated environment: rules call `unet-pipeline`."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    """The environment of a shell that never activated this interpreter's environment (README command 2 as
+    written): its scripts folder is not on PATH, and the rules must still find `unet-pipeline`."""
+    scripts = {sysconfig.get_path("scripts"), str(Path(sys.executable).parent)}
+    path = [folder for folder in os.environ["PATH"].split(os.pathsep) if folder not in scripts]
+    return {**os.environ, "PATH": os.pathsep.join(path)}
 
 
 def snakemake_command(workdir: Path, config: Path | None = None) -> list[str]:

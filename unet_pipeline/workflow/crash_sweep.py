@@ -18,11 +18,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..storage import crash_points, outputs
+from .job_environment import put_scripts_on_path
 
 RUN_HISTORY = ("started", "finished", "computed", "resumed")  # provenance keys that say how a run went (when,
 # how much it resumed), not what it wrote: they differ between an interrupted and an uninterrupted run
@@ -78,8 +78,8 @@ def planned_jobs(snakemake: Sequence[str], workdir: Path) -> list[Job]:
 def run_job(job: Job, workdir: Path, log: Path, crash_at: int | None = None) -> int:
     """Run `job` in `workdir` in a process group of its own, its durable steps logged to `log` (and killed at
     step `crash_at`); its exit status (negative: the signal that killed it)."""
-    env = {**os.environ, crash_points.LOG_ENV: str(log),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    put_scripts_on_path()  # as the Snakefile does for the rules' commands
+    env = {**os.environ, crash_points.LOG_ENV: str(log)}
     env.pop(crash_points.AT_ENV, None)
     if crash_at is not None:
         env[crash_points.AT_ENV] = str(crash_at)
