@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import zarr
 from conftest import COMPRESSION, REPO, probability_image, segment_settings, write_image
 from test_predict import run_predict
 from test_segment import cells_probability
@@ -69,9 +70,65 @@ def test_verify_names_missing_damaged_and_changed_chunks(tmp_path, damage):
     status, report = verify(output)
     found = report["outputs"][0]
     assert status == 2 and not found["intact"]
-    expected = {"deleted": ("missing", "1/0/1"), "corrupt": ("damaged", "1/0/1"), "changed": ("changed", "1/0/1")}
+    expected = {"deleted": ("missing", "0/1/0/1"), "corrupt": ("damaged", "0/1/0/1"),
+                "changed": ("changed", "0/1/0/1")}  # level 0, chunk (1, 0, 1)
     field, key = expected[damage]
     assert found[field] == [key], found
+
+
+@pytest.mark.parametrize("damage", ["deleted", "corrupt", "changed"])
+def test_verify_checks_every_pyramid_level(tmp_path, damage):
+    output = tmp_path / "copy.ome.zarr"
+    ingest("raw", raw_image(tmp_path / "raw.ome.zarr"), output, **{**INGEST, "chunks": (1, 16, 16)})
+    level = zarr.open_array(str(output / "1"), mode="r+")
+    assert level.shape == (3, 32, 32) and verify(output)[0] == 0
+    chunk = output / "1" / "2" / "1" / "0"
+    if damage == "deleted":
+        chunk.unlink()
+    elif damage == "corrupt":
+        chunk.write_bytes(b"\x02\x01 not a blosc frame")
+    else:
+        level[2, 16:, :16] = level[2, 16:, :16] + 1
+    status, report = verify(output)
+    found = report["outputs"][0]
+    assert status == 2 and found[{"deleted": "missing", "corrupt": "damaged", "changed": "changed"}[damage]] == \
+        ["1/2/1/0"], found
+
+
+@pytest.mark.parametrize("edit", ["scale", "translation", "axes", "fingerprint"])
+def test_verify_catches_edited_metadata_and_an_edited_fingerprint(tmp_path, edit):
+    output = tmp_path / "copy.ome.zarr"
+    ingest("raw", raw_image(tmp_path / "raw.ome.zarr"), output, **INGEST)
+    attributes = output / ".zattrs"
+    attrs = json.loads(attributes.read_text())
+    datasets = attrs["multiscales"][0]["datasets"]
+    if edit == "scale":
+        datasets[0]["coordinateTransformations"][0]["scale"][1] *= 2
+    elif edit == "translation":
+        datasets[1]["coordinateTransformations"][1]["translation"][2] += 1.0
+    elif edit == "axes":
+        attrs["multiscales"][0]["axes"][1]["unit"] = "micrometer"
+    else:
+        attrs["provenance"]["content_sha256"] = "0" * 64
+    attributes.write_text(json.dumps(attrs))
+    status, report = verify(output)
+    found = report["outputs"][0]
+    assert status == 2 and not found["intact"] and not (found["missing"] or found["damaged"] or found["changed"])
+    if edit == "fingerprint":
+        assert not found["provenance_matches"] and found["metadata_changed"] == []
+    else:
+        assert found["metadata_changed"] == [{"axes": "axes"}.get(edit, "datasets")] and found["provenance_matches"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_verify_names_a_damaged_checkpoint_with_exit_2(tmp_path, random_checkpoint, damage):
+    checkpoint = random_checkpoint()
+    content = checkpoint.read_bytes()
+    checkpoint.write_bytes(content[: len(content) // 2] if damage == "truncated" else b"")
+    result = subprocess.run([sys.executable, "-m", "unet_pipeline.cli", "verify", str(checkpoint)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"{checkpoint}: the checkpoint cannot be read, it is truncated or damaged" in result.stderr
 
 
 def test_weight_hashes_match_for_bit_identical_weights_in_different_files(tmp_path):

@@ -121,13 +121,13 @@ def _synth(args: argparse.Namespace) -> None:
     for name, volume in (("raw", raw), ("labels", labels)):
         with outputs.atomic_output(Path(args.output) / f"{name}.ome.zarr") as partial:
             array = ome_zarr.create_image(partial, shape, volume.dtype, chunks, compression, voxel, "nanometer", name,
-                                    labels=name == "labels")
+                                          labels=name == "labels")
             array[:] = volume
-            hashes = chunk_hashes.chunk_hashes(volume, (0, 0, 0), array.chunks)
-            digest = chunk_hashes.write_manifest(partial, hashes, array)
             pyramid_writer.write_pyramid(partial)
+            digest = chunk_hashes.write_manifest(partial, chunk_hashes.chunk_hashes(volume, (0, 0, 0), array.chunks),
+                                                 array)
             ome_zarr.set_attrs(partial, synthetic={"shape": list(shape), "seed": args.seed, "version": __version__},
-                             provenance={"content_sha256": digest})
+                               provenance={"content_sha256": digest})
 
 
 def _info(path: str) -> None:

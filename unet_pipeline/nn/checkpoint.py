@@ -35,10 +35,16 @@ def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """What a checkpoint file holds, its tensors on `device`; a missing, truncated or foreign file is named."""
+    with _readable(path):
+        return torch.load(path, map_location=device, weights_only=True)
+
+
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> UNet:
     """Rebuild a model from a checkpoint alone, in eval mode on `device`."""
+    checkpoint = read_checkpoint(path, device)
     with _readable(path):
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
         model = UNet(ModelConfig.from_dict(checkpoint["model_config"]))
         model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()
@@ -48,8 +54,8 @@ def load_weights(network: UNet, path: str | os.PathLike, key: str) -> str:
     """Load the weights of the checkpoint at `path` (named by config `key` in errors) into `network`, which must
     have the same architecture (a difference names the model keys, a weight of another shape the layer);
     returns their `weights_hash`."""
+    checkpoint = read_checkpoint(path)
     with _readable(path):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         theirs, state = checkpoint["model_config"], checkpoint["state_dict"]
     ours = dataclasses.asdict(network.config)
     differs = [f"{name} ({theirs.get(name)!r} there, {value!r} here)" for name, value in ours.items()

@@ -1,4 +1,12 @@
-"""`unet-pipeline verify PATH [OTHER]`: is an output intact, and are two outputs identical?"""
+"""`unet-pipeline verify PATH [OTHER]`: is an output intact, and are two outputs identical?
+
+An image is intact when every chunk of every level decodes to the values its
+writer hashed, the metadata that shapes them (axes, scales, translations,
+shapes, dtypes, chunks) is as recorded, and its provenance names the
+recorded fingerprint; a checkpoint when its weights hash to the recorded
+hash. Exit 0: intact (and identical); 1: intact but different; 2: damaged,
+or unreadable (named).
+"""
 
 from __future__ import annotations
 
@@ -26,11 +34,9 @@ def check(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _check_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    import torch
+    from ..nn.checkpoint import load_model, read_checkpoint, weights_hash
 
-    from ..nn.checkpoint import load_model, weights_hash
-
-    recorded = torch.load(path, map_location="cpu", weights_only=True).get("weights_sha256")
+    recorded = read_checkpoint(path).get("weights_sha256")
     actual = weights_hash(load_model(path).state_dict())
     return {"path": str(path), "fingerprint": actual, "recorded": recorded, "intact": recorded in (None, actual)}
 
@@ -39,8 +45,9 @@ def verify(path: str | os.PathLike, other: str | os.PathLike | None = None) -> i
     """Print the check of `path` (and of `other`, and whether the two are identical) as JSON; the exit status."""
     reports = [check(p) for p in (path, other) if p is not None]
     summary: dict[str, Any] = {"outputs": reports}
-    if other is not None:
-        summary["identical"] = reports[0]["fingerprint"] == reports[1]["fingerprint"]
+    if other is not None:  # images: the same values at every level, with the same metadata shaping them
+        summary["identical"] = all(reports[0].get(key) == reports[1].get(key)
+                                   for key in ("fingerprint", "levels_fingerprint", "metadata_sha256"))
     print(json.dumps(summary, indent=2))
     if not all(report["intact"] for report in reports):
         return DAMAGED

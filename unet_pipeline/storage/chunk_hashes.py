@@ -1,12 +1,16 @@
-"""Content fingerprints of images: a hash per chunk of level 0, and one over them all.
+"""Content fingerprints of images: a hash per chunk of every level, one over level 0's, and a record of the
+metadata that shapes the values (axes, scales, translations; each level's shape, dtype, chunks and shards).
 
 A chunk's hash is taken over its decoded values (dtype, shape and C-order
 bytes), so it does not depend on the codec or the Zarr format, and two runs
-that write the same values get the same fingerprint. Writers hash each chunk
-from the block they have just written (no second read) and keep the hashes
-in the block's record; when the image is complete they are gathered into
-`<image>/content.json` and the fingerprint goes into the provenance.
-`verify` decodes every chunk again and compares.
+that write the same values get the same fingerprint. Writers hash each
+level-0 chunk from the block they have just written (no second read) and
+keep the hashes in the block's record; when the image is complete its
+pyramid levels are read back and hashed (on threads; a y-x pyramid holds a
+third of level 0's voxels), and everything is gathered into
+`<image>/content.json`. Level 0's fingerprint goes into the provenance.
+`verify` decodes every chunk of every level again and compares, and checks
+the metadata and the provenance's fingerprint against the record.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import dask
 import numpy as np
 import zarr
 
@@ -25,7 +30,8 @@ from ..core.geometry import Box, Coordinate, grid_indices
 from . import crash_points
 
 MANIFEST = "content.json"  # not a Zarr node: readers of the image ignore it
-ALGORITHM = "blake2b-128 over dtype, shape and C-order values of each level-0 chunk; sha256 over 'key hash' lines"
+ALGORITHM = "blake2b-128 over dtype, shape and C-order values of each chunk; sha256 over level 0's 'key hash' lines"
+HASH_TASK_CHUNKS = 64  # chunks hashed per thread task when a level is read back
 
 
 def chunk_key(index: Sequence[int]) -> str:
@@ -58,14 +64,39 @@ def expected_keys(array: zarr.Array) -> list[str]:
     return list(map(chunk_key, grid_indices(array.shape, array.chunks)))
 
 
+def level_paths(group: zarr.Group) -> list[str]:
+    """The paths of an image's levels, level 0 first (its NGFF multiscales)."""
+    from .ome_zarr import ngff_attrs
+
+    return [dataset["path"] for dataset in ngff_attrs(group)["multiscales"][0]["datasets"]]
+
+
+def shaping_metadata(group: zarr.Group) -> dict[str, Any]:
+    """What of an image's metadata decides what its values mean: the axes and each level's path, scale and
+    translation (its NGFF multiscales), shape, dtype, chunks and shards; not its codec, name or provenance."""
+    from .ome_zarr import ngff_attrs
+
+    multiscale = ngff_attrs(group)["multiscales"][0]
+    arrays = {path: {"shape": list(group[path].shape), "dtype": str(group[path].dtype),
+                     "chunks": list(group[path].chunks),
+                     "shards": list(group[path].shards) if group[path].shards else None}
+              for path in level_paths(group)}
+    return {"axes": multiscale["axes"], "datasets": multiscale["datasets"], "arrays": arrays}
+
+
 def write_manifest(image: str | os.PathLike, hashes: dict[str, str], array: zarr.Array) -> str | None:
-    """Write `<image>/content.json` and return the fingerprint, when `hashes` cover every chunk of level 0
-    `array` (a writer that does not hash leaves none: no fingerprint then)."""
+    """Write `<image>/content.json` and return level 0's fingerprint, when `hashes` cover every chunk of level 0
+    `array` (a writer that does not hash leaves none: no fingerprint then). The pyramid levels are read back
+    and hashed here: call it once the image is complete, its metadata too."""
     if set(hashes) != set(expected_keys(array)):
         return None
     digest = fingerprint(hashes)
+    group = zarr.open_group(str(image), mode="r")
+    levels = {path: recomputed_hashes(group[path])[0] for path in level_paths(group)[1:]}
     manifest = {"algorithm": ALGORITHM, "fingerprint": digest, "shape": list(array.shape),
-                "chunks": list(array.chunks), "dtype": str(array.dtype), "chunk_hashes": dict(sorted(hashes.items()))}
+                "chunks": list(array.chunks), "dtype": str(array.dtype), "chunk_hashes": dict(sorted(hashes.items())),
+                "levels": {path: dict(sorted(level.items())) for path, level in levels.items()},
+                "metadata": json.loads(json.dumps(shaping_metadata(group)))}
     (Path(image) / MANIFEST).write_text(json.dumps(manifest))
     crash_points.passed(f"manifest of {Path(image).name}")
     return digest
@@ -76,10 +107,9 @@ def manifest(image: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def recomputed_hashes(array: zarr.Array) -> tuple[dict[str, str], dict[str, str]]:
-    """Every chunk of `array` decoded and hashed again: (hashes, {key: error} of chunks that cannot be read)."""
+def _hash_chunks(array: zarr.Array, keys: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     hashes, damaged = {}, {}
-    for key in expected_keys(array):
+    for key in keys:
         index = [int(i) for i in key.split("/")]
         try:
             hashes[key] = value_hash(np.asarray(array[Box.unit(index, array.chunks, array.shape).slices()]))
@@ -88,18 +118,61 @@ def recomputed_hashes(array: zarr.Array) -> tuple[dict[str, str], dict[str, str]
     return hashes, damaged
 
 
+def recomputed_hashes(array: zarr.Array) -> tuple[dict[str, str], dict[str, str]]:
+    """Every chunk of `array` decoded and hashed again, on threads (the codecs and the hash release the GIL):
+    (hashes, {key: error} of chunks that cannot be read)."""
+    keys = expected_keys(array)
+    tasks = [dask.delayed(_hash_chunks)(array, keys[i:i + HASH_TASK_CHUNKS])
+             for i in range(0, len(keys), HASH_TASK_CHUNKS)]
+    hashes, damaged = {}, {}
+    for part, broken in dask.compute(*tasks, scheduler="threads"):
+        hashes.update(part)
+        damaged.update(broken)
+    return hashes, damaged
+
+
 def check_manifest(image: str | os.PathLike, array: zarr.Array) -> dict[str, Any]:
-    """Compare the chunks of an image on disk with its manifest: what is missing, damaged or changed."""
+    """Compare an image on disk with its manifest: the chunks of every level that are missing, damaged (cannot
+    be decoded) or changed (each named '<level path>/<grid index>'), the metadata entries that changed, and
+    whether the provenance names the recorded fingerprint."""
     from .chunk_files import missing_keys
+    from .ome_zarr import image_attrs
 
     recorded = manifest(image)
-    if recorded is None:
-        raise InputError(f"{image}: no {MANIFEST}; it was written by a stage that records no chunk hashes, "
-                         "or by an older version")
-    missing = set(missing_keys(array))
-    hashes, damaged = recomputed_hashes(array)
-    changed = sorted(key for key, value in hashes.items()
-                     if key in recorded["chunk_hashes"] and recorded["chunk_hashes"][key] != value)
-    return {"fingerprint": recorded["fingerprint"], "chunks": len(recorded["chunk_hashes"]),
-            "missing": sorted(missing), "damaged": sorted(damaged), "changed": changed,
-            "intact": not missing and not damaged and not changed and fingerprint(hashes) == recorded["fingerprint"]}
+    if recorded is None or "levels" not in recorded:
+        raise InputError(f"{image}: no {MANIFEST} with the hashes of every level; it was written by a stage that "
+                         "records no chunk hashes, or by an older version")
+    group = zarr.open_group(str(image), mode="r")
+    expected = {level_paths(group)[0]: recorded["chunk_hashes"], **recorded["levels"]}
+    report: dict[str, Any] = {"fingerprint": recorded["fingerprint"], "levels_fingerprint": fingerprint(
+        {f"{path}/{key}": value for path, level in expected.items() for key, value in level.items()}),
+        "metadata_sha256": hashlib.sha256(json.dumps(recorded["metadata"], sort_keys=True).encode()).hexdigest(),
+        "chunks": sum(map(len, expected.values())), "missing": [], "damaged": [], "changed": []}
+    for path, hashes_of_level in expected.items():
+        if path not in group:
+            report["missing"].append(path)
+            continue
+        level = array if path == level_paths(group)[0] else group[path]
+        report["missing"] += [f"{path}/{key}" for key in missing_keys(level)]
+        hashes, damaged = recomputed_hashes(level)
+        report["damaged"] += [f"{path}/{key}" for key in sorted(damaged)]
+        report["changed"] += [f"{path}/{key}" for key, value in sorted(hashes.items())
+                              if hashes_of_level.get(key, value) != value]
+    report["metadata_changed"] = _changed_entries(recorded["metadata"], json.loads(json.dumps(shaping_metadata(group))))
+    named = image_attrs(image).get("provenance", {}).get("content_sha256")
+    report["provenance_matches"] = named == recorded["fingerprint"] == fingerprint(recorded["chunk_hashes"])
+    report["intact"] = report["provenance_matches"] and not any(
+        report[key] for key in ("missing", "damaged", "changed", "metadata_changed"))
+    return report
+
+
+def _changed_entries(recorded: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted names of the entries that differ between two metadata records ('datasets', 'arrays.1.chunks')."""
+    changed = []
+    for key in sorted(set(recorded) | set(current)):
+        before, after = recorded.get(key), current.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            changed += _changed_entries(before, after, f"{prefix}{key}.")
+        elif before != after:
+            changed.append(f"{prefix}{key}")
+    return changed
