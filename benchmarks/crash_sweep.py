@@ -8,7 +8,7 @@ rule, the durable steps of an uninterrupted run, the kill points tried and how m
 there, nothing at an output path was incomplete, the rerun exited 0 and wrote the finished run's outputs),
 and each failure with the step's label.
 
-    python benchmarks/crash_sweep.py [--points 20] [--scratch DIR]
+    python benchmarks/crash_sweep.py [--points 20] [--rules weights segment] [--scratch DIR]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, default=20, help="kill points per job at most (default 20)")
     parser.add_argument("--scratch", type=Path, default=None, help="where the runs go (default: a temp folder)")
+    parser.add_argument("--rules", nargs="*", default=None, help="sweep only these rules (default: every rule)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
         finished = Path(tmp) / "finished"
@@ -61,6 +62,8 @@ def main() -> None:
               f"{args.points} kill points each")
         tried = failed = 0
         for rule, job in first_of_rule.items():
+            if args.rules and rule not in args.rules:
+                continue
             start = time.perf_counter()
             points = crash_sweep.sweep_job(job, finished, Path(tmp) / rule,
                                            lambda steps: crash_sweep.sample_steps(steps, args.points))

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import os
 import pickle
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -33,6 +34,12 @@ def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
+
+
+def training_state(checkpoint: str | os.PathLike) -> Path:
+    """The folder where the training run that writes `checkpoint` keeps its resumable state (its last and best
+    saves), beside it."""
+    return Path(checkpoint).parent / "state"
 
 
 def read_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[str, Any]:

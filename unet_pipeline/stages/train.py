@@ -29,7 +29,7 @@ from ..core.errors import ConfigError
 from ..core.stage_settings import RUN_ONLY, checked_stage
 from ..distributed import records
 from ..nn.augment import AugmentSettings
-from ..nn.checkpoint import load_weights, save_checkpoint, select_device
+from ..nn.checkpoint import load_weights, save_checkpoint, select_device, training_state
 from ..nn.device_augment import finish_batch
 from ..nn.inference import predict_in_memory
 from ..nn.losses import soft_dice_loss, weighted_cross_entropy
@@ -189,7 +189,7 @@ def train(checkpoint_path: str | os.PathLike, train_log_path: str | os.PathLike,
         check_source(source)
         segmentation = validation_settings(validation_segmentation) if validated else None
         torch.set_num_threads(threads)
-        state_dir = Path(checkpoint_path).parent / "state"
+        state_dir = training_state(checkpoint_path)
         shaping = {key: value for key, value in settings.items() if key not in RUN_ONLY["train"]}
         inputs = {f"{kind}:{entry['volume']}": entry.get(kind) for entry in (*training, *validation)
                   for kind in ("image", "intensity", "labels", "weights")}

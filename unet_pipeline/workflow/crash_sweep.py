@@ -6,7 +6,7 @@ workflow runs it). For one job and one step index N (see `storage.crash_points`)
 loses the job's outputs, the job runs killed at its N-th durable step (its whole process group, Dask's workers
 included), nothing at an output path may then be incomplete (absent, or equal to the finished run's), the job
 runs again, and its outputs must equal the finished run's: every file byte for byte, attributes and tables
-up to their run history (see `stable_digest`).
+up to their run history (see `file_digests`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class KillPoint:
     killed: bool  # the job died at the step (not: it finished first)
     incomplete: list[str]  # output paths holding something other than the finished run's output after the kill
     rerun_status: int
-    different: list[str]  # outputs of the rerun that differ from the finished run's
+    different: list[str]  # files of the rerun's outputs that differ from the finished run's ('<output>/<file>')
 
     @property
     def passed(self) -> bool:
@@ -87,20 +87,27 @@ def run_job(job: Job, workdir: Path, log: Path, crash_at: int | None = None) -> 
                           timeout=JOB_TIMEOUT_S).returncode
 
 
-def stable_digest(path: Path, run: Path) -> str | None:
-    """A digest of the output at `path` of the run in the folder `run` (None when absent) that two runs of the
-    same work share: every file's bytes, except that JSON attributes and checkpoints drop their `RUN_HISTORY`
-    keys, JSON names the run's folder '<run>' (a linked image records its source's absolute path), and a
-    checkpoint counts by its contents (each tensor's bytes)."""
+def file_digests(path: Path, run: Path) -> dict[str, str] | None:
+    """The digest of each file of the output at `path` of the run in the folder `run`, by its path inside the
+    output (None when absent): every file's bytes, except that JSON attributes and checkpoints drop their
+    `RUN_HISTORY` keys, JSON names the run's folder '<run>' (a linked image records its source's absolute
+    path), and a checkpoint counts by its contents (each tensor's bytes)."""
     if not path.exists():
         return None
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.name != SNAKEMAKE_MARKER) if path.is_dir() \
         else [path]
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(f"{file.relative_to(path) if file != path else file.name}\0".encode())
-        digest.update(_stable_bytes(file, run))
-    return digest.hexdigest()
+    return {str(file.relative_to(path)) if file != path else file.name:
+            hashlib.sha256(_stable_bytes(file, run)).hexdigest() for file in files}
+
+
+def differing_files(output: str, expected: dict[str, str] | None, run: Path) -> list[str]:
+    """The files of `output` in the folder `run` whose digests are not `expected` (see `file_digests`), and those
+    missing or extra, each as '<output>/<file>'."""
+    found = file_digests(run / output, run)
+    if found is None or expected is None:
+        return [] if found == expected else [output]
+    return [f"{output}/{name}" for name in sorted(expected.keys() | found.keys())
+            if expected.get(name) != found.get(name)]
 
 
 def _stable_bytes(file: Path, run: Path) -> bytes:
@@ -138,8 +145,9 @@ def sample_steps(steps: int, count: int, last: int = 5) -> list[int]:
 
 
 def fresh_copy(finished: Path, scratch: Path, job: Job) -> Path:
-    """A copy of the finished run at `scratch` without `job`'s outputs (and their partial outputs), whose links
-    into the run (an image linked to a source the run made) point into the copy, as if it had run there."""
+    """A copy of the finished run at `scratch` as if `job` had never run there: without its outputs, their
+    partial outputs and a checkpoint's training state, and with the links into the run (an image linked to a
+    source the run made) pointing into the copy."""
     outputs.remove(scratch)
     shutil.copytree(finished, scratch, symlinks=True)
     for link in (p for p in scratch.rglob("*") if p.is_symlink()):
@@ -150,13 +158,17 @@ def fresh_copy(finished: Path, scratch: Path, job: Job) -> Path:
     for output in job.outputs:
         for path in (scratch / output, outputs.partial_path(scratch / output)):
             outputs.remove(path)
+        if output.endswith(".pt"):  # a checkpoint: its training run's resumable state goes too
+            from ..nn.checkpoint import training_state
+
+            outputs.remove(training_state(scratch / output))
     return scratch
 
 
 def sweep_job(job: Job, finished: Path, scratch: Path, choose: Callable[[int], list[int]]) -> list[KillPoint]:
     """Kill `job` at the durable steps that `choose` picks from the number of its steps (e.g. `sample_steps`),
     each in a copy of the finished run `finished` made under `scratch`, and check each rerun."""
-    expected = {output: stable_digest(finished / output, finished) for output in job.outputs}
+    expected = {output: file_digests(finished / output, finished) for output in job.outputs}
     counted = fresh_copy(finished, scratch / "counted", job)
     if run_job(job, counted, scratch / "counted.log") != 0:
         raise RuntimeError(f"{job.rule} ({job.command[:200]}) failed when run uninterrupted in {counted}")
@@ -168,9 +180,9 @@ def sweep_job(job: Job, finished: Path, scratch: Path, choose: Callable[[int], l
         status = run_job(job, copy, log, crash_at=step)
         killed = status < 0 and len(crash_points.logged_steps(log)) >= step
         log.unlink(missing_ok=True)
-        incomplete = [o for o in job.outputs if stable_digest(copy / o, copy) not in (None, expected[o])]
+        incomplete = [o for o in job.outputs if file_digests(copy / o, copy) not in (None, expected[o])]
         rerun = run_job(job, copy, log)
         log.unlink(missing_ok=True)
-        different = [o for o in job.outputs if stable_digest(copy / o, copy) != expected[o]]
+        different = [name for o in job.outputs for name in differing_files(o, expected[o], copy)]
         points.append(KillPoint(job, step, len(labels), labels[step - 1], killed, incomplete, rerun, different))
     return points
