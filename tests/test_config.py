@@ -15,7 +15,7 @@ from snakemake.utils import validate
 from unet_pipeline import cli
 from unet_pipeline.core.errors import ConfigError
 from unet_pipeline.core.stage_settings import STAGES
-from unet_pipeline.workflow.stage_config import PER_VOLUME, run_settings, stage_settings
+from unet_pipeline.workflow.stage_config import PER_VOLUME, export_settings, run_settings, stage_settings
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -29,6 +29,8 @@ def default_config() -> dict:
 def test_every_stage_gets_exactly_its_function_arguments():
     config = default_config()
     stages = cli._stages()
+    export, export_paths = stages.pop("export")  # the workflow's export rule, with settings of its own
+    assert sorted(export_settings(config)) == sorted(cli.setting_names(export, export_paths))
     assert set(stages) == set(STAGES)
     for stage, (function, positionals) in stages.items():
         shaping, run = stage_settings(config, stage, "train" if stage in PER_VOLUME else None), \

@@ -24,7 +24,9 @@ ALLOWED = {
     "distributed": {"core", "storage", "segmentation", "nn"},
     "stages": {"core", "storage", "segmentation", "nn", "figures", "training", "distributed"},
     "workflow": {"core", "storage", "nn"},
-    "cli": {"core", "storage", "segmentation", "nn", "figures", "training", "distributed", "stages", "workflow"},
+    "zoo": {"core", "storage", "nn"},
+    "cli": {"core", "storage", "segmentation", "nn", "figures", "training", "distributed", "stages", "workflow",
+            "zoo"},
 }
 # Array code: numpy (and torch in nn) in and out, no storage or scheduling library.
 IO_AND_SCHEDULING = {"dask", "distributed", "dask_jobqueue", "zarr", "numcodecs", "tensorstore", "ome_zarr", "h5py",

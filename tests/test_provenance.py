@@ -54,45 +54,25 @@ def test_two_byte_identical_runs_get_the_same_fingerprints_and_verify_says_ident
 
 
 @pytest.mark.parametrize("damage", ["deleted", "corrupt", "changed"])
-def test_verify_names_missing_damaged_and_changed_chunks(tmp_path, damage):
-    raw = raw_image(tmp_path / "raw.ome.zarr")
+@pytest.mark.parametrize("level,chunks,index", [("0", (1, 32, 32), (1, 0, 1)), ("1", (1, 16, 16), (2, 1, 0))],
+                         ids=["level-0", "pyramid-level-1"])
+def test_verify_names_a_missing_damaged_or_changed_chunk_of_any_level(tmp_path, damage, level, chunks, index):
     output = tmp_path / "copy.ome.zarr"
-    ingest("raw", raw, output, **INGEST)
+    ingest("raw", raw_image(tmp_path / "raw.ome.zarr"), output, **{**INGEST, "chunks": chunks})
+    array = zarr.open_array(str(output / level), mode="r+")
     assert verify(output)[0] == 0
-    chunk = output / "0" / "1" / "0" / "1"
+    chunk = output / level / "/".join(map(str, index))
     if damage == "deleted":
         chunk.unlink()
     elif damage == "corrupt":
         chunk.write_bytes(b"\x02\x01 not a blosc frame")
     else:
-        array = ome_zarr.open_image(output, mode="r+")
-        array[1, :32, 32:] = array[1, :32, 32:] + 1  # a valid chunk with other values
+        region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, array.chunks))
+        array[region] = array[region] + 1  # a valid chunk with other values
     status, report = verify(output)
     found = report["outputs"][0]
-    assert status == 2 and not found["intact"]
-    expected = {"deleted": ("missing", "0/1/0/1"), "corrupt": ("damaged", "0/1/0/1"),
-                "changed": ("changed", "0/1/0/1")}  # level 0, chunk (1, 0, 1)
-    field, key = expected[damage]
-    assert found[field] == [key], found
-
-
-@pytest.mark.parametrize("damage", ["deleted", "corrupt", "changed"])
-def test_verify_checks_every_pyramid_level(tmp_path, damage):
-    output = tmp_path / "copy.ome.zarr"
-    ingest("raw", raw_image(tmp_path / "raw.ome.zarr"), output, **{**INGEST, "chunks": (1, 16, 16)})
-    level = zarr.open_array(str(output / "1"), mode="r+")
-    assert level.shape == (3, 32, 32) and verify(output)[0] == 0
-    chunk = output / "1" / "2" / "1" / "0"
-    if damage == "deleted":
-        chunk.unlink()
-    elif damage == "corrupt":
-        chunk.write_bytes(b"\x02\x01 not a blosc frame")
-    else:
-        level[2, 16:, :16] = level[2, 16:, :16] + 1
-    status, report = verify(output)
-    found = report["outputs"][0]
-    assert status == 2 and found[{"deleted": "missing", "corrupt": "damaged", "changed": "changed"}[damage]] == \
-        ["1/2/1/0"], found
+    field = {"deleted": "missing", "corrupt": "damaged", "changed": "changed"}[damage]
+    assert status == 2 and not found["intact"] and found[field] == [f"{level}/{'/'.join(map(str, index))}"], found
 
 
 @pytest.mark.parametrize("edit", ["scale", "translation", "axes", "fingerprint"])

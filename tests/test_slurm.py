@@ -136,7 +136,8 @@ def test_the_chain_through_the_slurm_profile_killed_and_rerun_equals_a_local_run
     log = (tmp_path / "first.log").read_text() + rerun.stdout + rerun.stderr
     submitted = [line for line in log.splitlines() if "has been submitted with SLURM jobid" in line]
     assert len(submitted) >= 10, log[-3000:]  # every rule but `all` ran as a real sbatch job
-    assert scheduled_rules(rerun.stdout + rerun.stderr) <= {"predict", "segment", "evaluate", "report", "all"}
+    assert scheduled_rules(rerun.stdout + rerun.stderr) <= {"export", "predict", "segment", "evaluate", "report",
+                                                            "all"}
     assert {path: path.stat().st_mtime_ns for path in finished_before} == finished_before
     # the orphaned predict job computed every tile once; a rerun predict job waited for it and kept its output
     assert json.loads(json.dumps(ome_zarr.image_attrs(out / "probabilities.ome.zarr")["provenance"]["tiles"])) == {

@@ -35,6 +35,7 @@ def _stages() -> dict[str, tuple[Callable[..., Any], tuple[str, ...]]]:
     from .stages.segment import segment
     from .stages.train import train
     from .stages.weights import weights
+    from .zoo.export import export
 
     return {
         "ingest": (ingest, ("kind", "source", "output")),
@@ -45,6 +46,7 @@ def _stages() -> dict[str, tuple[Callable[..., Any], tuple[str, ...]]]:
         "segment": (segment, ("probabilities_path", "output")),
         "evaluate": (evaluate, ("segmentation_path", "probabilities_path", "labels_path", "output")),
         "report": (report, ("output",)),
+        "export": (export, ("checkpoint", "output")),
     }
 
 

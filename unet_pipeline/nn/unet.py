@@ -7,6 +7,7 @@ Its sizes are those of `ModelConfig` (see `model_config`); `checkpoint` saves an
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -92,6 +93,17 @@ class UNet(nn.Module):
             x = up(x)
             x = block(torch.cat([center_crop(skip, x.shape[2:]), x], dim=1))
         return self.head(x)
+
+
+class ProbabilityUNet(UNet):
+    """The U-Net with a softmax over its classes, built from its config's fields: class probabilities out. It
+    holds the same weights as a `UNet` of that config (what a bioimage.io package of it runs)."""
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(ModelConfig(**config))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(super().forward(x), dim=1)
 
 
 def _he_init(module: nn.Module) -> None:

@@ -11,21 +11,27 @@ up to their run history (see `file_digests`).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import yaml
 
 from ..storage import crash_points, outputs
 from .job_environment import put_scripts_on_path
 
-RUN_HISTORY = ("started", "finished", "computed", "resumed")  # provenance keys that say how a run went (when,
-# how much it resumed), not what it wrote: they differ between an interrupted and an uninterrupted run
+RUN_HISTORY = ("started", "finished", "computed", "resumed", "seconds")  # keys and table columns that say how a
+# run went (when, how long, how much it resumed), not what it wrote: an interrupted and an uninterrupted run differ
+TORCHSCRIPT_SERIALIZATION_ID = ".data/serialization_id"  # random in every TorchScript archive
 SNAKEMAKE_MARKER = ".snakemake_timestamp"  # Snakemake's own file in a directory output, not the job's
 JOB_TIMEOUT_S = 600
 
@@ -89,14 +95,15 @@ def run_job(job: Job, workdir: Path, log: Path, crash_at: int | None = None) -> 
 
 def file_digests(path: Path, run: Path) -> dict[str, str] | None:
     """The digest of each file of the output at `path` of the run in the folder `run`, by its path inside the
-    output (None when absent): every file's bytes, except that JSON attributes and checkpoints drop their
-    `RUN_HISTORY` keys, JSON names the run's folder '<run>' (a linked image records its source's absolute
-    path), and a checkpoint counts by its contents (each tensor's bytes)."""
+    output (None when absent; '' for a file output): every file's bytes, except that JSON attributes,
+    checkpoints and tables drop their `RUN_HISTORY` keys and columns, JSON names the run's folder '<run>' (a
+    linked image records its source's absolute path), a checkpoint counts by its contents (each tensor's
+    bytes) and a bioimage.io package by its members (see `_stable_archive`)."""
     if not path.exists():
         return None
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.name != SNAKEMAKE_MARKER) if path.is_dir() \
         else [path]
-    return {str(file.relative_to(path)) if file != path else file.name:
+    return {str(file.relative_to(path)) if file != path else "":
             hashlib.sha256(_stable_bytes(file, run)).hexdigest() for file in files}
 
 
@@ -106,7 +113,7 @@ def differing_files(output: str, expected: dict[str, str] | None, run: Path) -> 
     found = file_digests(run / output, run)
     if found is None or expected is None:
         return [] if found == expected else [output]
-    return [f"{output}/{name}" for name in sorted(expected.keys() | found.keys())
+    return [f"{output}/{name}".rstrip("/") for name in sorted(expected.keys() | found.keys())
             if expected.get(name) != found.get(name)]
 
 
@@ -118,7 +125,34 @@ def _stable_bytes(file: Path, run: Path) -> bytes:
         import torch
 
         return repr(_stable(torch.load(file, map_location="cpu", weights_only=True))).encode()
+    if file.suffix == ".csv":  # a table (the training log): without its run-history columns
+        rows = [{k: v for k, v in row.items() if k not in RUN_HISTORY} for row in csv.DictReader(io.StringIO(
+            file.read_text()))]
+        return json.dumps(rows).encode()
+    if file.suffix == ".zip":  # a bioimage.io package
+        return _stable_archive(file.read_bytes())
     return file.read_bytes()
+
+
+def _stable_archive(data: bytes) -> bytes:
+    """A zip archive's members by name and contents, without what differs between two writes of the same
+    package: the zip's own dates, the description's `timestamp` and TorchScript's `sha256`, and the random
+    `serialization_id` of a TorchScript archive inside (whose bytes count otherwise, member by member)."""
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for name in sorted(archive.namelist()):
+            if name.endswith(TORCHSCRIPT_SERIALIZATION_ID):
+                continue
+            member = archive.read(name)
+            if name == "rdf.yaml":
+                description = yaml.safe_load(member)
+                description.pop("timestamp", None)
+                description.get("weights", {}).get("torchscript", {}).pop("sha256", None)
+                member = json.dumps(description, sort_keys=True).encode()
+            elif zipfile.is_zipfile(io.BytesIO(member)):
+                member = _stable_archive(member)
+            digest.update(f"{name}\0".encode() + hashlib.sha256(member).digest())
+    return digest.digest()
 
 
 def _stable(value: Any) -> Any:

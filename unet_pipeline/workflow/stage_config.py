@@ -177,6 +177,15 @@ def architecture(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config["model"].items() if key != "checkpoint"}
 
 
+def export_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `zoo.export.export` for the model this run trains: its first training volume's
+    raw image as the test input's source, preprocess's percentiles, the `export` block's authors and name."""
+    first = plan(config).training[0].volume
+    return {"sample": Layout.of(config).volume(first, TRAINING_ARRAYS["image"]),
+            "percentiles": [config["preprocess"]["low_percentile"], config["preprocess"]["high_percentile"]],
+            "authors": config["export"]["authors"], "name": config["export"]["name"], "metrics": []}
+
+
 def model_checkpoint(config: dict[str, Any]) -> str:
     """The checkpoint predict applies: `model.checkpoint`, or the one this run trains."""
     return plan(config).checkpoint or Layout.of(config).model("checkpoint.pt")

@@ -11,6 +11,7 @@ from unet_pipeline.workflow.job_resources import stage_resources, stage_threads
 from unet_pipeline.workflow.layout import Layout
 from unet_pipeline.workflow.stage_config import (
     TRAINING_ARRAYS,
+    export_settings,
     ingest_settings,
     model_checkpoint,
     source_spec,
@@ -124,11 +125,12 @@ def report_files(wildcards):
 
 
 def final_targets():
-    """What the target rule `all` asks for - every processed volume's segmentation, the metrics of the scored ones, and
-    the report."""
+    """What the target rule `all` asks for - every processed volume's segmentation, the metrics of the scored ones, the
+    report, and the bioimage.io package of the model the run trains."""
     run = PLAN
     return (
         [LAYOUT.volume(name, "segmentation.ome.zarr") for name in run.processed]
         + [LAYOUT.volume(entry.volume, "metrics.json") for entry in run.evaluation]
         + [result("report.html")]
+        + ([LAYOUT.model("bioimageio.zip")] if run.trains and config["export"]["bioimageio"] else [])
     )
