@@ -22,7 +22,7 @@ ALLOWED = {
     "figures": {"core"},
     "training": {"core", "storage", "segmentation", "nn"},
     "distributed": {"core", "storage", "segmentation", "nn"},
-    "stages": {"core", "storage", "segmentation", "nn", "figures", "training", "distributed"},
+    "stages": {"core", "storage", "segmentation", "nn", "figures", "training", "distributed", "zoo"},
     "workflow": {"core", "storage", "nn"},
     "zoo": {"core", "storage", "nn"},
     "cli": {"core", "storage", "segmentation", "nn", "figures", "training", "distributed", "stages", "workflow",

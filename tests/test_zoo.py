@@ -91,3 +91,24 @@ def test_export_without_authors_warns_and_a_damaged_checkpoint_exits_2(tmp_path,
                              "--settings", json.dumps(export_settings(sample))], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"{damaged}: the checkpoint cannot be read" in result.stderr
+
+
+def test_info_reads_a_package_and_verify_compares_two_packages_weights(tmp_path, sample, random_checkpoint):
+    first, again, other = (tmp_path / f"{name}.zip" for name in ("first", "again", "other"))
+    export(random_checkpoint(depth=1, seed=0), first, **export_settings(sample))
+    export(random_checkpoint(depth=1, seed=0), again, **export_settings(sample, name="same weights (another name)"))
+    export(random_checkpoint(depth=1, seed=1), other, **export_settings(sample))
+    info = subprocess.run([sys.executable, "-m", "unet_pipeline.cli", "info", str(first)], capture_output=True,
+                          text=True)
+    summary = json.loads(info.stdout)
+    assert summary["weights"] == ["pytorch_state_dict", "torchscript"] and summary["model"]["depth"] == 1
+    assert summary["inputs"][0]["axes"] == ["batch", "channel", "y", "x"]
+
+    def verify(*packages):
+        result = subprocess.run([sys.executable, "-m", "unet_pipeline.cli", "verify", *map(str, packages)],
+                                capture_output=True, text=True)
+        return result.returncode, json.loads(result.stdout)
+
+    status, report = verify(first, again)
+    assert status == 0 and report["identical"] and report["outputs"][0]["recorded"] == summary["weights_sha256"]
+    assert verify(first, other)[0] == 1  # both intact, other weights

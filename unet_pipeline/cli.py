@@ -143,6 +143,10 @@ def _info(path: str) -> None:
         checkpoint = torch.load(target, map_location="cpu", weights_only=True)
         summary = {"model_config": checkpoint["model_config"], "weights_sha256": checkpoint.get("weights_sha256"),
                    "provenance": checkpoint.get("provenance")}
+    elif target.suffix == ".zip":
+        from .zoo.package import summary as package_summary
+
+        summary = package_summary(target)
     elif target.suffix == ".json":
         summary = {"provenance": json.loads(target.read_text()).get("provenance")}
     else:

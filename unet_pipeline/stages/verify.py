@@ -25,6 +25,10 @@ def check(path: str | os.PathLike) -> dict[str, Any]:
     """What `path` (an image or a checkpoint) holds against what its writer recorded."""
     if Path(path).suffix == ".pt":
         return _check_checkpoint(path)
+    if Path(path).suffix == ".zip":  # a bioimage.io package: its weights
+        from ..zoo.package import check as check_package
+
+        return check_package(path)
     linked = ome_zarr.linked_level0(path)
     if linked is not None:
         raise InputError(f"{path}: reads {linked} in place; a source this pipeline did not write has no recorded "

@@ -111,9 +111,12 @@ def export(checkpoint: str | os.PathLike, output: str | os.PathLike, *, sample: 
         warnings.warn("model.authors is empty: the bioimage.io package names no author", stacklevel=2)
     with tempfile.TemporaryDirectory() as folder:
         files = _package_files(Path(folder), network, raw, probabilities, config, stored, metrics)
-        description = _description(config, files, percentiles, authors,
-                                   name or f"unet-pipeline {Path(checkpoint).stem}", stored.get("provenance", {}),
-                                   torch.__version__)
+        try:
+            description = _description(config, files, percentiles, authors,
+                                       name or f"unet-pipeline {Path(checkpoint).stem}", stored.get("provenance", {}),
+                                       stored.get("weights_sha256"), torch.__version__)
+        except ValueError as err:  # pydantic's ValidationError: a name or an author bioimage.io refuses
+            raise InputError(f"{output}: the bioimage.io description does not validate: {err}") from err
         save_bioimageio_package(description, output_path=Path(folder) / "package.zip")
         with outputs.atomic_output(output) as partial:
             shutil.move(Path(folder) / "package.zip", partial)
@@ -169,7 +172,8 @@ def _documentation(config: ModelConfig, stored: dict[str, Any], metrics: Sequenc
 
 
 def _description(config: ModelConfig, files: dict[str, Path], percentiles: Sequence[float],
-                 authors: Sequence[dict[str, str]], name: str, provenance: dict[str, Any], torch_version: str) -> Any:
+                 authors: Sequence[dict[str, str]], name: str, provenance: dict[str, Any], weights_sha256: str | None,
+                 torch_version: str) -> Any:
     """The bioimage.io model description (v0.5) of the package's files."""
     from bioimageio.spec.model import v0_5 as spec
 
@@ -213,4 +217,5 @@ def _description(config: ModelConfig, files: dict[str, Path], percentiles: Seque
         license=spec.LicenseId("MIT"), documentation=spec.FileDescr(source=files["documentation"]),
         covers=[spec.FileDescr(source=files["cover"])], inputs=inputs, outputs=outputs, weights=weights,
         tags=["unet", "electron-microscopy", "segmentation", "membranes", f"{config.ndim}d"],
-        config={"unet_pipeline": {"model": dataclasses.asdict(config), "provenance": provenance}})
+        config={"unet_pipeline": {"model": dataclasses.asdict(config), "weights_sha256": weights_sha256,
+                                  "provenance": provenance}})
