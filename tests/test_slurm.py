@@ -126,7 +126,8 @@ def test_the_chain_through_the_slurm_profile_killed_and_rerun_equals_a_local_run
             time.sleep(0.2)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-    finished_before = {path: path.stat().st_mtime_ns for path in (out / "weights.ome.zarr", run / "model")}
+    finished_before = {path: path.stat().st_mtime_ns for path in (out / "weights.ome.zarr",
+                                                                  run / "model" / "checkpoint.pt")}
     assert queue(settle_s=0), "the killed run's predict job should still be running"
 
     unlock = snakemake(workdir, *SLURM_PROFILE, "--unlock")
