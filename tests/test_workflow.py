@@ -12,7 +12,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +164,7 @@ def test_a_job_of_every_rule_killed_at_a_durable_step_reruns_to_the_same_outputs
         first_of_rule.setdefault(job.rule, job)
     one_per_rule = list(first_of_rule.values())
     assert set(first_of_rule) == {"synth", "ingest", "preprocess", "weights", "train", "predict",
-                                "segment", "evaluate", "report", "export"}
+                                "segment", "evaluate", "report"}
     tried = []
     for index, job in enumerate(one_per_rule):
         def choose(steps: int, index: int = index) -> list[int]:
@@ -175,20 +174,6 @@ def test_a_job_of_every_rule_killed_at_a_durable_step_reruns_to_the_same_outputs
     failed = [(p.job.rule, p.step, p.label, p.killed, p.incomplete, p.rerun_status, p.different)
               for p in tried if not p.passed]
     assert not failed, failed
-
-
-def test_the_trained_model_gets_a_bioimageio_package_that_passes_the_ecosystems_test(tiny_run):
-    """results/<name>/model/bioimageio.zip: the checkpoint's weights, tested by bioimageio.core itself."""
-    core = pytest.importorskip("bioimageio.core", reason="bioimageio.core is not installed (extra 'zoo')")
-    workdir, _ = tiny_run
-    package = workdir / "results" / "tiny" / "model" / "bioimageio.zip"
-    summary = core.test_model(package)
-    assert summary.status == "passed", [(d.name, d.errors) for d in summary.details if d.status != "passed"]
-    with zipfile.ZipFile(package) as opened:
-        rdf = yaml.safe_load(opened.read("rdf.yaml"))
-    checkpoint = torch.load(workdir / "results" / "tiny" / "model" / "checkpoint.pt", weights_only=True)
-    assert rdf["config"]["unet_pipeline"]["provenance"]["input_fingerprints"] == \
-        checkpoint["provenance"]["input_fingerprints"]
 
 
 def test_an_unlabeled_volume_is_predicted_and_segmented_with_the_tuned_threshold(tiny_run):
@@ -216,8 +201,7 @@ def test_rerun_does_nothing_and_a_changed_value_reruns_only_its_stage_onwards(ti
         assert planned_jobs(workdir) == {"segment", "evaluate", "report", "all"}
         changed = {**TINY, "weights": {"w0": 5.0}}
         (workdir / "config.yaml").write_text(yaml.safe_dump(changed))
-        assert planned_jobs(workdir) == {"weights", "train", "export", "predict", "segment", "evaluate", "report",
-                                         "all"}
+        assert planned_jobs(workdir) == {"weights", "train", "predict", "segment", "evaluate", "report", "all"}
         changed = {**TINY, "volumes": {**TINY["volumes"], "b": {"synthetic": {"shape": [4, 64, 64], "seed": 3,
                                                                                "labels": False}}}}
         (workdir / "config.yaml").write_text(yaml.safe_dump(changed))  # another stack b: only b's chain
@@ -231,8 +215,7 @@ def test_dry_run_of_the_default_config_plans_the_whole_chain(tmp_path):
                              "--directory", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                             env=environment())
     assert result.returncode == 0, result.stderr
-    for rule in ("synth", "ingest", "preprocess", "weights", "train", "export", "predict", "segment", "evaluate",
-                 "report"):
+    for rule in ("synth", "ingest", "preprocess", "weights", "train", "predict", "segment", "evaluate", "report"):
         assert f"rule {rule}:" in result.stdout
 
 
