@@ -143,7 +143,8 @@ def check_manifest(image: str | os.PathLike, array: zarr.Array) -> dict[str, Any
         raise InputError(f"{image}: no {MANIFEST} with the hashes of every level; it was written by a stage that "
                          "records no chunk hashes, or by an older version")
     group = zarr.open_group(str(image), mode="r")
-    expected = {level_paths(group)[0]: recorded["chunk_hashes"], **recorded["levels"]}
+    level0 = level_paths(group)[0]
+    expected = {level0: recorded["chunk_hashes"], **recorded["levels"]}
     report: dict[str, Any] = {"fingerprint": recorded["fingerprint"], "levels_fingerprint": fingerprint(
         {f"{path}/{key}": value for path, level in expected.items() for key, value in level.items()}),
         "metadata_sha256": hashlib.sha256(json.dumps(recorded["metadata"], sort_keys=True).encode()).hexdigest(),
@@ -152,7 +153,7 @@ def check_manifest(image: str | os.PathLike, array: zarr.Array) -> dict[str, Any
         if path not in group:
             report["missing"].append(path)
             continue
-        level = array if path == level_paths(group)[0] else group[path]
+        level = array if path == level0 else group[path]
         report["missing"] += [f"{path}/{key}" for key in missing_keys(level)]
         hashes, damaged = recomputed_hashes(level)
         report["damaged"] += [f"{path}/{key}" for key in sorted(damaged)]
